@@ -1,0 +1,49 @@
+"""Feed-forward layers. Each factory takes `d_model` and returns an nn.Module (or None for no feed-forward)."""
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu, "silu": F.silu, "relu2": lambda x: F.relu(x).square()}
+
+
+def _activation(name: str):
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation={name!r} is unknown (choose from {', '.join(ACTIVATIONS)})")
+    return ACTIVATIONS[name]
+
+
+class MLP(nn.Module):
+    """Two-layer MLP, d -> expansion*d -> d (Vaswani et al. 2017)."""
+
+    def __init__(self, d_model: int, *, expansion: float = 4, activation: str = "gelu", bias: bool = False):
+        super().__init__()
+        hidden = int(expansion * d_model)
+        self.act = _activation(activation)
+        self.up = nn.Linear(d_model, hidden, bias=bias)
+        self.down = nn.Linear(hidden, d_model, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down(self.act(self.up(x)))
+
+
+class GLU(nn.Module):
+    """Gated feed-forward, down(act(gate(x)) * up(x)) (Shazeer 2020, "GLU Variants Improve Transformer").
+
+    The hidden width is 2/3 of the MLP's so that parameters match an MLP of the same expansion, as in the paper.
+    """
+
+    def __init__(self, d_model: int, *, expansion: float = 4, activation: str = "silu", bias: bool = False):
+        super().__init__()
+        hidden = int(2 * expansion * d_model / 3)
+        self.act = _activation(activation)
+        self.gate = nn.Linear(d_model, hidden, bias=bias)
+        self.up = nn.Linear(d_model, hidden, bias=bias)
+        self.down = nn.Linear(hidden, d_model, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down(self.act(self.gate(x)) * self.up(x))
+
+
+def none(d_model: int) -> None:
+    """No feed-forward: blocks are mixer-only (as in Zoology's MQAR models)."""
+    return None
