@@ -1,0 +1,1 @@
+"""Tasks: every task is next-token prediction where `targets` is -100 at unscored positions."""

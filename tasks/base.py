@@ -1,0 +1,90 @@
+"""The task interface: a seed becomes train/val/test splits of (inputs, targets) LongTensors of shape (N, seq_len).
+
+`targets` is -100 wherever a position is not scored. Each split draws from its own seed, derived from the run's
+seed and the split's name, so train, validation and test never share a random stream.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+IGNORE = -100
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Split:
+    inputs: torch.Tensor  # (N, seq_len) int64
+    targets: torch.Tensor  # (N, seq_len) int64, IGNORE where not scored
+
+    def to(self, device) -> "Split":
+        return Split(self.inputs.to(device), self.targets.to(device))
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+
+class Task:
+    """Subclasses set `vocab_size`, `seq_len`, `num_train`, `num_val`, `num_test` and implement `generate`."""
+
+    vocab_size: int
+    seq_len: int
+    num_train: int
+    num_val: int
+    num_test: int
+    metrics: tuple[str, ...] = ("loss", "accuracy")  # accuracy: token accuracy over scored positions
+
+    def check(self) -> None:
+        """Raise ValueError naming the field if the parameters cannot make a valid task."""
+        for name in ("vocab_size", "seq_len", "num_train", "num_val", "num_test"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be positive")
+
+    def generate(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def split(self, name: str, seed: int) -> Split:
+        n = {"train": self.num_train, "val": self.num_val, "test": self.num_test}[name]
+        inputs, targets = self.generate(n, split_rng(seed, name))
+        return Split(torch.as_tensor(inputs, dtype=torch.long), torch.as_tensor(targets, dtype=torch.long))
+
+    def splits(self, seed: int) -> dict[str, Split]:
+        self.check()
+        return {name: self.split(name, seed) for name in SPLITS}
+
+
+def split_rng(seed: int, split: str) -> np.random.Generator:
+    """Independent streams per (seed, split): numpy's SeedSequence hashes both into the state."""
+    return np.random.default_rng(np.random.SeedSequence([seed, SPLITS.index(split)]))
+
+
+def choice_without_replacement(rng: np.random.Generator, n: int, low: int, high: int, k: int) -> np.ndarray:
+    """(n, k) draws from [low, high), distinct within each row, uniformly random, vectorized over rows.
+
+    Rows with a collision are redrawn (cheap while k^2 is small against the range); otherwise a random
+    permutation of the whole range is cut.
+    """
+    size = high - low
+    if k > size:
+        raise ValueError(f"cannot draw {k} distinct values from [{low}, {high})")
+    if k * k > 6 * size:  # collisions likely: permute the (small) range instead
+        return low + rng.random((n, size)).argsort(axis=1)[:, :k]
+    out = rng.integers(low, high, size=(n, k))
+    redo = np.arange(n)
+    while True:
+        s = np.sort(out[redo], axis=1)
+        redo = redo[(s[:, 1:] == s[:, :-1]).any(axis=1)]
+        if len(redo) == 0:
+            return out
+        out[redo] = rng.integers(low, high, size=(len(redo), k))
+
+
+def weighted_choice_without_replacement(rng: np.random.Generator, n: int, p: np.ndarray, k: int) -> np.ndarray:
+    """(n, k) indices into p, distinct within each row, drawn one after another with probability proportional to
+    the remaining weights (what np.random.choice(replace=False, p=p) does), vectorized by exponential keys
+    (Efraimidis & Spirakis 2006): the k smallest of E_i / p_i, in increasing order."""
+    keys = rng.standard_exponential((n, len(p))) / p
+    idx = np.argpartition(keys, k - 1, axis=1)[:, :k] if k < len(p) else np.tile(np.arange(len(p)), (n, 1))
+    order = np.take_along_axis(keys, idx, axis=1).argsort(axis=1)
+    return np.take_along_axis(idx, order, axis=1)
