@@ -1,0 +1,1 @@
+"""Hydra configs (YAML only); a package so that Hydra finds them in any install."""

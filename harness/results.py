@@ -1,0 +1,125 @@
+"""The result record: one `result.json` per run, written atomically, read back tolerantly.
+
+Fields: schema, run_id, status (completed | failed | diverged), error, labels, overrides, config, seed, metrics,
+cost, env, timestamps. `run_id` hashes the resolved config minus where things are written and how they are logged,
+so the same experiment gets the same id wherever and whenever it runs.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+SCHEMA = 1
+RECORD = "result.json"
+STATUSES = ("completed", "failed", "diverged")
+NOT_IN_RUN_ID = ("paths", "logger", "name", "skip_completed")  # top-level keys that do not change the result
+NOT_IN_RUN_ID_TRAINER = ("progress",)
+
+
+def run_id(config: dict) -> str:
+    cfg = {k: v for k, v in config.items() if k not in NOT_IN_RUN_ID}
+    if isinstance(cfg.get("trainer"), dict):
+        cfg["trainer"] = {k: v for k, v in cfg["trainer"].items() if k not in NOT_IN_RUN_ID_TRAINER}
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename: readers see all of it or none."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def environment() -> dict:
+    return {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "git_sha": _git_sha(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+
+
+def _git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def load_record(path: Path) -> dict | None:
+    """The record at `path`, or None (with a warning naming the file) if it is unreadable or of another schema."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        log.warning("skipping %s: not a readable result record (%s)", path, e)
+        return None
+    if not isinstance(record, dict) or record.get("schema") != SCHEMA or record.get("status") not in STATUSES:
+        log.warning("skipping %s: unknown schema or status", path)
+        return None
+    record["path"] = str(path)
+    return record
+
+
+def find_records(roots) -> list[Path]:
+    paths = []
+    for root in roots:
+        root = Path(root)
+        paths.extend([root] if root.is_file() else sorted(root.rglob(RECORD)))
+    return paths
+
+
+def load_records(roots) -> list[dict]:
+    """Every readable record below `roots`, each run counted once: for a run_id seen several times (a rerun of a
+    sweep), the completed record wins over failed ones, and the latest over earlier ones."""
+    best: dict[str, dict] = {}
+    for path in find_records(roots):
+        record = load_record(path)
+        if record is None:
+            continue
+        rank = (record["status"] == "completed", record.get("timestamps", {}).get("finished") or "")
+        old = best.get(record["run_id"])
+        if old is None or rank > (old["status"] == "completed", old.get("timestamps", {}).get("finished") or ""):
+            best[record["run_id"]] = record
+    return list(best.values())
+
+
+def completed_marker(results_root: Path, rid: str) -> Path:
+    return Path(results_root) / ".completed" / rid
+
+
+def find_completed(results_root: Path, rid: str) -> dict | None:
+    """The completed record of run `rid` under results_root, if an earlier run left one."""
+    marker = completed_marker(results_root, rid)
+    if not marker.exists():
+        return None
+    record = load_record(Path(marker.read_text().strip()))
+    return record if record is not None and record["status"] == "completed" else None
+
+
+def mark_completed(results_root: Path, rid: str, record_path: Path) -> None:
+    marker = completed_marker(results_root, rid)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    tmp = marker.with_suffix(".tmp")
+    tmp.write_text(str(Path(record_path).resolve()))
+    os.replace(tmp, marker)

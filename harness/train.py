@@ -1,0 +1,228 @@
+"""A plain PyTorch training loop over a task's splits. Knows nothing of Hydra or files: the CLI hands it a model,
+the splits and a TrainConfig, and gets metrics and costs back."""
+
+import contextlib
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from tasks.base import IGNORE, Split
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 1000
+    epochs: float | None = None  # if set, max_steps = ceil(epochs * num_train / batch_size)
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.98)
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    eval_every: int = 100
+    eval_batch_size: int = 512
+    target_accuracy: float | None = None  # stop at the first evaluation whose val accuracy reaches this
+    device: str = "auto"
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere; or fp32 | bf16
+    compile: bool = False
+    deterministic: bool = False
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def steps_for(self, num_train: int) -> int:
+        if self.epochs is None:
+            return self.max_steps
+        return math.ceil(self.epochs * num_train / self.batch_size)
+
+    def check(self, num_train: int) -> None:
+        if self.lr <= 0:
+            raise ValueError(f"trainer.lr={self.lr} must be positive")
+        if self.steps_for(num_train) < 1:
+            raise ValueError(f"trainer.max_steps={self.max_steps} must be positive")
+        for name in ("batch_size", "eval_every", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"trainer.{name}={getattr(self, name)} must be positive")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"trainer.precision={self.precision!r} must be auto, fp32 or bf16")
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed python, numpy and torch (every device). 0 is a seed like any other."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        import os
+
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def configure_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW; weight decay only on matrices of linear layers and mixers, never on norms, biases or embeddings."""
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    decay, no_decay, seen = [], [], set()
+    for p in model.parameters():
+        if id(p) in seen or not p.requires_grad:
+            continue
+        seen.add(id(p))
+        (decay if p.dim() >= 2 and id(p) not in embeddings else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=device.type == "cuda")
+
+
+def lr_lambda(cfg: TrainConfig, total_steps: int):
+    """Linear warmup to lr, then cosine down to min_lr_ratio * lr at the last step."""
+    warmup = min(cfg.warmup_steps, total_steps)
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return f
+
+
+def scored_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor):
+    """Cross-entropy over scored positions only: hidden states are gathered before the head."""
+    hidden = model(inputs)
+    mask = targets != IGNORE
+    logits = model.head(hidden[mask]).float()
+    labels = targets[mask]
+    return F.cross_entropy(logits, labels, reduction="sum"), (logits.argmax(-1) == labels).sum(), labels.numel()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split, batch_size: int, autocast) -> dict[str, float]:
+    was_training = model.training
+    model.eval()
+    loss = correct = count = 0
+    for i in range(0, len(split), batch_size):
+        with autocast():
+            batch_loss, batch_correct, n = scored_loss(
+                model, split.inputs[i : i + batch_size], split.targets[i : i + batch_size]
+            )
+        loss, correct, count = loss + batch_loss.item(), correct + batch_correct.item(), count + n
+    model.train(was_training)
+    return {"loss": loss / max(count, 1), "accuracy": correct / max(count, 1)}
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def train(model: nn.Module, splits: dict[str, Split], cfg: TrainConfig, *, seed: int, log_fn=None) -> dict:
+    """Train `model` on splits['train'], evaluating on splits['val'] every cfg.eval_every steps and on both val
+    and test at the end. Returns {"metrics": ..., "cost": ..., "history": [...]}."""
+    device = resolve_device(cfg.device)
+    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def autocast():
+        if use_bf16:
+            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    train_split = splits["train"].to(device)
+    val_split, test_split = splits["val"].to(device), splits["test"].to(device)
+    model.to(device)
+    optimizer = configure_optimizer(model, cfg, device)
+    total_steps = cfg.steps_for(len(train_split))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps))
+    step_fn = torch.compile(model) if cfg.compile else model
+
+    # The data order is a function of (seed, epoch) alone, so it does not depend on what else consumed RNG.
+    n_train, bs = len(train_split), min(cfg.batch_size, len(train_split))
+    batches_per_epoch = n_train // bs
+    order_gen = torch.Generator().manual_seed(seed)
+    order, epoch = None, -1
+
+    history, best = [], {"accuracy": -1.0, "step": 0}
+    steps_to_target, step, first_step_time = None, 0, None
+    tokens_seen, eval_seconds = 0, 0.0
+    model.train()
+    bar = tqdm(total=total_steps, disable=None if cfg.progress else True, leave=False, dynamic_ncols=True)
+    loop_start = time.perf_counter()
+    while step < total_steps:
+        if step // batches_per_epoch != epoch:
+            epoch = step // batches_per_epoch
+            order_gen.manual_seed(seed * 1_000_003 + epoch)
+            order = torch.randperm(n_train, generator=order_gen).to(device)
+        j = step % batches_per_epoch
+        idx = order[j * bs : (j + 1) * bs]
+        with autocast():
+            loss_sum, _, n = scored_loss(step_fn, train_split.inputs[idx], train_split.targets[idx])
+            loss = loss_sum / max(n, 1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        tokens_seen += idx.numel() * train_split.inputs.shape[1]
+        if first_step_time is None:
+            first_step_time = time.time()
+        bar.update(1)
+        if step % cfg.eval_every and step != total_steps:
+            continue
+        # Evaluation: the only host synchronisation, and the only place the loss is read.
+        t_eval = time.perf_counter()
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise Diverged(f"training loss is {loss_value} at step {step}")
+        val = evaluate(model, val_split, cfg.eval_batch_size, autocast)
+        eval_seconds += time.perf_counter() - t_eval
+        row = {"step": step, "train/loss": loss_value, "val/loss": val["loss"], "val/accuracy": val["accuracy"],
+               "lr": scheduler.get_last_lr()[0], "tokens": tokens_seen}
+        history.append(row)
+        if log_fn is not None:
+            log_fn(row, step)
+        bar.set_postfix(loss=f"{loss_value:.3f}", val_acc=f"{val['accuracy']:.3f}")
+        log.info("step %d  train/loss %.4f  val/loss %.4f  val/accuracy %.4f",
+                 step, loss_value, val["loss"], val["accuracy"])
+        if val["accuracy"] > best["accuracy"]:
+            best = {"accuracy": val["accuracy"], "step": step}
+        if cfg.target_accuracy is not None and val["accuracy"] >= cfg.target_accuracy:
+            steps_to_target = step
+            break
+    train_seconds = time.perf_counter() - loop_start - eval_seconds
+    bar.close()
+
+    val, test = history[-1], evaluate(model, test_split, cfg.eval_batch_size, autocast)
+    metrics = {
+        "train/loss": val["train/loss"], "val/loss": val["val/loss"], "val/accuracy": val["val/accuracy"],
+        "test/loss": test["loss"], "test/accuracy": test["accuracy"],
+        "best/val_accuracy": best["accuracy"], "best/step": best["step"],
+        "steps": step, "steps_to_target": steps_to_target,
+    }
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    cost = {
+        "tokens_seen": tokens_seen, "train_seconds": train_seconds,
+        "tokens_per_second": tokens_seen / train_seconds if train_seconds > 0 else None,
+        "peak_memory_bytes": peak, "device": str(device), "threads": torch.get_num_threads(),
+        "first_step_time": first_step_time,
+    }
+    return {"metrics": metrics, "cost": cost, "history": history}
