@@ -1,0 +1,81 @@
+"""`archbench` as a user runs it: in a subprocess, from a scratch folder."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+SMOKE = ["trainer=smoke", "task.num_train=64", "task.num_val=16", "task.num_test=16"]
+
+
+def archbench(tmp_path: Path, *args: str, env=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ARCHBENCH_RESULTS": str(tmp_path / "results"), "WANDB_MODE": "offline", **(env or {})}
+    cmd = [sys.executable, "-c", "from harness.cli import main; main()", *args]
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+
+def records(tmp_path: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((tmp_path / "results").rglob("result.json"))]
+
+
+def test_single_run_writes_one_complete_record(tmp_path):
+    proc = archbench(tmp_path, *SMOKE, "seed=0")
+    assert proc.returncode == 0, proc.stderr
+    [record] = records(tmp_path)
+    assert record["status"] == "completed" and record["seed"] == 0
+    assert record["labels"] == {"model": "transformer", "mixer": "attention", "norm": "layernorm", "ffn": "mlp",
+                                "position": "learned", "task": "mqar"}
+    assert {"val/accuracy", "test/accuracy", "test/loss", "best/step"} <= set(record["metrics"])
+    assert record["cost"]["params"] > 0 and record["cost"]["tokens_per_second"] > 0
+    assert record["config"]["task"]["vocab_size"] == 128 and record["env"]["torch"]
+    assert not list((tmp_path / "results").rglob("*.tmp"))
+
+
+def test_sweep_gives_a_record_per_run_and_a_leaderboard_with_the_right_means(tmp_path):
+    proc = archbench(tmp_path, "-m", "model/mixer=attention,gqa", "seed=0,1", *SMOKE)
+    assert proc.returncode == 0, proc.stderr
+    recs = records(tmp_path)
+    assert len(recs) == 4 and {r["status"] for r in recs} == {"completed"}
+    assert len({r["run_id"] for r in recs}) == 4
+    [csv] = list((tmp_path / "results").rglob("leaderboard.csv"))
+    board = pd.read_csv(csv).set_index("variant")
+    for mixer in ("attention", "gqa"):
+        accs = [r["metrics"]["test/accuracy"] for r in recs if r["labels"]["mixer"] == mixer]
+        assert board.loc[mixer, "n"] == 2
+        assert board.loc[mixer, "mean"] == pytest.approx(sum(accs) / 2, abs=1e-12)
+    assert "| attention" in proc.stdout and "| gqa" in proc.stdout
+
+
+def test_rerunning_a_completed_run_skips_it(tmp_path):
+    assert archbench(tmp_path, *SMOKE).returncode == 0
+    proc = archbench(tmp_path, *SMOKE)
+    assert proc.returncode == 0 and "already completed" in proc.stdout + proc.stderr
+    first, second = records(tmp_path)
+    assert first["run_id"] == second["run_id"] and first["metrics"] == second["metrics"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["model.d_model=30", "model.mixer.n_heads=4"], "n_heads=4 must divide d_model=30"),
+    (["model/mixer=no_such_mixer"], "no_such_mixer"),
+    (["model.mixer.n_haeds=2"], "n_haeds"),
+    (["task.seq_len=33"], "task.seq_len=33 must be even"),
+    (["trainer.lr=-1"], "trainer.lr=-1 must be positive"),
+])
+def test_bad_config_gives_one_line_exit_2_and_no_record(tmp_path, args, message):
+    proc = archbench(tmp_path, *SMOKE, *args)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("archbench: error:") and message in lines[0], proc.stderr
+    assert records(tmp_path) == []
+
+
+def test_two_wandb_offline_runs_in_one_multirun_get_distinct_run_folders(tmp_path):
+    proc = archbench(tmp_path, "-m", "logger=wandb", "seed=0,1", *SMOKE)
+    assert proc.returncode == 0, proc.stderr
+    runs = sorted((tmp_path / "results").rglob("offline-run-*"))
+    assert len(runs) == 2 and runs[0].name != runs[1].name
+    assert all(list(run.glob("*.wandb")) for run in runs)

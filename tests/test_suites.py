@@ -1,0 +1,30 @@
+"""Every suite composes into a sweep; the main job (suite=quick) runs end to end at smoke size."""
+
+import pytest
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from tests.conftest import options
+from tests.test_cli import archbench, records
+
+
+@pytest.mark.parametrize("name", options("suite"))
+def test_suite_composes_into_a_multirun(name):
+    from hydra import compose, initialize_config_module
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"suite={name}"], return_hydra_config=True)
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    assert OmegaConf.to_container(cfg.hydra.sweeper.params)
+
+
+def test_main_job_runs_end_to_end_and_prints_the_leaderboard(tmp_path):
+    proc = archbench(tmp_path, "suite=quick", "trainer.max_steps=2", "trainer.eval_every=1",
+                     "task.num_train=64", "task.num_val=16", "task.num_test=16")
+    assert proc.returncode == 0, proc.stderr
+    recs = records(tmp_path)
+    assert len(recs) == 16 and all(r["status"] == "completed" for r in recs)
+    assert {r["labels"]["task"] for r in recs} == {"mqar", "induction_heads"}
+    table = proc.stdout[proc.stdout.index("test/accuracy"):]
+    assert table.count("(n=2)") == 8  # 4 variants x 2 tasks, 2 seeds each
