@@ -4,9 +4,10 @@ the splits and a TrainConfig, and gets metrics and costs back."""
 import contextlib
 import logging
 import math
+import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -38,7 +39,6 @@ class TrainConfig:
     compile: bool = False
     deterministic: bool = False
     progress: bool = True
-    extra: dict = field(default_factory=dict)
 
     def steps_for(self, num_train: int) -> int:
         if self.epochs is None:
@@ -63,8 +63,6 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     if deterministic:
-        import os
-
         os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
@@ -131,8 +129,9 @@ class Diverged(RuntimeError):
 
 
 def train(model: nn.Module, splits: dict[str, Split], cfg: TrainConfig, *, seed: int, log_fn=None) -> dict:
-    """Train `model` on splits['train'], evaluating on splits['val'] every cfg.eval_every steps and on both val
-    and test at the end. Returns {"metrics": ..., "cost": ..., "history": [...]}."""
+    """Train `model` on splits['train'], evaluating on splits['val'] every cfg.eval_every steps, and at the end on
+    'test' and every other held-out split the task made (metrics '<split>/loss', '<split>/accuracy').
+    Returns {"metrics": ..., "cost": ..., "history": [...]}."""
     device = resolve_device(cfg.device)
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     if device.type == "cuda":
@@ -145,8 +144,7 @@ def train(model: nn.Module, splits: dict[str, Split], cfg: TrainConfig, *, seed:
             return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    train_split = splits["train"].to(device)
-    val_split, test_split = splits["val"].to(device), splits["test"].to(device)
+    train_split, val_split = splits["train"].to(device), splits["val"].to(device)
     model.to(device)
     optimizer = configure_optimizer(model, cfg, device)
     total_steps = cfg.steps_for(len(train_split))
@@ -211,13 +209,14 @@ def train(model: nn.Module, splits: dict[str, Split], cfg: TrainConfig, *, seed:
     train_seconds = time.perf_counter() - loop_start - eval_seconds
     bar.close()
 
-    val, test = history[-1], evaluate(model, test_split, cfg.eval_batch_size, autocast)
-    metrics = {
-        "train/loss": val["train/loss"], "val/loss": val["val/loss"], "val/accuracy": val["val/accuracy"],
-        "test/loss": test["loss"], "test/accuracy": test["accuracy"],
-        "best/val_accuracy": best["accuracy"], "best/step": best["step"],
-        "steps": step, "steps_to_target": steps_to_target,
-    }
+    last = history[-1]
+    metrics = {"train/loss": last["train/loss"], "val/loss": last["val/loss"], "val/accuracy": last["val/accuracy"]}
+    for name, split in splits.items():  # "test", and any extra held-out split a task defines (e.g. longer lengths)
+        if name not in ("train", "val"):
+            result = evaluate(model, split.to(device), cfg.eval_batch_size, autocast)
+            metrics.update({f"{name}/loss": result["loss"], f"{name}/accuracy": result["accuracy"]})
+    metrics.update({"best/val_accuracy": best["accuracy"], "best/step": best["step"], "steps": step,
+                    "steps_to_target": steps_to_target})
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     cost = {
         "tokens_seen": tokens_seen, "train_seconds": train_seconds,
