@@ -99,6 +99,7 @@ def run(cfg: DictConfig) -> float | None:
                            labels.get("task", ""), f"s{cfg.seed}"]),
             config=config, dir=str(out_dir))
         out = train(model, task.splits(cfg.seed), train_cfg, seed=cfg.seed, log_fn=logger.log)
+        out["metrics"].update(task.derived_metrics(out["metrics"]))
         record.update(status="completed", metrics=out["metrics"], history=out["history"])
         record["cost"].update(out["cost"])
         logger.summary({**out["metrics"], **record["cost"]})

@@ -44,6 +44,10 @@ class Task:
     def generate(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
+    def derived_metrics(self, metrics: dict) -> dict:
+        """Metrics computed from the trainer's (e.g. bits per byte from a byte-level loss); none by default."""
+        return {}
+
     def split(self, name: str, seed: int) -> Split:
         n = {"train": self.num_train, "val": self.num_val, "test": self.num_test}[name]
         inputs, targets = self.generate(n, split_rng(seed, name))
