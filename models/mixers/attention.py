@@ -1,9 +1,12 @@
 """Causal softmax attention (Vaswani et al. 2017) with grouped KV heads (Ainslie et al. 2023, GQA).
 
 n_kv_heads = n_heads is multi-head attention, 1 < n_kv_heads < n_heads is GQA, n_kv_heads = 1 is MQA
-(Shazeer 2019). Runs on F.scaled_dot_product_attention with is_causal=True, so CUDA takes the flash kernel.
+(Shazeer 2019). qk_norm=true RMS-normalises each head's queries and keys before the dot product (Dehghani et al.
+2023, with RMSNorm as in OLMo 2). Positions: rope rotates q and k; ALiBi adds its bias to the scores through
+attn_mask; with no bias, F.scaled_dot_product_attention runs with is_causal=True, so CUDA takes the flash kernel.
 """
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -20,6 +23,7 @@ class Attention(nn.Module):
         n_heads: int = 4,
         n_kv_heads: int | None = None,
         bias: bool = False,
+        qk_norm: bool = False,
         position: nn.Module | None = None,
     ):
         super().__init__()
@@ -29,13 +33,23 @@ class Attention(nn.Module):
         if n_kv_heads < 1 or n_heads % n_kv_heads:
             raise ValueError(f"mixer.n_kv_heads={n_kv_heads} must divide mixer.n_heads={n_heads}")
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, d_model // n_heads
-        if position is not None and self.head_dim % 2:
+        self.score_bias = position if hasattr(position, "bias") else None  # ALiBi-like: added to the scores
+        self.rotation = None if position is None or self.score_bias is not None else position  # rope: on q, k
+        if self.rotation is not None and self.head_dim % 2:
             raise ValueError(f"rotary positions need an even head dim, got d_model/n_heads={self.head_dim}")
         self.qkv = nn.Linear(d_model, (n_heads + 2 * n_kv_heads) * self.head_dim, bias=bias)
         self.out = nn.Linear(d_model, d_model, bias=bias)
-        self.position = position
+        self.q_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else None
+        self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else None
 
     def forward(self, x: Tensor) -> Tensor:
+        b, t, _ = x.shape
+        y = self.attend(*self.project(x))
+        return self.out(y.transpose(1, 2).reshape(b, t, -1))
+
+    def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x (batch, seq, d_model) -> q (batch, n_heads, seq, head_dim), k and v (batch, n_kv_heads, seq, head_dim),
+        normalised and rotated when asked."""
         b, t, _ = x.shape
         q, k, v = self.qkv(x).split(
             [self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim, self.n_kv_heads * self.head_dim], -1
@@ -43,10 +57,21 @@ class Attention(nn.Module):
         q = q.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
         k = k.view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = v.view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        if self.position is not None:
-            q, k = self.position(q, k)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.n_kv_heads != self.n_heads)
-        return self.out(y.transpose(1, 2).reshape(b, t, -1))
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.rotation is not None:
+            q, k = self.rotation(q, k)
+        return q, k, v
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Causal softmax attention over the whole prefix: (batch, heads, seq, head_dim) -> same shape as q."""
+        gqa = self.n_kv_heads != self.n_heads
+        if self.score_bias is None:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        pos = torch.arange(q.shape[-2], device=q.device)
+        scores_bias = self.score_bias.bias(self.n_heads, pos[:, None], pos[None, :])  # (heads, seq, seq)
+        mask = scores_bias.masked_fill(pos[None, :] > pos[:, None], float("-inf")).to(q.dtype)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
 
     def flops_per_token(self, seq_len: int) -> int:
         # PaLM (Chowdhery et al. 2022, App. B): 12 * H * Q * T per layer for QK^T and AV, forward + backward.

@@ -1,0 +1,56 @@
+"""Causal sliding-window attention (Beltagy et al. 2020, Longformer; Child et al. 2019's local attention): query i
+sees keys i - window + 1 .. i.
+
+The sequence is cut into blocks of `window` queries; each block attends to itself and the block before it, so the
+cost is O(seq * window) instead of O(seq^2). Everything else (heads, GQA, QK-norm, rope, ALiBi) is `Attention`'s.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from models.mixers.attention import Attention
+
+
+class SlidingWindowAttention(Attention):
+    def __init__(self, d_model: int, *, max_seq_len: int, layer_idx: int, window: int = 32, **options):
+        if window < 1:
+            raise ValueError(f"mixer.window={window} must be positive")
+        super().__init__(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx, **options)
+        self.window = window
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        b, h, t, d = q.shape
+        w = self.window
+        if t <= w:  # the window covers the whole prefix: plain causal attention
+            return super().attend(q, k, v)
+        n = -(-t // w)  # blocks of w queries; pad the end (padding is future, so no real query sees it)
+        pad = lambda z: F.pad(z, (0, 0, 0, n * w - t))
+        qb = pad(q).view(b, h, n, w, d).transpose(1, 2)  # (b, n, h, w, d)
+        kb, vb = (_with_previous_block(pad(z).view(b, z.shape[1], n, w, d).transpose(1, 2)) for z in (k, v))
+        # query a of block c sits at c*w + a; key j of its 2w keys at (c-1)*w + j: distance w + a - j.
+        a = torch.arange(w, device=q.device)[:, None]
+        j = torch.arange(2 * w, device=q.device)[None, :]
+        distance = w + a - j
+        first_block = torch.arange(n, device=q.device)[:, None, None] == 0
+        visible = (distance >= 0) & (distance < w) & ~(first_block & (j < w))  # (n, w, 2w); block -1 is padding
+        visible = visible[:, None]  # (n, 1, w, 2w), broadcast over batch and heads
+        if self.score_bias is None:
+            mask = visible
+        else:
+            bias = self.score_bias.bias(h, w + a, j)  # (h, w, 2w): depends only on the distance
+            mask = bias.masked_fill(~visible, float("-inf")).to(q.dtype)
+        y = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask, enable_gqa=self.n_kv_heads != h)
+        return y.transpose(1, 2).reshape(b, h, n * w, d)[:, :, :t]
+
+    def flops_per_token(self, seq_len: int) -> int:
+        # PaLM's 12 * H * Q * T with T replaced by the keys a query sees: min(window, seq_len).
+        return 12 * self.n_heads * self.head_dim * min(self.window, seq_len)
+
+
+def _with_previous_block(z: Tensor) -> Tensor:
+    """(b, n, h, w, d) -> (b, n, h, 2w, d): each block's keys preceded by the previous block's (zeros for block 0)."""
+    previous = F.pad(z, (0, 0, 0, 0, 0, 0, 1, 0))[:, :-1]
+    return torch.cat([previous, z], dim=-2)
+
+
