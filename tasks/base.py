@@ -1,13 +1,18 @@
 """The task interface: a seed becomes train/val/test splits of (inputs, targets) LongTensors of shape (N, seq_len).
 
 `targets` is -100 wherever a position is not scored. Each split draws from its own seed, derived from the run's
-seed and the split's name, so train, validation and test never share a random stream.
+seed and the split's name, so train, validation and test never share a random stream. A task may add held-out
+splits beyond test (e.g. `test@512`, a longer length); the trainer evaluates every split but train and val.
+Large splits are cached on disk (tasks/cache.py), keyed by the task's parameters, the split and the seed.
 """
 
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from tasks import cache
 
 IGNORE = -100
 SPLITS = ("train", "val", "test")
@@ -34,6 +39,18 @@ class Task:
     num_val: int
     num_test: int
     metrics: tuple[str, ...] = ("loss", "accuracy")  # accuracy: token accuracy over scored positions
+    cache_min_tokens: int = cache.MIN_TOKENS  # splits of at least this many tokens are cached on disk
+    version: int = 1  # bump when a generator's output changes, so that cached splits are not reused
+
+    @property
+    def max_seq_len(self) -> int:
+        """The longest sequence any split holds: what the model's positions must cover."""
+        return self.seq_len
+
+    @property
+    def split_names(self) -> tuple[str, ...]:
+        """train, val, test, then any extra held-out splits."""
+        return SPLITS
 
     def check(self) -> None:
         """Raise ValueError naming the field if the parameters cannot make a valid task."""
@@ -48,19 +65,30 @@ class Task:
         """Metrics computed from the trainer's (e.g. bits per byte from a byte-level loss); none by default."""
         return {}
 
+    def split_size(self, name: str) -> int:
+        """Examples in a split; extra held-out splits are as large as test."""
+        return {"train": self.num_train, "val": self.num_val}.get(name, self.num_test)
+
+    def generate_split(self, name: str, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """The arrays of one split; tasks whose train split differs from the held-out ones override this."""
+        return self.generate(n, rng)
+
     def split(self, name: str, seed: int) -> Split:
-        n = {"train": self.num_train, "val": self.num_val, "test": self.num_test}[name]
-        inputs, targets = self.generate(n, split_rng(seed, name))
+        n = self.split_size(name)
+        inputs, targets = cache.load_or_make(
+            self, name, seed, n, lambda: self.generate_split(name, n, split_rng(seed, name)))
         return Split(torch.as_tensor(inputs, dtype=torch.long), torch.as_tensor(targets, dtype=torch.long))
 
     def splits(self, seed: int) -> dict[str, Split]:
         self.check()
-        return {name: self.split(name, seed) for name in SPLITS}
+        return {name: self.split(name, seed) for name in self.split_names}
 
 
 def split_rng(seed: int, split: str) -> np.random.Generator:
-    """Independent streams per (seed, split): numpy's SeedSequence hashes both into the state."""
-    return np.random.default_rng(np.random.SeedSequence([seed, SPLITS.index(split)]))
+    """Independent streams per (seed, split): numpy's SeedSequence hashes both into the state. Extra held-out
+    splits (e.g. `test@512`) are told apart by a CRC of their name."""
+    key = [SPLITS.index(split)] if split in SPLITS else [len(SPLITS), zlib.crc32(split.encode())]
+    return np.random.default_rng(np.random.SeedSequence([seed, *key]))
 
 
 def choice_without_replacement(rng: np.random.Generator, n: int, low: int, high: int, k: int) -> np.ndarray:
