@@ -6,25 +6,35 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from tasks.base import IGNORE, split_rng, weighted_choice_without_replacement
+from tasks.base import IGNORE, SPLITS, split_rng, weighted_choice_without_replacement
 from tasks.induction_heads import InductionHeads
+from tasks.lm_text import LMText
 from tasks.mqar import MQAR
 from tests.conftest import options
 
 
 def small(task):
     task.num_train, task.num_val, task.num_test = 64, 32, 32
+    if hasattr(task, "roots_per_batch"):  # ListOps: fewer trees per generated batch
+        task.roots_per_batch = 2000
     return task
 
 
 @pytest.mark.parametrize("name", options("task"))
 def test_every_task_is_deterministic_with_independent_splits(compose, name):
-    task = small(instantiate(compose([f"task={name}"]).task))
+    cfg = compose([f"task={name}"])
+    task = small(instantiate(cfg.task))
+    assert cfg.model.max_seq_len == task.max_seq_len >= task.seq_len
     a, b, other = task.splits(0), task.splits(0), task.splits(1)
+    assert tuple(a)[:3] == SPLITS
     for split in a:
         assert torch.equal(a[split].inputs, b[split].inputs) and torch.equal(a[split].targets, b[split].targets)
-        assert not torch.equal(a[split].inputs, other[split].inputs)
-        assert a[split].inputs.shape == a[split].targets.shape == (len(a[split]), task.seq_len)
+        if isinstance(task, LMText) and split != "train":  # real text: the same val and test for every seed
+            assert torch.equal(a[split].inputs, other[split].inputs)
+        else:
+            assert not torch.equal(a[split].inputs, other[split].inputs)
+        width = int(split.removeprefix("test@")) if split.startswith("test@") else task.seq_len
+        assert a[split].inputs.shape == a[split].targets.shape == (len(a[split]), width) and width <= task.max_seq_len
         assert a[split].inputs.min() >= 0 and a[split].inputs.max() < task.vocab_size
         scored = a[split].targets[a[split].targets != IGNORE]
         assert len(scored) > 0 and scored.min() >= 0 and scored.max() < task.vocab_size
@@ -104,6 +114,34 @@ def test_induction_heads_semantics():
     assert (y[:, -1] != task.trigger).all()
 
 
+def test_induction_heads_tests_longer_lengths_in_extra_splits():
+    task = InductionHeads(vocab_size=8, seq_len=16, num_train=50, num_val=10, num_test=300, test_lengths=[32, 64])
+    assert task.max_seq_len == 64
+    splits = task.splits(0)
+    assert list(splits) == ["train", "val", "test", "test@32", "test@64"]
+    for name, length in [("test", 16), ("test@32", 32), ("test@64", 64)]:
+        x, y = splits[name].inputs.numpy(), splits[name].targets.numpy()
+        assert x.shape == (300, length)
+        assert (y[:, :-1] == IGNORE).all() and ((x == task.trigger).sum(axis=1) == 2).all()
+        first = np.argmax(x == task.trigger, axis=1)
+        assert (y[:, -1] == x[np.arange(300), first + 1]).all()
+        assert first.max() > length // 2, "the first trigger ranges over the whole longer sequence"
+    assert not torch.equal(splits["test@32"].inputs[:, :16], splits["test"].inputs)
+
+
+def test_induction_heads_needs_positions_for_its_longest_test():
+    with pytest.raises(ValueError, match="max_seq_len=16 must cover the longest sequence, 64.*task.max_seq_len=64"):
+        InductionHeads(seq_len=16, test_lengths=[32, 64], max_seq_len=16).check()
+
+
+def test_the_model_gets_positions_for_the_longest_test_length(compose):
+    cfg = compose(["task=induction_heads_mamba"])
+    assert cfg.model.max_seq_len == 4096 == max(cfg.task.test_lengths)
+    assert compose(["task=mqar", "task.seq_len=32"]).model.max_seq_len == 32
+
+
 def test_split_streams_differ():
     a, b = split_rng(0, "train").integers(0, 1 << 30, 8), split_rng(0, "test").integers(0, 1 << 30, 8)
     assert not np.array_equal(a, b)
+    c, d = split_rng(0, "test@512").integers(0, 1 << 30, 8), split_rng(0, "test@1024").integers(0, 1 << 30, 8)
+    assert not np.array_equal(c, d) and not np.array_equal(b, c)

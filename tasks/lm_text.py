@@ -1,0 +1,183 @@
+"""Language modeling on real text, loaded through Hugging Face `datasets.load_dataset`, byte-level by default.
+
+Sources (one of):
+- `data_files`: a local text file, a folder (every file in it, recursively, in sorted order) or a glob, read with
+  the `text` builder, one document per file. Neither set: the public-domain sample in tasks/data/ (about 50 KB).
+- `dataset` (+ `dataset_config`): a hub dataset by name, e.g. `wikitext` with `wikitext-103-raw-v1`, or
+  `roneneldan/TinyStories`, when the machine is online. Offline (HF_DATASETS_OFFLINE or HF_HUB_OFFLINE set, or the
+  hub unreachable: a 3-second connection check), `check()` fails at once, saying to pass local files.
+
+Splits, deterministic: a hub dataset's own `validation`/`test` splits where it has them; whatever is missing (all
+of it for local files) is cut from the end of the training text: the last test_fraction of its bytes is test, the
+val_fraction before that val. The rows of a split are joined with newlines and encoded as UTF-8 bytes (vocab 256),
+then cut into windows of seq_len + 1 bytes (stride seq_len): inputs window[:-1], targets window[1:], every
+position scored. Train windows start at a phase drawn from the seed and, if there are more than num_train, a
+random subset of them is taken; val and test windows are the same for every seed (evenly spaced if capped), so runs
+are compared on the same text. Metrics: loss, accuracy and bits per byte (loss / ln 2, as one token is one byte).
+"""
+
+import glob
+import math
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+
+from tasks import cache
+from tasks.base import SPLITS, Split, Task, split_rng
+
+SAMPLE = Path(__file__).parent / "data"
+TOKENIZERS = ("byte",)
+
+
+@dataclass
+class LMText(Task):
+    data_files: str | None = None  # a local file, folder or glob; neither this nor dataset: the sample text
+    dataset: str | None = None  # a hub dataset name, e.g. wikitext or roneneldan/TinyStories
+    dataset_config: str | None = None  # e.g. wikitext-103-raw-v1
+    text_field: str = "text"
+    tokenizer: str = "byte"
+    vocab_size: int = 256
+    seq_len: int = 256
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    num_train: int | None = 50_000  # windows at most (null: every window)
+    num_val: int | None = 1_000
+    num_test: int | None = 1_000
+
+    metrics = ("loss", "accuracy", "bits_per_byte")
+    cache_min_tokens = None  # never cached here: `datasets` caches the parsed text, and files can change
+
+    def check(self) -> None:
+        if self.seq_len < 1:
+            raise ValueError(f"seq_len={self.seq_len} must be positive")
+        for name in ("num_train", "num_val", "num_test"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be positive, or null for every window")
+        if self.tokenizer not in TOKENIZERS:
+            raise ValueError(f"tokenizer={self.tokenizer!r} must be one of {', '.join(TOKENIZERS)}")
+        if self.vocab_size < 256:
+            raise ValueError(f"vocab_size={self.vocab_size} must be at least 256 for the byte tokenizer")
+        if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1
+                and self.val_fraction + self.test_fraction < 1):
+            raise ValueError(f"val_fraction={self.val_fraction} and test_fraction={self.test_fraction} must be in "
+                             f"[0, 1) and leave text to train on")
+        if self.data_files is not None and self.dataset is not None:
+            raise ValueError(f"data_files={self.data_files!r} and dataset={self.dataset!r}: set one of them")
+        if self.dataset is not None:
+            if (reason := hub_unavailable()) is not None:
+                raise ValueError(f"dataset={self.dataset!r} needs the Hugging Face hub, which is unavailable "
+                                 f"({reason}): pass local text instead, task.data_files=PATH (a file, folder or glob)")
+        else:
+            self.files()
+
+    def files(self) -> list[str]:
+        """The local files to read, sorted; a ValueError naming data_files if there are none."""
+        if self.data_files is None:
+            return sorted(str(p) for p in SAMPLE.glob("*.txt"))
+        path = Path(self.data_files).expanduser()
+        if path.is_file():
+            return [str(path)]
+        if path.is_dir():
+            found = sorted(str(p) for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        else:
+            found = sorted(p for p in glob.glob(str(path), recursive=True) if os.path.isfile(p))
+        if not found:
+            raise ValueError(f"data_files={self.data_files!r} does not exist (or holds no files)")
+        return found
+
+    def texts(self) -> dict[str, str]:
+        """The text of every split the source has: train, and validation/test where a hub dataset has them."""
+        import datasets
+
+        datasets.disable_progress_bars()
+        if self.dataset is None:
+            data = datasets.load_dataset("text", data_files={"train": self.files()}, sample_by="document",
+                                         cache_dir=str(cache.cache_dir().parent / "hf_datasets"))
+        else:
+            data = datasets.load_dataset(self.dataset, self.dataset_config)
+        names = {"train": "train", "val": "validation", "test": "test"}
+        out = {}
+        for ours, theirs in names.items():
+            if theirs in data:
+                rows = data[theirs][self.text_field]
+                out[ours] = "".join(row if row.endswith("\n") else row + "\n" for row in rows)
+        if "train" not in out:
+            raise ValueError(f"dataset={self.dataset!r} has no train split (it has {', '.join(data)})")
+        return out
+
+    def byte_streams(self) -> dict[str, np.ndarray]:
+        texts = self.texts()
+        streams = {name: np.frombuffer(text.encode("utf-8"), dtype=np.uint8) for name, text in texts.items()}
+        train = streams["train"]
+        n_test = 0 if "test" in streams else int(len(train) * self.test_fraction)
+        n_val = 0 if "val" in streams else int(len(train) * self.val_fraction)
+        cut_val, cut_test = len(train) - n_test - n_val, len(train) - n_test
+        streams.setdefault("val", train[cut_val:cut_test])
+        streams.setdefault("test", train[cut_test:])
+        streams["train"] = train[:cut_val]
+        return streams
+
+    def windows(self, stream: np.ndarray, name: str, seed: int) -> Split:
+        L, cap = self.seq_len, {"train": self.num_train, "val": self.num_val, "test": self.num_test}[name]
+        if len(stream) < L + 1:
+            raise ValueError(f"seq_len={L} is too long for the {name} text ({len(stream)} bytes): lower "
+                             f"task.seq_len or give more text")
+        if name == "train":
+            rng = split_rng(seed, name)
+            phase = int(rng.integers(0, min(L, len(stream) - L)))
+            starts = phase + L * np.arange((len(stream) - phase - 1) // L)
+            if cap is not None and len(starts) > cap:
+                starts = np.sort(rng.choice(starts, size=cap, replace=False))
+        else:
+            starts = L * np.arange((len(stream) - 1) // L)
+            if cap is not None and len(starts) > cap:
+                starts = starts[np.linspace(0, len(starts) - 1, cap).round().astype(np.int64)]
+        index = starts[:, None] + np.arange(L)
+        return Split(torch.as_tensor(stream[index], dtype=torch.long),
+                     torch.as_tensor(stream[index + 1], dtype=torch.long))
+
+    def splits(self, seed: int) -> dict[str, Split]:
+        self.check()
+        streams = self.byte_streams()
+        return {name: self.windows(streams[name], name, seed) for name in SPLITS}
+
+    def derived_metrics(self, metrics: dict) -> dict:
+        """<split>/bits_per_byte = <split>/loss / ln 2: the loss is in nats per token and a token is a byte."""
+        return {key.removesuffix("/loss") + "/bits_per_byte": value / math.log(2)
+                for key, value in metrics.items() if key.endswith("/loss") and value is not None}
+
+
+def hub_unavailable() -> str | None:
+    """Why the hub cannot be reached (an offline variable, or no connection within 3 s), or None if it can."""
+    for var in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
+        if os.environ.get(var, "").lower() in ("1", "true", "yes", "on"):
+            return f"{var}={os.environ[var]}"
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None  # behind a proxy a direct connection says nothing: let `datasets` try
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    return unreachable(host)
+
+
+@lru_cache(maxsize=4)
+def unreachable(host: str) -> str | None:
+    """Why no connection to host:443 opened within 3 s (checked once per process), or None if one did."""
+    result: list = []
+
+    def connect():
+        try:
+            socket.create_connection((host, 443), timeout=3).close()
+            result.append(None)
+        except OSError as e:
+            result.append(f"cannot connect to {host}: {e}")
+
+    thread = threading.Thread(target=connect, daemon=True)  # name resolution has no timeout of its own
+    thread.start()
+    thread.join(3.5)
+    return result[0] if result else f"no answer from {host} within 3 s"
