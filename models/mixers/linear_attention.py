@@ -114,13 +114,15 @@ def chunked_linear_attention(
         q_in, k_out = q * cum.exp(), k * (last - cum).exp()
         chunk_decay = last.squeeze(-2).exp()  # (b, h, n, dk | 1): the state's decay over a whole chunk
     updates = k_out.transpose(-1, -2) @ v  # (b, h, n, dk, dv): each chunk's contribution to the state
-    state = torch.zeros(b, h, dk, dv, dtype=v.dtype, device=v.device)
-    states = []  # the state entering each chunk
-    for i in range(n):
-        states.append(state)
-        decay = 1.0 if chunk_decay is None else chunk_decay[:, :, i, :, None]
-        state = decay * state + updates[:, :, i]
-    y = scores @ v + q_in @ torch.stack(states, dim=2)
+    if chunk_decay is None:  # the state entering chunk i is the sum of the updates of chunks < i
+        states = F.pad(updates.cumsum(2), (0, 0, 0, 0, 1, 0))[:, :, :-1]
+    else:  # S_i = decay_{i-1} S_{i-1} + U_{i-1}, carried chunk by chunk (unbind: one backward for all slices)
+        state, states = torch.zeros(b, h, dk, dv, dtype=v.dtype, device=v.device), []
+        for update, decay in zip(updates.unbind(2), chunk_decay.unbind(2), strict=True):
+            states.append(state)
+            state = decay[..., None] * state + update
+        states = torch.stack(states, dim=2)
+    y = scores @ v + q_in @ states
     return y.flatten(2, 3)[:, :, :t]
 
 

@@ -83,12 +83,12 @@ def wkv_chunked(w: Tensor, u: Tensor, k: Tensor, v: Tensor, *, chunk_size: int) 
     a = torch.zeros(b, d, dtype=k.dtype, device=k.device)
     bb, p = torch.zeros_like(a), torch.full_like(a, float("-inf"))
     states = []
-    for i in range(n):
+    for q_i, a_i, b_i in zip(q.unbind(1), a_chunk.unbind(1), b_chunk.unbind(1), strict=True):
         states.append((a, bb, p))
         decayed = p - c * w
-        p_new = torch.maximum(decayed, q[:, i])
-        e_old, e_new = (decayed - p_new).exp(), (q[:, i] - p_new).exp()
-        a, bb, p = e_old * a + e_new * a_chunk[:, i], e_old * bb + e_new * b_chunk[:, i], p_new
+        p_new = torch.maximum(decayed, q_i)
+        e_old, e_new = (decayed - p_new).exp(), (q_i - p_new).exp()
+        a, bb, p = e_old * a + e_new * a_i, e_old * bb + e_new * b_i, p_new
     a, bb, p = (torch.stack(s, dim=1)[:, :, None] for s in zip(*states, strict=True))  # (b, n, 1, d)
 
     carried = p - pos.to(k.dtype)[:, None] * w  # the carried sum as seen by query t: decayed t more steps
