@@ -1,0 +1,63 @@
+"""BaseConv (Arora et al. 2023, "Zoology: Measuring and Improving Recall in Efficient Language Models"), with the
+semantics of zoology/mixers/base_conv.py: a gated convolution
+
+    y = linear(x) * conv(x) + x
+
+where conv is a short causal depthwise convolution (kernel_size > 0) or a long one over the whole sequence
+(kernel_size = -1; an implicit Hyena-style filter by default, or an explicit learned filter of max_seq_len taps).
+A list of kernel sizes is striped over layers by layer index, so the default [3, -1] alternates a short-conv layer
+with a long-conv layer, the combination Zoology found to recall best. The `+ x` is Zoology's own residual, kept so
+that published numbers compare (the backbone adds its residual on top).
+"""
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from models.mixers._conv import ImplicitFilter, ShortConv, fft_conv, fft_conv_flops
+
+
+class BaseConv(nn.Module):
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        max_seq_len: int,
+        layer_idx: int,
+        kernel_size: int | Sequence[int] = (3, -1),
+        implicit_long_conv: bool = True,
+        residual: bool = True,
+    ):
+        super().__init__()
+        sizes = [kernel_size] if isinstance(kernel_size, int) else list(kernel_size)
+        if not sizes or any(k == 0 or k < -1 for k in sizes):
+            raise ValueError(f"mixer.kernel_size={kernel_size} must be a positive size or -1 (long), or a list of them")
+        self.kernel_size = sizes[layer_idx % len(sizes)]
+        self.d_model, self.residual = d_model, residual
+        self.projection = nn.Linear(d_model, d_model)
+        if self.kernel_size > 0:
+            self.conv = ShortConv(d_model, self.kernel_size)
+        elif implicit_long_conv:
+            self.filter = ImplicitFilter(d_model, max_seq_len, emb_dim=3, width=16, depth=2)  # Zoology's sizes
+        else:
+            # explicit taps; Zoology draws them from N(0, 1), scaled here by 1/sqrt(L) so the output's variance
+            # does not grow with the length
+            self.filter = nn.Parameter(torch.randn(d_model, max_seq_len) / math.sqrt(max_seq_len))
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.projection(x) * self._conv(x)
+        return y + x if self.residual else y
+
+    def _conv(self, x: Tensor) -> Tensor:
+        if self.kernel_size > 0:
+            return self.conv(x)
+        t = x.shape[1]
+        k = self.filter(t) if isinstance(self.filter, ImplicitFilter) else self.filter[:, :t]
+        u = x.transpose(1, 2)
+        return (fft_conv(u, k) + u).transpose(1, 2)  # Zoology's fft_conv adds u to the convolution
+
+    def flops_per_token(self, seq_len: int) -> int:
+        # A long layer does one FFT convolution per channel; a short one only uses its taps (counted by 6 * params).
+        return self.d_model * fft_conv_flops(seq_len) if self.kernel_size < 0 else 0
