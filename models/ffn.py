@@ -13,7 +13,7 @@ def _activation(name: str):
 
 
 class MLP(nn.Module):
-    """Two-layer MLP, d -> expansion*d -> d (Vaswani et al. 2017)."""
+    """Two-layer MLP d -> expansion*d -> d (Vaswani et al. 2017); presets mlp (gelu), mlp_relu, mlp_relu2, mlp_silu."""
 
     def __init__(self, d_model: int, *, expansion: float = 4, activation: str = "gelu", bias: bool = False):
         super().__init__()
@@ -30,6 +30,7 @@ class GLU(nn.Module):
     """Gated feed-forward, down(act(gate(x)) * up(x)) (Shazeer 2020, "GLU Variants Improve Transformer").
 
     The hidden width is 2/3 of the MLP's so that parameters match an MLP of the same expansion, as in the paper.
+    The paper's variants are presets in conf/model/ffn/: swiglu (silu), geglu (gelu), reglu (relu).
     """
 
     def __init__(self, d_model: int, *, expansion: float = 4, activation: str = "silu", bias: bool = False):
