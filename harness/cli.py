@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from harness import results
+from harness.hybrid import build_model
 from harness.train import Diverged, TrainConfig, seed_everything, train
 
 log = logging.getLogger("archbench")
@@ -34,7 +35,7 @@ def build(cfg: DictConfig):
     _check("task", task.check)
     train_cfg = _instantiate("trainer", cfg.trainer, lambda c: TrainConfig(**OmegaConf.to_container(c)))
     _check("", lambda: train_cfg.check(task.num_train))
-    model = _instantiate("model", cfg.model)
+    model = _instantiate("model", cfg, build_model)  # model.pattern: harness/hybrid.py
     if model.max_seq_len < task.seq_len:
         raise ConfigError(f"task.seq_len={task.seq_len} is longer than model.max_seq_len={model.max_seq_len}")
     if model.vocab_size < task.vocab_size:

@@ -50,8 +50,11 @@ class LanguageModel(nn.Module):
         norm_placement: str = "pre",
         tie_embeddings: bool = False,
         init_std: float = 0.02,
+        pattern: Sequence[str] | None = None,
     ):
         super().__init__()
+        if pattern is not None:  # names of config options: the harness turns them into `mixer` factories
+            raise ValueError(f"pattern={list(pattern)} is resolved by harness.hybrid.build_model, not by the model")
         if norm_placement not in PLACEMENTS:
             raise ValueError(f"norm_placement={norm_placement!r} must be one of {', '.join(PLACEMENTS)}")
         for name, value in [("d_model", d_model), ("n_layers", n_layers), ("max_seq_len", max_seq_len)]:
