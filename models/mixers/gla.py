@@ -26,7 +26,7 @@ class GatedLinearAttention(nn.Module):
         expand_k: float = 0.5,
         gate_rank: int = 16,
         gate_temperature: float = 16.0,
-        chunk_size: int = 16,
+        chunk_size: int = 8,
     ):
         super().__init__()
         key_dim = int(d_model * expand_k)

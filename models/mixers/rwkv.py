@@ -17,7 +17,7 @@ from models.mixers.linear_attention import check_chunk_size, full_precision
 
 
 class RWKVTimeMix(nn.Module):
-    def __init__(self, d_model: int, *, max_seq_len: int, layer_idx: int, chunk_size: int = 16):
+    def __init__(self, d_model: int, *, max_seq_len: int, layer_idx: int, chunk_size: int = 8):
         super().__init__()
         check_chunk_size(chunk_size)
         self.chunk_size = chunk_size
@@ -71,9 +71,10 @@ def wkv_chunked(w: Tensor, u: Tensor, k: Tensor, v: Tensor, *, chunk_size: int) 
     k, v = (F.pad(z, (0, 0, 0, n * c - t)).view(b, n, c, d) for z in (k, v))  # padding is future: harmless
     pos = torch.arange(c, device=k.device)
     lag = (pos[:, None] - 1 - pos[None, :]).to(k.dtype)  # t - 1 - i
-    logits = -lag[..., None] * w + k[:, :, None]  # (b, n, c_t, c_i, d)
-    logits = torch.where((pos[:, None] == pos[None, :])[..., None], (u + k)[:, :, :, None], logits)
-    logits = logits.masked_fill((pos[None, :] > pos[:, None])[..., None], float("-inf"))
+    # decay[t, i] = (t-1-i) w for earlier keys i < t; +inf (weight 0) for i >= t, the diagonal being added apart
+    decay = (lag[..., None] * w).masked_fill((pos[None, :] >= pos[:, None])[..., None], float("inf"))
+    logits = k[:, :, None] - decay  # (b, n, c_t, c_i, d)
+    diagonal = u + k  # (b, n, c, d): the bonus term of key t for query t
 
     # The state entering each chunk, from each chunk's own contribution -(c-1-i) w + k_i (relative to its max q).
     contrib = -(c - 1 - pos).to(k.dtype)[:, None] * w + k  # (b, n, c, d)
@@ -92,11 +93,11 @@ def wkv_chunked(w: Tensor, u: Tensor, k: Tensor, v: Tensor, *, chunk_size: int) 
     a, bb, p = (torch.stack(s, dim=1)[:, :, None] for s in zip(*states, strict=True))  # (b, n, 1, d)
 
     carried = p - pos.to(k.dtype)[:, None] * w  # the carried sum as seen by query t: decayed t more steps
-    top = torch.maximum(logits.max(dim=3).values, carried)  # (b, n, c, d), finite: the diagonal term is
+    top = torch.maximum(torch.maximum(logits.max(dim=3).values, diagonal), carried)  # (b, n, c, d), finite
     weights = (logits - top[:, :, :, None]).exp()
-    e_carried = (carried - top).exp()
-    num = (weights * v[:, :, None]).sum(3) + e_carried * a
-    den = weights.sum(3) + e_carried * bb
+    e_diagonal, e_carried = (diagonal - top).exp(), (carried - top).exp()
+    num = (weights * v[:, :, None]).sum(3) + e_diagonal * v + e_carried * a
+    den = weights.sum(3) + e_diagonal + e_carried * bb
     return (num / den).view(b, n * c, d)[:, :t]
 
 
