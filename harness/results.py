@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 SCHEMA = 1
 RECORD = "result.json"
 STATUSES = ("completed", "failed", "diverged")
-NOT_IN_RUN_ID = ("paths", "logger", "name", "skip_completed")  # top-level keys that do not change the result
-NOT_IN_RUN_ID_TRAINER = ("progress",)
+NOT_IN_RUN_ID = ("paths", "logger", "name", "skip_completed", "resume")  # top-level keys that do not change results
+NOT_IN_RUN_ID_TRAINER = ("progress", "checkpoint_every")  # resume is exact, so checkpoints do not change results
 
 
 def run_id(config: dict) -> str:
@@ -94,6 +94,10 @@ def load_record(path: Path) -> dict | None:
     if not isinstance(record, dict) or record.get("schema") != SCHEMA or record.get("status") not in STATUSES:
         log.warning("skipping %s: unknown schema or status", path)
         return None
+    if not isinstance(record.get("run_id"), str) or not all(
+            isinstance(record.get(k, {}), dict) for k in ("labels", "config", "metrics", "cost", "timestamps")):
+        log.warning("skipping %s: no run_id, or a field of the wrong type", path)
+        return None
     record["path"] = str(path)
     return record
 
@@ -140,8 +144,34 @@ def find_completed(results_root: Path, rid: str) -> dict | None:
 
 
 def mark_completed(results_root: Path, rid: str, record_path: Path) -> None:
-    marker = completed_marker(results_root, rid)
+    _write_marker(completed_marker(results_root, rid), record_path)
+
+
+def in_progress_marker(results_root: Path, rid: str) -> Path:
+    return Path(results_root) / ".in_progress" / rid
+
+
+def find_checkpoint(results_root: Path, rid: str) -> Path | None:
+    """The checkpoint an interrupted (killed, failed) attempt of run `rid` left, wherever its folder is."""
+    marker = in_progress_marker(results_root, rid)
+    if not marker.exists():
+        return None
+    path = Path(marker.read_text().strip())
+    return path if path.exists() else None
+
+
+def mark_in_progress(results_root: Path, rid: str, checkpoint_path: Path) -> None:
+    _write_marker(in_progress_marker(results_root, rid), checkpoint_path)
+
+
+def clear_in_progress(results_root: Path, rid: str) -> None:
+    in_progress_marker(results_root, rid).unlink(missing_ok=True)
+
+
+def _write_marker(marker: Path, target: Path) -> None:
+    """A one-line file naming `target`, replaced atomically (joblib workers may write markers side by side)."""
     marker.parent.mkdir(parents=True, exist_ok=True)
-    tmp = marker.with_suffix(".tmp")
-    tmp.write_text(str(Path(record_path).resolve()))
+    fd, tmp = tempfile.mkstemp(dir=marker.parent, prefix=f".{marker.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(str(Path(target).resolve()))
     os.replace(tmp, marker)

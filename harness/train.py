@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from harness.checkpoint import Checkpointer, rng_state, set_rng_state
 from tasks.base import IGNORE, Split
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class TrainConfig:
     compile: bool = False
     deterministic: bool = False
     progress: bool = True
+    checkpoint_every: int = 0  # steps between checkpoints for exact resume; 0: none
 
     def steps_for(self, num_train: int) -> int:
         if self.epochs is None:
@@ -53,19 +55,22 @@ class TrainConfig:
         for name in ("batch_size", "eval_every", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"trainer.{name}={getattr(self, name)} must be positive")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"trainer.checkpoint_every={self.checkpoint_every} must be >= 0 (0: no checkpoints)")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"trainer.precision={self.precision!r} must be auto, fp32 or bf16")
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
-    """Seed python, numpy and torch (every device). 0 is a seed like any other."""
+    """Seed python, numpy and torch (every device). 0 is a seed like any other. Sets the deterministic-kernel switch
+    either way, so a process that runs several jobs (joblib workers) carries none of it from one job to the next."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     if deterministic:
         os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.benchmark = False
 
 
 def resolve_device(name: str) -> torch.device:
@@ -128,10 +133,12 @@ class Diverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-def train(model: nn.Module, splits: dict[str, Split], cfg: TrainConfig, *, seed: int, log_fn=None) -> dict:
+def train(model: nn.Module, splits: dict[str, Split], cfg: TrainConfig, *, seed: int, log_fn=None,
+          checkpoint: Checkpointer | None = None) -> dict:
     """Train `model` on splits['train'], evaluating on splits['val'] every cfg.eval_every steps, and at the end on
     'test' and every other held-out split the task made (metrics '<split>/loss', '<split>/accuracy').
-    Returns {"metrics": ..., "cost": ..., "history": [...]}."""
+    With a `checkpoint`, resume from the one an interrupted attempt left (bitwise as if never interrupted) and save
+    every cfg.checkpoint_every steps. Returns {"metrics": ..., "cost": ..., "history": [...]}."""
     device = resolve_device(cfg.device)
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     if device.type == "cuda":
@@ -159,9 +166,26 @@ def train(model: nn.Module, splits: dict[str, Split], cfg: TrainConfig, *, seed:
 
     history, best = [], {"accuracy": -1.0, "step": 0}
     steps_to_target, step, first_step_time = None, 0, None
-    tokens_seen, eval_seconds = 0, 0.0
+    tokens_seen, eval_seconds, train_seconds_before = 0, 0.0, 0.0
+    state = checkpoint.load() if checkpoint is not None else None
+    if state is not None and state["total_steps"] != total_steps:
+        log.warning("ignoring checkpoint %s: it is for %d steps, this run has %d", checkpoint.resume_from,
+                    state["total_steps"], total_steps)
+        state = None
+    if state is not None:  # everything the loop carries from one step to the next, and the RNG that it draws on
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"], order_gen)
+        step, tokens_seen, train_seconds_before = state["step"], state["tokens_seen"], state["train_seconds"]
+        history, best = state["history"], state["best"]
+        log.info("resuming from step %d of %d (%s)", step, total_steps, checkpoint.resume_from)
+        for row in history if log_fn is not None else ():  # this attempt's logger gets the whole curve
+            log_fn(row, row["step"])
+    resumed_from_step = step if state is not None else None
     model.train()
-    bar = tqdm(total=total_steps, disable=None if cfg.progress else True, leave=False, dynamic_ncols=True)
+    bar = tqdm(total=total_steps, initial=step, disable=None if cfg.progress else True, leave=False,
+               dynamic_ncols=True)
     loop_start = time.perf_counter()
     while step < total_steps:
         if step // batches_per_epoch != epoch:
@@ -184,29 +208,37 @@ def train(model: nn.Module, splits: dict[str, Split], cfg: TrainConfig, *, seed:
         if first_step_time is None:
             first_step_time = time.time()
         bar.update(1)
-        if step % cfg.eval_every and step != total_steps:
-            continue
-        # Evaluation: the only host synchronisation, and the only place the loss is read.
-        t_eval = time.perf_counter()
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            raise Diverged(f"training loss is {loss_value} at step {step}")
-        val = evaluate(model, val_split, cfg.eval_batch_size, autocast)
-        eval_seconds += time.perf_counter() - t_eval
-        row = {"step": step, "train/loss": loss_value, "val/loss": val["loss"], "val/accuracy": val["accuracy"],
-               "lr": scheduler.get_last_lr()[0], "tokens": tokens_seen}
-        history.append(row)
-        if log_fn is not None:
-            log_fn(row, step)
-        bar.set_postfix(loss=f"{loss_value:.3f}", val_acc=f"{val['accuracy']:.3f}")
-        log.info("step %d  train/loss %.4f  val/loss %.4f  val/accuracy %.4f",
-                 step, loss_value, val["loss"], val["accuracy"])
-        if val["accuracy"] > best["accuracy"]:
-            best = {"accuracy": val["accuracy"], "step": step}
-        if cfg.target_accuracy is not None and val["accuracy"] >= cfg.target_accuracy:
-            steps_to_target = step
-            break
-    train_seconds = time.perf_counter() - loop_start - eval_seconds
+        if step % cfg.eval_every == 0 or step == total_steps:
+            # Evaluation: the only host synchronisation, and the only place the loss is read.
+            t_eval = time.perf_counter()
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                raise Diverged(f"training loss is {loss_value} at step {step}")
+            val = evaluate(model, val_split, cfg.eval_batch_size, autocast)
+            eval_seconds += time.perf_counter() - t_eval
+            row = {"step": step, "train/loss": loss_value, "val/loss": val["loss"], "val/accuracy": val["accuracy"],
+                   "lr": scheduler.get_last_lr()[0], "tokens": tokens_seen}
+            history.append(row)
+            if log_fn is not None:
+                log_fn(row, step)
+            bar.set_postfix(loss=f"{loss_value:.3f}", val_acc=f"{val['accuracy']:.3f}")
+            log.info("step %d  train/loss %.4f  val/loss %.4f  val/accuracy %.4f",
+                     step, loss_value, val["loss"], val["accuracy"])
+            if val["accuracy"] > best["accuracy"]:
+                best = {"accuracy": val["accuracy"], "step": step}
+            if cfg.target_accuracy is not None and val["accuracy"] >= cfg.target_accuracy:
+                steps_to_target = step
+                break
+        if checkpoint is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
+            t_save = time.perf_counter()
+            checkpoint.save({
+                "step": step, "total_steps": total_steps, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": rng_state(order_gen), "history": history, "best": best, "tokens_seen": tokens_seen,
+                "train_seconds": train_seconds_before + time.perf_counter() - loop_start - eval_seconds,
+            })
+            eval_seconds += time.perf_counter() - t_save  # time spent off the training path
+    train_seconds = train_seconds_before + time.perf_counter() - loop_start - eval_seconds
     bar.close()
 
     last = history[-1]
@@ -222,6 +254,6 @@ def train(model: nn.Module, splits: dict[str, Split], cfg: TrainConfig, *, seed:
         "tokens_seen": tokens_seen, "train_seconds": train_seconds,
         "tokens_per_second": tokens_seen / train_seconds if train_seconds > 0 else None,
         "peak_memory_bytes": peak, "device": str(device), "threads": torch.get_num_threads(),
-        "first_step_time": first_step_time,
+        "first_step_time": first_step_time, "resumed_from_step": resumed_from_step,
     }
     return {"metrics": metrics, "cost": cost, "history": history}
