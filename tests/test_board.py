@@ -1,69 +1,185 @@
-"""The leaderboard on records whose statistics are known because the test builds them."""
+"""The leaderboard on records whose statistics are known because the test builds them: every number it prints is
+checked against scipy on the raw samples, or against values worked by hand."""
 
+import math
 import statistics
 
 import pandas as pd
 import pytest
+from scipy import stats as sps
 
 from harness import board
 from harness.results import SCHEMA, load_records, run_id, write_json_atomic
 
 
-def record(mixer, task, seed, test, val=None, lr=1e-3, status="completed", rid=None):
-    config = {"seed": seed, "trainer": {"lr": lr}, "task": {"name": task}, "model": {"mixer": mixer}}
+def record(mixer, task, seed, test, *, val=None, lr=1e-3, d_model=64, status="completed", rid=None, cost=None,
+           family=None, history=None, extra_metrics=None):
+    config = {"seed": seed, "trainer": {"lr": lr, "weight_decay": 0.1}, "model": {"mixer": mixer, "d_model": d_model},
+              "task": {"name": task, **({"family": family} if family else {})}}
+    val = test if val is None else val
     return {
         "schema": SCHEMA, "run_id": rid or run_id(config), "status": status, "error": None,
         "labels": {"mixer": mixer, "norm": "layernorm", "task": task},
-        "overrides": [f"model/mixer={mixer}", f"seed={seed}", f"trainer.lr={lr}"], "config": config,
-        "seed": seed, "metrics": {} if status != "completed" else {
-            "test/accuracy": test, "val/accuracy": test if val is None else val, "test/loss": 1 - test,
-            "val/loss": 1 - (test if val is None else val)},
-        "cost": {"params": 100 if mixer == "attention" else 80, "tokens_per_second": 10.0},
-        "timestamps": {"finished": f"2026-01-01T00:00:0{seed}"},
+        "overrides": [f"model/mixer={mixer}", f"seed={seed}", f"trainer.lr={lr}", f"model.d_model={d_model}"],
+        "config": config, "seed": seed,
+        "metrics": {} if status != "completed" else {"test/accuracy": test, "val/accuracy": val, "test/loss": 1 - test,
+                                                     "val/loss": 1 - val, **(extra_metrics or {})},
+        "cost": cost or {"params": 100, "params_non_embedding": 80, "tokens_per_second": 10.0},
+        "timestamps": {"finished": f"2026-01-01T00:00:0{seed}"}, "history": history or [],
     }
 
 
-def write_all(tmp_path, recs):
+def write_all(root, recs):
     for i, r in enumerate(recs):
-        write_json_atomic(tmp_path / str(i) / "result.json", r)
+        write_json_atomic(root / str(i) / "result.json", r)
 
 
-def test_means_std_and_counts(tmp_path):
-    accs = {("attention", "mqar"): [0.9, 1.0, 0.8], ("hyena", "mqar"): [0.5, 0.7, 0.6],
-            ("attention", "ih"): [0.2, 0.4, 0.3], ("hyena", "ih"): [0.1, 0.1, 0.1]}
-    write_all(tmp_path, [record(m, t, s, a) for (m, t), vals in accs.items() for s, a in enumerate(vals)])
-    long, table = board.leaderboard([tmp_path])
-    for (m, t), vals in accs.items():
-        cell = long[(long.variant == m) & (long.task == t)].iloc[0]
-        assert cell["mean"] == pytest.approx(statistics.mean(vals))
-        assert cell["std"] == pytest.approx(statistics.stdev(vals))
-        assert cell["n"] == 3
-    assert list(table.index) == ["attention", "hyena"]
-    assert table.loc["attention", "mqar"] == "0.900 ± 0.100 (n=3)"
-    assert table.loc["hyena", "params"] == "80"
+ACCS = {("attention", "mqar"): [0.9, 1.0, 0.8], ("hyena", "mqar"): [0.5, 0.7, 0.6],
+        ("based", "mqar"): [0.8, 0.9, 0.85], ("attention", "ih"): [0.2, 0.4, 0.3],
+        ("hyena", "ih"): [0.1, 0.15, 0.2], ("based", "ih"): [0.5, 0.6, 0.7]}
+PARAMS = {("attention", "mqar"): 1000, ("attention", "ih"): 1200, ("hyena", "mqar"): 800, ("hyena", "ih"): 800,
+          ("based", "mqar"): 900, ("based", "ih"): 950}
 
 
-def test_select_picks_best_on_validation_and_reports_test(tmp_path):
+def known_records():
+    return [record(m, t, s, a, cost={"params": 2 * PARAMS[m, t], "params_non_embedding": PARAMS[m, t],
+                                     "flops_per_token": 6 * PARAMS[m, t], "tokens_seen": 1000,
+                                     "wall_seconds": 2.0 + s, "tokens_per_second": 500.0 * (s + 1)})
+            for (m, t), vals in ACCS.items() for s, a in enumerate(vals)]
+
+
+def test_every_number_of_the_table_against_scipy(tmp_path):
+    write_all(tmp_path, known_records())
+    result = board.leaderboard([tmp_path])
+    table, long = result.table, result.long
+    for task in ("mqar", "ih"):
+        leader = max((m for m, t in ACCS if t == task), key=lambda m: statistics.mean(ACCS[m, task]))
+        for (m, t), vals in ACCS.items():
+            if t != task:
+                continue
+            mean, std = statistics.mean(vals), statistics.stdev(vals)
+            lo, hi = sps.t.interval(0.95, len(vals) - 1, loc=mean, scale=std / math.sqrt(len(vals)))
+            tied = m == leader or sps.ttest_ind(vals, ACCS[leader, task], equal_var=False).pvalue >= 0.05
+            text = f"{mean:.3f} ± {std:.3f} [{max(lo, 0):.3f}, {min(hi, 1):.3f}]" + (" *" if tied else "")
+            assert table.loc[m, t] == text
+            cell = long[(long.variant == m) & (long.task == t)].iloc[0]
+            assert (cell["mean"], cell["std"], cell["n"]) == (pytest.approx(mean), pytest.approx(std), 3)
+    # worked by hand: t_{0.975,2} = 4.3027, so 0.9 ± 4.3027 * 0.1 / sqrt(3) = [0.652, 1.148], clipped to 1
+    assert table.loc["attention", "mqar"] == "0.900 ± 0.100 [0.652, 1.000] *"
+    assert table.loc["hyena", "mqar"] == "0.600 ± 0.100 [0.352, 0.848]"  # Welch vs attention: p = 0.021
+    # ranks: mqar attention 1, based 2, hyena 3; ih based 1, attention 2, hyena 3. attention and based tie at 1.5:
+    # based has the better mean over tasks (0.725 against 0.6), so it comes first.
+    assert list(table.index) == ["based", "attention", "hyena"]
+    assert table["avg rank"].tolist() == ["1.50", "1.50", "3.00"]
+    # costs: non-embedding params differ between tasks for attention and based (vocabularies), not for hyena
+    assert table["params"].tolist() == ["900–950", "1k–1.2k", "800"]
+    assert table["FLOPs/token"].tolist() == ["5.4k–5.7k", "6k–7.2k", "4.8k"]
+    assert table["tokens"].tolist() == ["1k"] * 3
+    assert table["wall s"].tolist() == ["3.0"] * 3 and table["tokens/s"].tolist() == ["1k"] * 3
+    assert "peak mem" not in table  # no GPU: no column rather than an empty one
+    legend = "\n".join(result.legend)
+    assert "Student-t" in legend and "Welch's t-test" in legend and "alpha = 0.05" in legend
+    assert "n = 3 seeds per cell" in legend and "†" not in legend
+
+
+def test_one_seed_cells_are_marked_and_failures_counted(tmp_path):
+    write_all(tmp_path, [record("attention", "mqar", 0, 0.9), record("attention", "mqar", 1, 0, status="failed"),
+                         record("hyena", "mqar", 0, 0.5), record("hyena", "mqar", 1, 0.7),
+                         record("based", "mqar", 0, 0, status="diverged")])
+    result = board.leaderboard([tmp_path])
+    assert result.table.loc["attention", "mqar"] == "0.900 n=1 † * [1 failed]"  # the leader, untested
+    assert result.table.loc["hyena", "mqar"] == "0.600 ± 0.141 [0.000, 1.000]"  # one-seed leader: no test
+    assert result.table.loc["based", "mqar"] == "failed (1)"
+    assert list(result.table.index) == ["attention", "hyena", "based"]  # no completed run ranks last
+    assert any(line.startswith("† = fewer than 2 seeds") for line in result.legend)
+
+
+def test_select_picks_best_on_validation_reports_test_and_shows_the_grid(tmp_path):
     recs = [record("attention", "mqar", s, test=0.1, val=0.9, lr=1e-2) for s in (0, 1)]
     recs += [record("attention", "mqar", s, test=0.8, val=0.5, lr=1e-3) for s in (0, 1)]
+    recs += [record("hyena", "mqar", s, test=0.3 + s / 10, val=0.3, lr=1e-3) for s in (0, 1)]
     write_all(tmp_path, recs)
-    long, table = board.leaderboard([tmp_path], select=["trainer.lr"])
-    [cell] = long.to_dict("records")
-    assert cell["mean"] == pytest.approx(0.1) and cell["n"] == 2 and cell["selected"] == "trainer.lr=0.01"
+    result = board.leaderboard([tmp_path], select=["trainer.lr"])
+    cell = result.long.set_index("variant").loc["attention"]
+    assert cell["mean"] == pytest.approx(0.1) and cell["n"] == 2 and cell["selected"] == "lr=0.01"
+    assert cell["grid"] == "trainer.lr∈{0.001,0.01}" and cell["searched"] == 2
+    assert result.table.loc["attention", "mqar"].endswith("@ lr=0.01")
+    assert "@" not in result.table.loc["hyena", "mqar"]  # one grid point: nothing was chosen
+    assert "grid searched: trainer.lr∈{0.001,0.01}; some cells searched less" in result.legend[3]
+
+
+def test_group_by_makes_zoology_columns(tmp_path):
+    recs = [record(m, "mqar", s, acc + s / 100, d_model=d) for m, d, acc in
+            [("attention", 32, 0.5), ("attention", 64, 0.9), ("hyena", 32, 0.3), ("hyena", 64, 0.6)] for s in (0, 1)]
+    write_all(tmp_path, recs)
+    result = board.leaderboard([tmp_path], group_by="model.d_model")
+    assert list(result.table.columns[:2]) == ["mqar d_model=32", "mqar d_model=64"]
+    assert list(result.table.index) == ["attention", "hyena"]
+    assert result.table.loc["hyena", "mqar d_model=64"].startswith("0.605 ± 0.007")
+
+
+def test_task_fields_name_the_setting_and_do_not_merge_cells(tmp_path):
+    recs = [record("attention", "mqar", 0, 0.9), record("attention", "mqar", 0, 0.4)]
+    recs[1]["overrides"].append("task.num_kv_pairs=16")
+    recs[0]["overrides"].append("task.num_kv_pairs=4")
+    recs[1]["run_id"] = "other"
+    write_all(tmp_path, recs)
+    columns = board.leaderboard([tmp_path]).table.columns
+    assert {"mqar num_kv_pairs=4", "mqar num_kv_pairs=16"} <= set(columns)
 
 
 def test_loss_is_lower_is_better(tmp_path):
     write_all(tmp_path, [record("a", "lm", 0, 0.9), record("b", "lm", 0, 0.5)])
-    _, table = board.leaderboard([tmp_path], metric="loss")
-    assert list(table.index) == ["a", "b"]
+    result = board.leaderboard([tmp_path], metric="loss")
+    assert list(result.table.index) == ["a", "b"]
+    assert result.table.loc["a", "lm"] == "0.100 † *"  # n = 1 is the usual n here: not repeated
 
 
-def test_failed_runs_are_counted_not_dropped(tmp_path):
-    write_all(tmp_path, [record("attention", "mqar", 0, 0.9), record("attention", "mqar", 1, 0, status="failed"),
-                         record("hyena", "mqar", 0, 0, status="diverged")])
-    long, table = board.leaderboard([tmp_path])
-    assert table.loc["attention", "mqar"] == "0.900 (n=1) [1 failed]"
-    assert table.loc["hyena", "mqar"] == "failed (1)"
+def test_an_extra_split_can_be_reported(tmp_path):
+    write_all(tmp_path, [record("a", "mqar", 0, 0.9, extra_metrics={"test@512/accuracy": 0.25})])
+    assert board.build(load_records([tmp_path]), split="test@512").table.loc["a", "mqar"].startswith("0.250")
+    with pytest.raises(SystemExit, match="no metric nope/accuracy"):
+        board.build(load_records([tmp_path]), split="nope")
+
+
+def test_matched_params_interpolates_in_log_params(tmp_path):
+    sizes = {"attention": [(32, 1000, 0.4), (64, 4000, 0.8), (128, 16000, 0.9)],
+             "hyena": [(32, 2000, 0.5), (64, 8000, 0.6), (128, 32000, 0.7)]}
+    recs = [record(m, "mqar", s, acc + (0.01 if s else -0.01), d_model=d,
+                   cost={"params": p, "params_non_embedding": p, "flops_per_token": 6 * p, "tokens_seen": 100})
+            for m, points in sizes.items() for d, p, acc in points for s in (0, 1)]
+    write_all(tmp_path, recs)
+    table, legend = board.leaderboard([tmp_path], matched="params").views["matched"]
+    # budgets: 1000 to 32000, 3 log-spaced (the most sizes of a variant), rounded to 2 significant figures:
+    # sqrt(1000 * 32000) = 5657 -> 5700
+    assert list(table.columns) == ["mqar @ 1k params", "mqar @ 5.7k params", "mqar @ 32k params"]
+    att = 0.8 + math.log(5700 / 4000) / math.log(4) * 0.1  # between d=64 (4000) and d=128 (16000)
+    hye = 0.5 + math.log(5700 / 2000) / math.log(4) * 0.1  # between d=32 (2000) and d=64 (8000)
+    assert table.loc["attention"].tolist() == ["0.400", f"{att:.3f}", ""]  # no extrapolation past 16000
+    assert table.loc["hyena"].tolist() == ["", f"{hye:.3f}", "0.700"]
+    assert "no extrapolation" in legend[0] and "non-embedding" in legend[0]
+
+
+def test_mad_score_is_best_over_the_grid_then_mean_over_settings_then_tasks(tmp_path):
+    plan = {("x", "recall_a", "recall"): 0.8, ("x", "recall_b", "recall"): 0.6, ("x", "memo_a", "memo"): 0.5,
+            ("y", "recall_a", "recall"): 0.9, ("y", "recall_b", "recall"): 0.9, ("y", "memo_a", "memo"): 0.1}
+    recs = [record(m, t, 0, acc, family=f) for (m, t, f), acc in plan.items()]
+    recs.append(record("y", "memo_a", 0, test=0.99, val=0.0, lr=1e-2, family="memo"))  # worse on val: not chosen
+    write_all(tmp_path, recs)
+    board.main([str(tmp_path), "--mad", "--out", str(tmp_path / "out")])
+    result = board.build(load_records([tmp_path]), select=["trainer.lr", "trainer.weight_decay"],
+                         aggregate="task.family")
+    table, legend = result.views["aggregate"]
+    assert list(table.columns) == ["memo", "recall", "score"]
+    assert table.loc["x"].tolist() == ["0.500", "0.700", "0.600"]  # recall (0.8 + 0.6) / 2; score (0.5 + 0.7) / 2
+    assert table.loc["y"].tolist() == ["0.100", "0.900", "0.500"]
+    assert list(table.index) == ["x", "y"] and "task.family" in legend[0]
+    assert "| x " in (tmp_path / "out" / "leaderboard.md").read_text()
+
+
+def test_a_rerun_is_counted_once(tmp_path):
+    write_all(tmp_path, [record("attention", "mqar", 0, 0.9, rid="x"), record("attention", "mqar", 0, 0.9, rid="x")])
+    assert board.leaderboard([tmp_path]).long.iloc[0]["n"] == 1
 
 
 def test_broken_records_are_skipped_with_a_warning(tmp_path, caplog):
@@ -72,22 +188,11 @@ def test_broken_records_are_skipped_with_a_warning(tmp_path, caplog):
     (tmp_path / "bad" / "result.json").write_text('{"schema": 1, "run_')
     (tmp_path / "future").mkdir()
     (tmp_path / "future" / "result.json").write_text('{"schema": 999, "status": "completed"}')
-    assert len(load_records([tmp_path])) == 1
+    (tmp_path / "nan").mkdir()  # json.dump writes NaN for a diverged loss: still a readable record
+    (tmp_path / "nan" / "result.json").write_text('{"schema": 1, "status": "diverged", "run_id": "n", "metrics": '
+                                                  '{"val/loss": NaN}, "seed": 1}')
+    assert len(load_records([tmp_path])) == 2
     assert "bad/result.json" in caplog.text and "future/result.json" in caplog.text
-
-
-def test_a_rerun_is_counted_once(tmp_path):
-    write_all(tmp_path, [record("attention", "mqar", 0, 0.9, rid="x"), record("attention", "mqar", 0, 0.9, rid="x")])
-    long, _ = board.leaderboard([tmp_path])
-    assert long.iloc[0]["n"] == 1
-
-
-def test_cli_writes_markdown_and_csv(tmp_path, capsys):
-    write_all(tmp_path / "runs", [record("attention", "mqar", 0, 0.9)])
-    board.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
-    assert "0.900 (n=1)" in capsys.readouterr().out
-    assert "0.900 (n=1)" in (tmp_path / "out" / "leaderboard.md").read_text()
-    assert pd.read_csv(tmp_path / "out" / "leaderboard.csv")["mean"].tolist() == [0.9]
 
 
 def test_run_id_ignores_where_results_go_and_how_they_are_logged():
@@ -96,3 +201,22 @@ def test_run_id_ignores_where_results_go_and_how_they_are_logged():
              "trainer": {"lr": 1e-3, "progress": False}}
     assert run_id(base) == run_id(moved)
     assert run_id(base) != run_id({**base, "seed": 1})
+
+
+def test_cli_bad_arguments(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        board.main([str(tmp_path), "--format", "md,pdf"])
+    assert "--format pdf" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        board.main([])
+    with pytest.raises(SystemExit):
+        board.main([str(tmp_path)])  # no records
+    assert "no result records" in capsys.readouterr().err
+
+
+def test_results_csv_has_one_row_per_cell(tmp_path):
+    write_all(tmp_path / "runs", known_records())
+    board.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    csv = pd.read_csv(tmp_path / "out" / "leaderboard.csv").set_index(["variant", "task"])
+    assert csv.loc[("hyena", "ih"), "mean"] == pytest.approx(0.15) and len(csv) == 6
+    assert {"ci_lo", "ci_hi", "p_vs_leader", "tied", "rank", "params", "params_non_embedding"} <= set(csv.columns)

@@ -1,0 +1,193 @@
+"""The leaderboard as text: the wide table and its legend, and the board as Markdown (also the terminal's), CSV,
+self-contained HTML and LaTeX."""
+
+import base64
+import html as html_lib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness import stats
+
+# (cell column, header, how a row sums up its cells): exact counts as one value or a min–max range over the row's
+# cells, measured ones as their mean over the row's cells
+COST_COLUMNS = (
+    ("params_non_embedding", "params", "range"),
+    ("flops_per_token", "FLOPs/token", "range"),
+    ("tokens_seen", "tokens", "range"),
+    ("wall_seconds", "wall s", "mean"),
+    ("tokens_per_second", "tokens/s", "mean"),
+    ("peak_memory_bytes", "peak mem", "max"),
+)
+
+
+def si(value: float) -> str:
+    """3 significant figures with an SI suffix: 18624 -> 18.6k, 1.2e9 -> 1.2G."""
+    if value is None or not np.isfinite(value):
+        return ""
+    for power, suffix in ((12, "T"), (9, "G"), (6, "M"), (3, "k")):
+        if abs(value) >= 10**power * 0.9995:  # 999.7 is 1k, not 1e+03
+            return f"{value / 10**power:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def nbytes(value: float) -> str:
+    if value is None or not np.isfinite(value):
+        return ""
+    return f"{value / 2**30:.2f} GiB" if value >= 2**30 else f"{value / 2**20:.1f} MiB"
+
+
+def cost_text(summary, how: str, column: str) -> str:
+    """A row's cost from its cells' (min, max, mean): the mean, the max, or a min–max range ("range")."""
+    if pd.isna(summary.max):
+        return ""
+    fmt = nbytes if column == "peak_memory_bytes" else (lambda v: f"{v:.1f}") if column == "wall_seconds" else si
+    if how != "range":
+        return fmt(summary.mean if how == "mean" else summary.max)
+    lo, hi = summary.min, summary.max
+    return fmt(lo) if hi <= lo * 1.005 else f"{fmt(lo)}–{fmt(hi)}"
+
+
+def cell_text(row, n_usual: int) -> str:
+    """mean ± std [CI low, CI high], then n when unusual, † for < 2 seeds, * when tied with the leader, failures and
+    the selected hyperparameters."""
+    if row.n == 0:
+        return f"failed ({row.failed})" if row.failed else ""
+    text = f"{row.mean:.3f}"
+    if row.n >= 2:
+        text += f" ± {row.std:.3f} [{row.ci_lo:.3f}, {row.ci_hi:.3f}]"
+    if row.n != n_usual:
+        text += f" n={row.n}"
+    if row.n < 2:
+        text += " †"
+    if row.tied:
+        text += " *"
+    if row.failed:
+        text += f" [{row.failed} failed]"
+    if isinstance(getattr(row, "selected", None), str) and row.searched > 1:
+        text += f" @ {row.selected}"
+    return text
+
+
+def column_order(long: pd.DataFrame, group_by: str | None) -> list[str]:
+    """Columns by setting (as first seen), then by the group value (numerically where it is a number)."""
+    cols = long.drop_duplicates("column")
+    settings = {s: i for i, s in enumerate(sorted(cols["setting"].unique()))}
+    key = [(settings[s], _number(g) if group_by else 0, str(g) if group_by else "")
+           for s, g in zip(cols["setting"], cols[group_by] if group_by else cols["setting"], strict=True)]
+    return [c for _, c in sorted(zip(key, cols["column"], strict=True))]
+
+
+def _number(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("inf")
+
+
+def wide(long: pd.DataFrame, metric: str, split: str, select=(), group_by: str | None = None,
+         grid: str = "") -> tuple[pd.DataFrame, list[str]]:
+    """Rows variants ordered by average rank, columns the cells' columns, then average rank and costs; and the
+    legend that says what every number and mark means."""
+    scored = long[long.n > 0]
+    n_usual = int(scored["n"].mode().max()) if len(scored) else 0
+    text = pd.Series([cell_text(r, n_usual) for r in long.itertuples(index=False)], index=long.index)
+    columns = column_order(long, group_by)
+    table = long.assign(text=text).pivot(index="variant", columns="column", values="text")[columns]
+    avg_rank = long.groupby("variant")["rank"].mean()
+    sign = -1 if metric in stats.LOWER_IS_BETTER else 1  # ties in average rank: the better mean over columns first
+    keys = pd.DataFrame({"rank": avg_rank, "mean": -sign * long.groupby("variant")["mean"].mean(),
+                         "name": avg_rank.index})
+    order = keys.sort_values(["rank", "mean", "name"], na_position="last").index
+    table = table.loc[order].fillna("")
+    table["avg rank"] = avg_rank.loc[order].map(lambda v: f"{v:.2f}")
+    for column, header, how in COST_COLUMNS:
+        source = column if column in long and long[column].notna().any() else None
+        if source is None and column == "params_non_embedding" and "params" in long:
+            source, header = "params", "params (total)"
+        if source is not None and long[source].notna().any():
+            summary = long.groupby("variant")[source].agg(["min", "max", "mean"]).reindex(table.index)
+            table[header] = [cost_text(row, how, source) for row in summary.itertuples(index=False)]
+    table.columns.name, table.index.name = None, "variant"
+    return table, legend(long, metric, split, select, n_usual, grid)
+
+
+def legend(long: pd.DataFrame, metric: str, split: str, select, n_usual: int, grid: str) -> list[str]:
+    clip = ", clipped to [0, 1]" if metric == "accuracy" else ""
+    lines = [f"{split}/{metric}: mean ± std over seeds [95% confidence interval: Student-t{clip}]; "
+             f"n = {n_usual} seeds per cell unless shown",
+             f"* = best in its column, or not significantly different from the best (Welch's t-test over seeds, "
+             f"two-sided, alpha = {stats.ALPHA})"]
+    if ((long.n > 0) & (long.n < 2)).any():
+        lines.append("† = fewer than 2 seeds: no std, interval or test")
+    k = long["column"].nunique()
+    lines.append(f"rows ordered by average rank over the {k} column{'s' * (k != 1)} (1 = best; equal means share "
+                 f"their mean rank; a cell with no completed run ranks last; equal averages: the better mean first)")
+    if select:
+        differ = "grid" in long and long["grid"].dropna().nunique() > 1
+        lines.append(f"selection: per cell, the {', '.join(select)} with the best mean val/{metric} over seeds "
+                     f"(after @); {split}/{metric} is reported on it; grid searched: {grid}"
+                     + ("; some cells searched less (the csv's grid column)" if differ else ""))
+    if long["failed"].any():
+        lines.append("[k failed] = runs of the cell that failed or diverged (over its whole grid)")
+    lines.append("costs per row, over its cells: params = non-embedding parameters (Kaplan et al. 2020, output head "
+                 "included; total per cell in the csv), FLOPs/token = training FLOPs per token (6 × non-embedding "
+                 "params + each mixer's sequence term), tokens = tokens trained on per run (min–max where cells "
+                 "differ); wall s, tokens/s = mean per run; peak mem = peak CUDA memory (max)")
+    return lines
+
+
+def markdown(board, images=()) -> str:
+    """The board as Markdown: legend lines, the table, then each view. Also what the terminal shows."""
+    parts = ["\n".join(f"- {line}" for line in board.legend), board.table.to_markdown(disable_numparse=True)]
+    for table, lines in board.views.values():
+        parts += ["\n".join(f"- {line}" for line in lines), table.to_markdown(disable_numparse=True)]
+    parts += [f"![{Path(p).stem}]({p})" for p in images]
+    return "\n\n".join(parts)
+
+
+def csv(board, path: Path) -> None:
+    """One row per cell with every number behind the table (the wide table is a view of this)."""
+    board.long.to_csv(path, index=False)
+
+
+STYLE = ("body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}"
+         "th,td{border:1px solid #ccc;padding:3px 8px;text-align:right;white-space:nowrap}"
+         "th:first-child,td:first-child{text-align:left}thead th{background:#f3f3f3}li{margin:2px 0}"
+         "img{max-width:100%;display:block;margin:1em 0}")
+
+
+def html(board, images=()) -> str:
+    """One self-contained file: inline CSS, plots embedded as data URIs, no network references."""
+    def section(table: pd.DataFrame, lines: list[str]) -> str:
+        items = "".join(f"<li>{html_lib.escape(line)}</li>" for line in lines)
+        return f"<ul>{items}</ul>{table.to_html(escape=True, border=0, na_rep='')}"
+
+    body = [section(board.table, board.legend)]
+    body += [f"<h2>{html_lib.escape(name)}</h2>{section(t, lines)}" for name, (t, lines) in board.views.items()]
+    for p in images:
+        data = base64.b64encode(Path(p).read_bytes()).decode()
+        body.append(f'<img alt="{html_lib.escape(Path(p).stem)}" src="data:image/png;base64,{data}">')
+    return ('<!doctype html><html><head><meta charset="utf-8"><title>archbench leaderboard</title>'
+            f"<style>{STYLE}</style></head><body><h1>archbench leaderboard</h1>{''.join(body)}</body></html>\n")
+
+
+TEX = {"±": r"$\pm$", "†": r"$^\dagger$", "–": "--", "∈": r"$\in$", "×": r"$\times$"}
+
+
+def _tex(text: str) -> str:
+    for a, b in TEX.items():
+        text = text.replace(a, b)
+    return text
+
+
+def latex(board, images=()) -> str:
+    """The tables as booktabs LaTeX (pandas Styler), the legend as comments above each."""
+    def one(table: pd.DataFrame, lines: list[str]) -> str:
+        styler = table.style.format(escape="latex").format_index(escape="latex", axis=0)
+        styler = styler.format_index(escape="latex", axis=1)
+        body = styler.to_latex(hrules=True, column_format="l" + "r" * len(table.columns))
+        return "\n".join(f"% {_tex(line)}" for line in lines) + "\n" + _tex(body)
+
+    return "\n".join(one(t, lines) for t, lines in [(board.table, board.legend), *board.views.values()])

@@ -1,0 +1,56 @@
+"""Statistics over seeds for the leaderboard: mean, std, Student-t 95% confidence interval, Welch's t-test against
+the leader of a column, and ranks. Vectorized over cells, so that a board of thousands of runs costs milliseconds."""
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+CONFIDENCE = 0.95
+ALPHA = 0.05
+LOWER_IS_BETTER = ("loss", "bits_per_byte", "perplexity")  # any other metric (accuracy): higher is better
+
+
+def t_interval(mean, std, n, confidence: float = CONFIDENCE, bounds: tuple[float, float] | None = None):
+    """Student-t interval mean ± t_{(1+c)/2, n-1} · std / sqrt(n) (std with ddof=1), NaN where n < 2; clipped to
+    `bounds` (e.g. (0, 1) for an accuracy) when given. Arrays in, arrays out."""
+    mean, std, n = (np.asarray(a, dtype=float) for a in (mean, std, n))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        half = sps.t.ppf((1 + confidence) / 2, n - 1) * std / np.sqrt(n)
+    half = np.where(n >= 2, half, np.nan)
+    lo, hi = mean - half, mean + half
+    if bounds is not None:
+        lo, hi = np.clip(lo, *bounds), np.clip(hi, *bounds)
+    return lo, hi
+
+
+def welch_p(mean1, std1, n1, mean2, std2, n2):
+    """Two-sided p-value of Welch's unequal-variance t-test from summary statistics: t = (m1 - m2) / sqrt(s1²/n1 +
+    s2²/n2), Welch–Satterthwaite degrees of freedom. NaN where either side has n < 2. Where both stds are 0 the
+    statistic is 0/0 or ±inf: p = 1 for equal means, 0 for different ones."""
+    m1, s1, k1, m2, s2, k2 = (np.asarray(a, dtype=float) for a in (mean1, std1, n1, mean2, std2, n2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = sps.ttest_ind_from_stats(m1, s1, k1, m2, s2, k2, equal_var=False).pvalue
+    p = np.where((s1 == 0) & (s2 == 0), np.where(m1 == m2, 1.0, 0.0), p)
+    return np.where((k1 >= 2) & (k2 >= 2), p, np.nan)
+
+
+def versus_leader(cells: pd.DataFrame, by: str, higher_is_better: bool, alpha: float = ALPHA) -> pd.DataFrame:
+    """For each cell: `leader` (the best mean of its column `by`), `p_vs_leader` (Welch, NaN for the leader and
+    where a side has < 2 seeds) and `tied` (the leader, or p >= alpha: not significantly different from it)."""
+    sign = 1 if higher_is_better else -1
+    scored = cells[cells["n"] > 0]
+    best = (scored["mean"] * sign).groupby(scored[by]).idxmax()  # column -> index of its leader
+    lead_idx = cells[by].map(best).to_numpy()
+    lead = cells.reindex(lead_idx)  # the leader of each cell's column, NaN where a column has none
+    out = pd.DataFrame(index=cells.index)
+    out["leader"] = cells.index.to_numpy() == lead_idx
+    p = welch_p(cells["mean"], cells["std"], cells["n"], lead["mean"], lead["std"], lead["n"])
+    out["p_vs_leader"] = np.where(out["leader"], np.nan, p)
+    out["tied"] = out["leader"] | (out["p_vs_leader"] >= alpha)
+    return out
+
+
+def ranks(cells: pd.DataFrame, by: str, higher_is_better: bool) -> pd.Series:
+    """Rank of each cell's mean within its column `by` (1 = best; equal means share the mean of their ranks;
+    cells with no completed run rank below all others)."""
+    return cells.groupby(by)["mean"].rank(ascending=not higher_is_better, method="average", na_option="bottom")
