@@ -1,25 +1,43 @@
-"""Hydra callbacks: print and save the leaderboard at the end of every multirun."""
+"""Hydra callbacks: print and save the leaderboard (and its plots) at the end of every multirun."""
 
 import logging
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from harness import board
+from harness import board, render
 
 log = logging.getLogger("archbench")
 
 
 class Leaderboard(Callback):
-    def __init__(self, metric: str = "accuracy", select: list[str] | None = None):
-        self.metric, self.select = metric, list(select or [])
+    """Writes leaderboard.<format> for each of `formats` and, with `plots`, heatmap.png and curves.png into the
+    sweep folder; `select`, `group_by` and `aggregate` as archbench-board's options (e.g. a MAD suite sets
+    select: [trainer.lr, trainer.weight_decay] and aggregate: task.family). A board that cannot be built is a
+    warning, never a failed sweep."""
+
+    def __init__(self, metric: str = "accuracy", select: list[str] | None = None, group_by: str | None = None,
+                 aggregate: str | None = None, formats: list[str] | None = None, plots: bool = True):
+        self.metric, self.select, self.group_by, self.aggregate = metric, list(select or []), group_by, aggregate
+        self.formats, self.plots = list(formats or ["md", "csv", "html"]), plots
 
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
-            long, table = board.leaderboard([sweep_dir], self.metric, self.select)
+            records = board.load_records([sweep_dir])
+            result = board.build(records, self.metric, select=self.select, group_by=self.group_by,
+                                 aggregate=self.aggregate)
         except (SystemExit, Exception) as e:  # a broken board must not hide the runs themselves
             log.warning("no leaderboard for %s: %s", sweep_dir, e)
             return
-        board.write(long, table, sweep_dir, self.metric)
-        print(f"\n{board.render(table, self.metric)}\n\nwritten to {sweep_dir}/leaderboard.md and .csv")
+        plot_dir = None
+        if self.plots:
+            try:
+                from harness import plots
+
+                plot_dir = sweep_dir / "plots"
+                plots.all_plots(result, records, plot_dir)
+            except Exception as e:
+                log.warning("no plots for %s: %s", sweep_dir, e)
+        written = board.write(result, sweep_dir, self.formats, plot_dir)
+        print(f"\n{render.markdown(result)}\n\nwritten: {', '.join(p.name for p in written)} in {sweep_dir}")

@@ -1,0 +1,108 @@
+"""Leaderboard plots with matplotlib (Agg, no display): a heatmap of variants × columns, the metric against a swept
+field per variant (accuracy against d_model, as in Zoology's Figure 2), and learning curves from the eval history."""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from harness import board as board_lib  # noqa: E402
+from harness import render  # noqa: E402
+
+
+def _grid(k: int, width: float = 4.2, height: float = 3.2):
+    cols = min(k, 3)
+    rows = -(-k // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in axes.flat[k:]:
+        ax.set_visible(False)
+    return fig, axes.flat
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def heatmap(board, path: Path) -> Path:
+    """Cell means, rows in the board's order, annotated with their values."""
+    o = board.options
+    columns = render.column_order(board.long, o["group_by"])
+    values = board.long.pivot(index="variant", columns="column", values="mean").reindex(
+        index=board.table.index, columns=columns)
+    data = values.to_numpy(float)
+    fig, ax = plt.subplots(figsize=(3.5 + 1.2 * len(columns), 1.5 + 0.45 * len(values)))
+    lo, hi = (0.0, 1.0) if o["metric"] == "accuracy" else (np.nanmin(data), np.nanmax(data))
+    image = ax.imshow(data, cmap="viridis", aspect="auto", vmin=lo, vmax=hi)
+    ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
+    ax.set_yticks(range(len(values)), values.index)
+    for (i, j), v in np.ndenumerate(data):
+        if np.isfinite(v):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8,
+                    color="white" if v < (lo + hi) / 2 else "black")
+    fig.colorbar(image, ax=ax, label=f"{o['split']}/{o['metric']}")
+    ax.set_title(f"{o['split']}/{o['metric']}, mean over seeds")
+    return _save(fig, path)
+
+
+def sweep(records: list[dict], board, x: str, path: Path) -> Path:
+    """The metric against config field `x`, a line per variant (the variant named without `x`), a panel per
+    setting; error bars are the 95% confidence intervals."""
+    o = board.options
+    select = o["select"]
+    runs = board_lib.runs_frame(records, keys=[*select, x], hide=[*select, x], size=o["size"])
+    if runs[x].isna().all():
+        raise SystemExit(f"archbench-board: --plot-x {x} is not a field of the runs' config")
+    long = board_lib.cells(runs, o["metric"], o["split"], select, group_by=x)
+    long = long[long.n > 0].assign(x=pd.to_numeric(long[x], errors="coerce")).dropna(subset=["x"])
+    settings = sorted(long["setting"].unique())
+    fig, axes = _grid(max(len(settings), 1))
+    for ax, setting in zip(axes, settings, strict=False):
+        for variant, g in long[long.setting == setting].groupby("variant"):
+            g = g.sort_values("x")
+            err = np.nan_to_num(np.vstack([g["mean"] - g["ci_lo"], g["ci_hi"] - g["mean"]]))
+            ax.errorbar(g["x"], g["mean"], yerr=err, marker="o", capsize=3, label=variant)
+        xs = np.sort(long["x"].unique())
+        if (xs > 0).all() and xs.max() >= 4 * xs.min():
+            ax.set_xscale("log", base=2)
+        ax.set_xticks(xs, [f"{v:g}" for v in xs])
+        ax.minorticks_off()
+        ax.set(title=setting, xlabel=x, ylabel=f"{o['split']}/{o['metric']}")
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def curves(board, path: Path) -> Path | None:
+    """val/<metric> against step from each chosen run's history, mean over seeds, a panel per column."""
+    metric = f"val/{board.options['metric']}"
+    rows = [(r.variant, r.column, h["step"], h[metric]) for r in board.chosen.itertuples(index=False)
+            if isinstance(r.history, list) for h in r.history if metric in h and "step" in h]
+    if not rows:
+        return None
+    data = pd.DataFrame(rows, columns=["variant", "column", "step", "value"])
+    data = data.groupby(["column", "variant", "step"], as_index=False)["value"].mean()
+    columns = [c for c in render.column_order(board.long, board.options["group_by"])
+               if c in set(data["column"])]
+    fig, axes = _grid(len(columns))
+    for ax, column in zip(axes, columns, strict=False):
+        for variant, g in data[data.column == column].groupby("variant"):
+            ax.plot(g["step"], g["value"], label=variant)
+        ax.set(title=column, xlabel="step", ylabel=f"{metric} (mean over seeds)")
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def all_plots(board, records: list[dict], out_dir: Path, x: str | None = None) -> list[Path]:
+    """heatmap.png, curves.png (when the records have a history) and, with `x`, metric_vs_<x>.png."""
+    out_dir = Path(out_dir)
+    paths = [heatmap(board, out_dir / "heatmap.png"), curves(board, out_dir / "curves.png")]
+    if x:
+        paths.append(sweep(records, board, x, out_dir / f"{board.options['metric']}_vs_{x}.png"))
+    return [p for p in paths if p is not None]
