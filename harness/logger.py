@@ -1,6 +1,7 @@
 """Experiment loggers: wandb (offline unless configured otherwise) or none. Built per run by the CLI."""
 
 import os
+import time
 
 
 class NullLogger:
@@ -17,18 +18,42 @@ class NullLogger:
         pass
 
 
+def _hydra_context() -> tuple[dict, list[str]]:
+    """(labels, overrides) of the Hydra run in progress, or ({}, []) outside one."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}, []
+    from harness.cli import labels_of
+
+    hc = HydraConfig.get()
+    return labels_of(hc.runtime.choices), list(hc.overrides.task)
+
+
 class WandbLogger(NullLogger):
-    """group = sweep or experiment name, job_type = task, tags = labels, name = labels + seed, config = the
-    resolved config as a plain dict. `finish()` must run after every run (the CLI calls it in a `finally`), or the
-    next run of a multirun would reuse this one's id."""
+    """A dashboard with no manual setup: group = sweep or experiment name (group by it), job_type = task, tags =
+    label values, name = labels + seed; config = the resolved config plus `labels` (filter or group by
+    labels.mixer, labels.task, ...), `run_id` and `overrides`, which `archbench-board --wandb` reads back; history
+    = the eval rows at their training step; summary = final metrics and costs (wall_seconds added at finish).
+    `finish()` must run after every run (the CLI calls it in a `finally`), or the next run of a multirun would
+    reuse this one's id."""
 
     def __init__(self, *, project: str, entity: str | None = None, mode: str = "offline", group: str,
-                 job_type: str, tags: list[str], name: str, config: dict, dir: str, **_):
+                 job_type: str, tags: list[str], name: str, config: dict, dir: str, labels: dict | None = None,
+                 overrides: list[str] | None = None, **_):
         import wandb
 
+        from harness.results import run_id
+
+        if labels is None or overrides is None:
+            hydra_labels, hydra_overrides = _hydra_context()
+            labels = hydra_labels if labels is None else labels
+            overrides = hydra_overrides if overrides is None else overrides
         os.environ.setdefault("WANDB_SILENT", "true")
+        self.start, self.summary_keys = time.perf_counter(), set()
+        full = {**config, "labels": labels, "run_id": run_id(config), "overrides": overrides}
         self.run = wandb.init(project=project, entity=entity, mode=mode, group=group, job_type=job_type,
-                              tags=tags, name=name, config=config, dir=dir, reinit="finish_previous")
+                              tags=tags, name=name, config=full, dir=dir, reinit="finish_previous")
 
     def log(self, row: dict, step: int) -> None:
         self.run.log({k: v for k, v in row.items() if k != "step"}, step=step)
@@ -37,6 +62,9 @@ class WandbLogger(NullLogger):
         for key, value in values.items():
             if value is not None:
                 self.run.summary[key] = value
+                self.summary_keys.add(key)
 
     def finish(self, exit_code: int = 0) -> None:
+        if "wall_seconds" not in self.summary_keys:
+            self.run.summary["wall_seconds"] = time.perf_counter() - self.start
         self.run.finish(exit_code=exit_code)

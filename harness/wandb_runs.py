@@ -1,0 +1,101 @@
+"""Result records from wandb runs, so that `archbench-board --wandb ENTITY/PROJECT` builds the same leaderboard as
+from result.json files. Reads what harness/logger.py logs: config = the resolved config plus `labels`, `run_id` and
+`overrides`; summary = metrics and costs; group = sweep name; job_type = task; history = the eval rows."""
+
+import json
+
+from harness.results import SCHEMA
+
+COST_KEYS = ("params", "params_non_embedding", "flops_per_token", "tokens_seen", "train_seconds", "wall_seconds",
+             "tokens_per_second", "peak_memory_bytes", "device", "threads", "first_step_time")
+STATUS = {"finished": "completed", "failed": "failed", "crashed": "failed", "killed": "failed"}  # else: skipped
+HISTORY_KEYS = ("train/loss", "val/loss", "val/accuracy", "lr", "tokens")
+NOT_SWEPT = ("seed", "name", "paths", "logger", "skip_completed", "trainer.progress", "_wandb")
+
+
+def _config(run) -> dict:
+    """The run's config as a plain dict (the API unwraps {"value": ...}; a raw export may not)."""
+    data = dict(run.config)
+    if data and all(isinstance(v, dict) and "value" in v for v in data.values()):
+        data = {k: v["value"] for k, v in data.items()}
+    return data
+
+
+def _summary(run) -> dict:
+    metrics = getattr(run, "summary_metrics", None)  # the API's plain dict; run.summary is a lazy HTTPSummary
+    return dict(metrics) if isinstance(metrics, dict) else {k: run.summary[k] for k in run.summary.keys()}
+
+
+def record_from_run(run, history: bool = False) -> dict | None:
+    """The result record of one wandb run (an object shaped like wandb.apis.public.Run), None while it runs."""
+    status = STATUS.get(run.state)
+    if status is None:
+        return None
+    config = {k: v for k, v in _config(run).items() if not k.startswith("_")}
+    labels = config.pop("labels", None) or {"task": run.job_type or "task"}
+    rid = config.pop("run_id", None) or run.id
+    overrides = config.pop("overrides", None)
+    summary = _summary(run)
+    numeric = lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+    metrics = {k: v for k, v in summary.items() if not k.startswith("_") and k not in COST_KEYS and numeric(v)}
+    cost = {k: summary[k] for k in COST_KEYS if k in summary}
+    if "wall_seconds" not in cost and "_runtime" in summary:
+        cost["wall_seconds"] = summary["_runtime"]
+    record = {
+        "schema": SCHEMA, "run_id": rid, "status": status,
+        "error": None if status == "completed" else f"wandb run state: {run.state}",
+        "labels": labels, "overrides": overrides, "config": config, "seed": config.get("seed"),
+        "metrics": metrics, "cost": cost, "env": {}, "timestamps": {"finished": summary.get("_timestamp")},
+        "path": f"wandb:{getattr(run, 'path', None) and '/'.join(run.path) or run.id}",
+        "wandb": {"name": run.name, "group": run.group, "job_type": run.job_type, "tags": list(run.tags or [])},
+    }
+    if history:
+        rows = run.scan_history() if hasattr(run, "scan_history") else run.history(pandas=False)
+        record["history"] = [{"step": row.get("step", row.get("_step")), **{k: row[k] for k in HISTORY_KEYS
+                                                                               if k in row}}
+                             for row in rows if any(k.startswith("val/") for k in row)]
+    return record
+
+
+def _leaves(config: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in config.items():
+        if isinstance(v, dict):
+            out.update(_leaves(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def records_from_runs(runs, history: bool = False) -> list[dict]:
+    """Records of the finished runs, each run_id once (a finished run over a failed one, then the latest). Runs
+    logged without `overrides` get, as overrides, the config fields that differ between the runs."""
+    records = [r for r in (record_from_run(run, history) for run in runs) if r is not None]
+    missing = [r for r in records if r["overrides"] is None]
+    if missing:
+        leaves = [_leaves(r["config"]) for r in missing]
+        keys = sorted({k for leaf in leaves for k in leaf})
+        swept = [k for k in keys if not any(k == p or k.startswith(p + ".") for p in NOT_SWEPT)
+                 and len({json.dumps(leaf.get(k), sort_keys=True, default=str) for leaf in leaves}) > 1]
+        for r, leaf in zip(missing, leaves, strict=True):
+            r["overrides"] = [f"{k}={leaf.get(k)}" for k in swept]
+    best: dict[str, dict] = {}
+    for r in records:
+        rank = (r["status"] == "completed", r["timestamps"]["finished"] or 0)
+        old = best.get(r["run_id"])
+        if old is None or rank > (old["status"] == "completed", old["timestamps"]["finished"] or 0):
+            best[r["run_id"]] = r
+    return list(best.values())
+
+
+def fetch_records(path: str, group: str | None = None, history: bool = False, api=None) -> list[dict]:
+    """The records of the runs of wandb project `path` ("entity/project"), optionally of one group (sweep)."""
+    if api is None:
+        import wandb
+
+        api = wandb.Api()
+    records = records_from_runs(api.runs(path, filters={"group": group} if group else None), history)
+    if not records:
+        raise SystemExit(f"archbench-board: no finished runs in wandb project {path}"
+                         + (f" group {group}" if group else ""))
+    return records

@@ -1,0 +1,174 @@
+"""wandb, offline: what a run writes to its offline folder (read back from the .wandb file, the same protobuf
+records `wandb sync` uploads), and the leaderboard built from objects shaped like wandb.Api()'s runs."""
+
+import json
+import os
+import struct
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from harness import board
+from harness.logger import WandbLogger
+from harness.results import load_records, run_id, write_json_atomic
+from harness.wandb_runs import fetch_records, records_from_runs
+from tests.test_board import known_records, record
+
+
+def read_wandb_file(path) -> list:
+    """The protobuf records of a .wandb file: a ':W&B' header, then a LevelDB-style log of 32 KiB blocks whose
+    chunks (checksum, length, type: 1 full, 2 first, 3 middle, 4 last) hold wandb_internal_pb2.Record messages."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    pos, out, buf = 7, [], b""
+    while pos + 7 <= len(data):
+        if 32768 - pos % 32768 < 7:  # a block's tail too short for a chunk header is padding
+            pos += 32768 - pos % 32768
+            continue
+        _checksum, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if kind == 0:
+            break
+        buf = (b"" if kind in (1, 2) else buf) + data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):
+            message = pb.Record()
+            message.ParseFromString(buf)
+            out.append(message)
+    return out
+
+
+def _key(item) -> str:
+    return item.key or ".".join(item.nested_key)
+
+
+def offline_contents(run_dir) -> dict:
+    [data] = run_dir.glob("run-*.wandb")
+    messages = read_wandb_file(data)
+    runs = [m.run for m in messages if m.HasField("run")]
+    assert len(runs) == 1, (data, len(data.read_bytes()), [m.WhichOneof("record_type") for m in messages])
+    run = runs[0]
+    history = [{_key(i): json.loads(i.value_json) for i in m.history.item} for m in messages if m.HasField("history")]
+    summary = {}
+    for m in messages:
+        if m.HasField("summary"):
+            summary.update({_key(i): json.loads(i.value_json) for i in m.summary.update})
+    return {"run": run, "config": {i.key: json.loads(i.value_json) for i in run.config.update}, "history": history,
+            "summary": summary, "file": data}
+
+
+def test_offline_run_folder_holds_group_tags_config_history_and_summary(tmp_path):
+    config = {"seed": 0, "model": {"d_model": 64}, "trainer": {"lr": 1e-3}}
+    logger = WandbLogger(project="archbench", mode="offline", group="sweep1", job_type="mqar",
+                         tags=["attention", "mqar"], name="attention-mqar-s0", config=config, dir=str(tmp_path),
+                         labels={"mixer": "attention", "task": "mqar"}, overrides=["model/mixer=attention"])
+    for step in (50, 100):
+        logger.log({"step": step, "train/loss": 2.0 / step, "val/accuracy": step / 200}, step)
+    logger.summary({"test/accuracy": 0.9, "params": 1234, "peak_memory_bytes": None})
+    logger.finish()
+    [run_dir] = (tmp_path / "wandb").glob("offline-run-*")
+    got = offline_contents(run_dir)
+    run = got["run"]
+    assert run_dir.name.endswith(run.run_id) and got["file"].name == f"run-{run.run_id}.wandb"
+    assert (run.run_group, run.job_type, run.display_name) == ("sweep1", "mqar", "attention-mqar-s0")
+    assert list(run.tags) == ["attention", "mqar"]
+    c = got["config"]
+    assert c["model"] == {"d_model": 64} and c["trainer"] == {"lr": 1e-3} and c["seed"] == 0
+    assert c["labels"] == {"mixer": "attention", "task": "mqar"} and c["run_id"] == run_id(config)
+    assert c["overrides"] == ["model/mixer=attention"]
+    rows = [(h["_step"], h["val/accuracy"], h["train/loss"]) for h in got["history"] if "val/accuracy" in h]
+    assert sorted(rows) == [(50, 0.25, 0.04), (100, 0.5, 0.02)]
+    s = got["summary"]
+    assert s["test/accuracy"] == 0.9 and s["params"] == 1234 and s["wall_seconds"] > 0
+    assert "peak_memory_bytes" not in s  # None (no GPU) is left out, not logged as null
+
+
+@pytest.mark.slow
+def test_cli_run_logs_labels_and_overrides_from_hydra(tmp_path):
+    env = {**os.environ, "ARCHBENCH_RESULTS": str(tmp_path / "results"), "WANDB_MODE": "offline"}
+    cmd = [sys.executable, "-c", "from harness.cli import main; main()", "logger=wandb", "trainer=smoke",
+           "task.num_train=64", "task.num_val=16", "task.num_test=16", "model/mixer=gqa", "name=wb"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    [run_dir] = (tmp_path / "results").rglob("offline-run-*")
+    got = offline_contents(run_dir)
+    [rec] = load_records([tmp_path / "results"])
+    assert got["run"].run_group == "wb" and got["run"].job_type == "mqar" and "gqa" in got["run"].tags
+    assert got["config"]["labels"] == rec["labels"] and got["config"]["run_id"] == rec["run_id"]
+    assert got["config"]["overrides"] == rec["overrides"]
+    assert got["summary"]["test/accuracy"] == rec["metrics"]["test/accuracy"]
+    assert [h["_step"] for h in got["history"] if "val/accuracy" in h] == [h["step"] for h in rec["history"]]
+
+
+class FakeRun:
+    """Shaped like wandb.apis.public.Run: what archbench's logger put there, as the API hands it back."""
+
+    def __init__(self, rec: dict, state: str = "finished", logged_by_archbench: bool = True):
+        self.id, self.name, self.group = rec["run_id"][:8], f"{rec['labels']['mixer']}-s{rec['seed']}", "sweep1"
+        self.job_type, self.state, self.path = rec["labels"]["task"], state, ["me", "archbench", rec["run_id"][:8]]
+        self.tags = sorted(set(rec["labels"].values()))
+        extra = {"labels": rec["labels"], "run_id": rec["run_id"], "overrides": rec["overrides"]}
+        self.config = {**rec["config"], **(extra if logged_by_archbench else {}), "_wandb": {"cli_version": "0"}}
+        self.summary = {**rec["metrics"], **rec["cost"], "_runtime": 3.5, "_step": 100, "_timestamp": 1.7e9,
+                        "_wandb": {"runtime": 3}}
+        self._rows = [{"_step": h["step"], **{k: v for k, v in h.items() if k != "step"}, "_runtime": 1.0}
+                      for h in rec.get("history", [])]
+
+    def scan_history(self, keys=None, page_size=1000, min_step=None, max_step=None):
+        return iter(self._rows)
+
+    def history(self, samples=500, keys=None, x_axis="_step", pandas=True, stream="default"):
+        return list(self._rows)
+
+
+def test_wandb_runs_give_the_same_leaderboard_as_result_files(tmp_path):
+    recs = known_records()
+    for i, r in enumerate(recs):
+        write_json_atomic(tmp_path / str(i) / "result.json", r)
+    from_files = board.build(load_records([tmp_path]))
+    runs = [FakeRun(r) for r in recs] + [FakeRun(recs[0], state="running")]  # a live run is not counted
+    from_wandb = board.build(records_from_runs(runs))
+    cells = ["variant", "column", "mean", "std", "ci_lo", "ci_hi", "n", "tied", "rank", "params_non_embedding"]
+    key = ["variant", "column"]
+    a = from_files.long[cells].sort_values(key).reset_index(drop=True)
+    b = from_wandb.long[cells].sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b, check_exact=False)  # sums in another order: equal to rounding
+    assert from_files.table.equals(from_wandb.table)
+
+
+def test_runs_logged_without_archbench_fields_are_named_by_their_differing_config(tmp_path):
+    recs = [record(m, "mqar", s, acc + s / 100, d_model=d) for m, d, acc in
+            [("attention", 32, 0.5), ("attention", 64, 0.9)] for s in (0, 1)]
+    runs = [FakeRun(r, logged_by_archbench=False) for r in recs]
+    runs[-1].state = "crashed"
+    converted = records_from_runs(runs)
+    assert {r["status"] for r in converted} == {"completed", "failed"}
+    assert all(r["labels"] == {"task": "mqar"} for r in converted)  # from job_type
+    assert converted[0]["overrides"] == ["model.d_model=32"]  # the only model field that differs (seed excluded)
+    result = board.build(converted)
+    assert sorted(result.table.index) == ["d_model=32", "d_model=64"]
+    assert result.table.loc["d_model=64", "mqar"] == "0.900 n=1 † * [1 failed]"
+    assert converted[0]["cost"]["wall_seconds"] == 3.5  # from wandb's _runtime when the logger did not set it
+
+
+def test_history_comes_from_scan_history_and_fetch_filters_by_group():
+    rec = record("attention", "mqar", 0, 0.9, history=[{"step": 50, "train/loss": 1.0, "val/accuracy": 0.5},
+                                                        {"step": 100, "train/loss": 0.5, "val/accuracy": 0.9}])
+
+    class FakeApi:
+        def runs(self, path, filters=None):
+            self.asked = (path, filters)
+            return [FakeRun(rec)]
+
+    api = FakeApi()
+    [got] = fetch_records("me/archbench", group="sweep1", history=True, api=api)
+    assert api.asked == ("me/archbench", {"group": "sweep1"})
+    assert got["history"] == [{"step": 50, "train/loss": 1.0, "val/accuracy": 0.5},
+                              {"step": 100, "train/loss": 0.5, "val/accuracy": 0.9}]
+    assert got["metrics"]["test/accuracy"] == 0.9 and got["path"] == f"wandb:me/archbench/{rec['run_id'][:8]}"
+    assert "_runtime" not in got["metrics"] and "params" not in got["metrics"]
+    with pytest.raises(SystemExit, match="no finished runs"):
+        fetch_records("me/archbench", api=type("Empty", (), {"runs": lambda self, path, filters=None: []})())
