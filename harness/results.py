@@ -2,7 +2,9 @@
 
 Fields: schema, run_id, status (completed | failed | diverged), error, labels, overrides, config, seed, metrics,
 cost, env, timestamps. `run_id` hashes the resolved config minus where things are written and how they are logged,
-so the same experiment gets the same id wherever and whenever it runs.
+so the same experiment gets the same id wherever and whenever it runs. Under the results root, `.completed/<run_id>`
+names a run's completed record (a rerun skips it) and `.in_progress/<run_id>` the checkpoint an interrupted attempt
+left (a rerun resumes from it).
 """
 
 import hashlib
