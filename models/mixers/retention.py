@@ -1,6 +1,7 @@
 """Multi-scale retention (Sun et al. 2023, RetNet): per head h, S_t = gamma_h S_{t-1} + k_t v_t^T, y_t = q_t S_t,
 with fixed decays gamma_h = 1 - 2^(-5-h), rotary q and k (the paper's e^{i n theta}), a group norm per head and a
-swish output gate: out = W_o (swish(x W_g) * GroupNorm(y)). Trained in the chunk-wise form."""
+swish output gate: out = W_o (swish(x W_g) * GroupNorm(y)). Trained in the chunk-wise form. The value dim is d_model
+(the paper doubles it), and the paper's extra scale normalisations are left out: the group norm undoes them."""
 
 import math
 
