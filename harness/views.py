@@ -51,7 +51,11 @@ def matched(long: pd.DataFrame, by: str, metric: str, split: str, size) -> tuple
         if k < 2:
             skipped.append(setting)
             continue
-        at = budgets(cells[cost].min(), cells[cost].max(), k)
+        spans = cells[cells.family.map(points) >= 2].groupby("family")[cost].agg(["min", "max"])
+        low, high = spans["min"].max(), spans["max"].min()  # the range every variant covers, if there is one
+        if not low < high:
+            low, high = cells[cost].min(), cells[cost].max()
+        at = budgets(low, high, k)
         for b in at:
             columns[f"{setting} @ {si(b)} {unit}"] = {}
         for family, g in cells.groupby("family"):
@@ -61,8 +65,9 @@ def matched(long: pd.DataFrame, by: str, metric: str, split: str, size) -> tuple
     what = "non-embedding parameters" if cost == "params_non_embedding" else (
         "total parameters" if cost == "params" else "training FLOPs (flops_per_token × tokens seen)")
     lines = [f"matched {by}: {split}/{metric} at equal {what}, by linear interpolation of each variant's cell mean "
-             f"in log({unit}) between the sizes it was run at (variants grouped over {', '.join(size)}); blank "
-             f"outside a variant's measured range (no extrapolation)"]
+             f"in log({unit}) between the sizes it was run at (variants grouped over {', '.join(size)}), at "
+             f"budgets log-spaced over the range all variants cover (all their ranges where they do not overlap); "
+             f"blank outside a variant's measured range (no extrapolation)"]
     if skipped:
         lines.append(f"not shown (fewer than 2 sizes of any variant): {', '.join(skipped)}")
     if values.empty:

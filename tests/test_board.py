@@ -145,19 +145,31 @@ def test_an_extra_split_can_be_reported(tmp_path):
 def test_matched_params_interpolates_in_log_params(tmp_path):
     sizes = {"attention": [(32, 1000, 0.4), (64, 4000, 0.8), (128, 16000, 0.9)],
              "hyena": [(32, 2000, 0.5), (64, 8000, 0.6), (128, 32000, 0.7)]}
-    recs = [record(m, "mqar", s, acc + (0.01 if s else -0.01), d_model=d,
-                   cost={"params": p, "params_non_embedding": p, "flops_per_token": 6 * p, "tokens_seen": 100})
-            for m, points in sizes.items() for d, p, acc in points for s in (0, 1)]
-    write_all(tmp_path, recs)
-    table, legend = board.leaderboard([tmp_path], matched="params").views["matched"]
-    # budgets: 1000 to 32000, 3 log-spaced (the most sizes of a variant), rounded to 2 significant figures:
-    # sqrt(1000 * 32000) = 5657 -> 5700
-    assert list(table.columns) == ["mqar @ 1k params", "mqar @ 5.7k params", "mqar @ 32k params"]
-    att = 0.8 + math.log(5700 / 4000) / math.log(4) * 0.1  # between d=64 (4000) and d=128 (16000)
-    hye = 0.5 + math.log(5700 / 2000) / math.log(4) * 0.1  # between d=32 (2000) and d=64 (8000)
-    assert table.loc["attention"].tolist() == ["0.400", f"{att:.3f}", ""]  # no extrapolation past 16000
-    assert table.loc["hyena"].tolist() == ["", f"{hye:.3f}", "0.700"]
-    assert "no extrapolation" in legend[0] and "non-embedding" in legend[0]
+
+    def records_of(sizes):
+        return [record(m, "mqar", s, acc + (0.01 if s else -0.01), d_model=d,
+                       cost={"params": p, "params_non_embedding": p, "flops_per_token": 6 * p, "tokens_seen": 100})
+                for m, points in sizes.items() for d, p, acc in points for s in (0, 1)]
+
+    write_all(tmp_path / "a", records_of(sizes))
+    table, legend = board.leaderboard([tmp_path / "a"], matched="params").views["matched"]
+    # budgets: the range both cover, 2000 to 16000, 3 log-spaced points (the most sizes of a variant) rounded to 2
+    # significant figures: sqrt(2000 * 16000) = 5657 -> 5700
+    assert list(table.columns) == ["mqar @ 2k params", "mqar @ 5.7k params", "mqar @ 16k params"]
+    ln = math.log
+    att = [0.4 + ln(2000 / 1000) / ln(4) * 0.4, 0.8 + ln(5700 / 4000) / ln(4) * 0.1, 0.9]
+    hye = [0.5, 0.5 + ln(5700 / 2000) / ln(4) * 0.1, 0.6 + ln(16000 / 8000) / ln(4) * 0.1]
+    assert table.loc["attention"].tolist() == [f"{v:.3f}" for v in att]  # 0.600, 0.826, 0.900
+    assert table.loc["hyena"].tolist() == [f"{v:.3f}" for v in hye]  # 0.500, 0.576, 0.650
+    assert list(table.index) == ["attention", "hyena"] and "no extrapolation" in legend[0]
+    assert "non-embedding" in legend[0]
+    # ranges that do not overlap: budgets over all of them, blank where a variant was not measured
+    sizes["based"] = [(32, 64000, 0.3), (64, 128000, 0.35)]
+    write_all(tmp_path / "b", records_of(sizes))
+    table, _ = board.leaderboard([tmp_path / "b"], matched="params").views["matched"]
+    assert list(table.columns) == ["mqar @ 1k params", "mqar @ 11k params", "mqar @ 120k params"]
+    assert table.loc["based"].tolist() == ["", "", f"{0.3 + ln(120 / 64) / ln(2) * 0.05:.3f}"]
+    assert table.loc["attention"].tolist()[2] == ""  # 120k is past attention's 16k: no extrapolation
 
 
 def test_mad_score_is_best_over_the_grid_then_mean_over_settings_then_tasks(tmp_path):
