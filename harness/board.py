@@ -65,20 +65,15 @@ def _short(key: str) -> str:
 
 def _names(fields: list[dict], hide) -> list[str]:
     """A name per run from the fields that vary between runs (labels by value, the rest as key=value)."""
-    values: dict[str, set] = {}
-    counts: dict[str, int] = {}
-    for f in fields:
-        for k, v in f.items():
-            values.setdefault(k, set()).add(v)
-            counts[k] = counts.get(k, 0) + 1
+    frame = pd.DataFrame(fields)
     hide = tuple(hide)
-    keys = sorted((k for k in values if not _matches(k, hide)), key=lambda k: (k not in VARIANT_LABELS, k))
-    varying = [k for k in keys if len(values[k]) > 1 or counts[k] < len(fields)]  # absent counts as a value
-    names = []
-    for f in fields:
-        parts = [str(f.get(k)) if k in VARIANT_LABELS else f"{_short(k)}={f.get(k)}" for k in varying]
-        names.append(" ".join(parts) if parts else str(f.get("mixer") or f.get("model") or "model"))
-    return names
+    keys = sorted((k for k in frame.columns if not _matches(k, hide)), key=lambda k: (k not in VARIANT_LABELS, k))
+    varying = [k for k in keys if frame[k].nunique(dropna=False) > 1]  # absent counts as a value
+    if not varying:
+        return [str(f.get("mixer") or f.get("model") or "model") for f in fields]
+    parts = [frame[k].astype(object).where(frame[k].notna(), None).astype(str) for k in varying]
+    parts = [p if k in VARIANT_LABELS else f"{_short(k)}=" + p for k, p in zip(varying, parts, strict=True)]
+    return parts[0].str.cat(parts[1:], sep=" ").tolist() if len(parts) > 1 else parts[0].tolist()
 
 
 def runs_frame(records: list[dict], keys=(), hide=(), size=SIZE_KEYS) -> pd.DataFrame:
