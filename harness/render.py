@@ -185,7 +185,7 @@ def _tex(text: str) -> str:
 def latex(board, images=()) -> str:
     """The tables as booktabs LaTeX (pandas Styler), the legend as comments above each."""
     def one(table: pd.DataFrame, lines: list[str]) -> str:
-        styler = table.style.format(escape="latex").format_index(escape="latex", axis=0)
+        styler = table.rename_axis(None).style.format(escape="latex").format_index(escape="latex", axis=0)
         styler = styler.format_index(escape="latex", axis=1)
         body = styler.to_latex(hrules=True, column_format="l" + "r" * len(table.columns))
         return "\n".join(f"% {_tex(line)}" for line in lines) + "\n" + _tex(body)
