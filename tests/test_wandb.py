@@ -6,6 +6,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
@@ -45,9 +46,16 @@ def _key(item) -> str:
     return item.key or ".".join(item.nested_key)
 
 
-def offline_contents(run_dir) -> dict:
+def offline_contents(run_dir, wait: float = 30.0) -> dict:
+    """What the run's .wandb file holds, once wandb's service has written it up to the exit record (finish()
+    returns before the file is always flushed)."""
     [data] = run_dir.glob("run-*.wandb")
-    messages = read_wandb_file(data)
+    deadline = time.monotonic() + wait
+    while True:
+        messages = read_wandb_file(data)
+        if any(m.HasField("exit") for m in messages) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     runs = [m.run for m in messages if m.HasField("run")]
     assert len(runs) == 1, (data, len(data.read_bytes()), [m.WhichOneof("record_type") for m in messages])
     run = runs[0]
