@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 VARIANT_LABELS = ("model", "mixer", "norm", "ffn", "position")
 NOT_VARIANT = ("seed", "task", "name", "paths", "logger", "hydra", "trainer.progress", "skip_completed", "suite",
-               "experiment", "model/")  # model group choices come from labels; task fields name the column
+               "experiment", "hparams_search", "resume", "trainer.checkpoint_every",
+               "model/")  # model group choices come from labels; task fields name the column
 SIZE_KEYS = ("model.d_model", "model.n_layers")
 # cost columns of a cell: mean over its chosen runs; train_flops = flops_per_token * tokens_seen per run
 COSTS = ("params", "params_non_embedding", "flops_per_token", "tokens_seen", "train_flops", "wall_seconds",
@@ -285,6 +286,8 @@ def main(argv=None) -> None:
     p.add_argument("--format", type=_formats, default=["md", "csv"], help="with --out: any of md,csv,html,tex")
     p.add_argument("--plots", type=Path, metavar="DIR", help="write heatmap, learning curves (and --plot-x) PNGs")
     p.add_argument("--plot-x", metavar="KEY", help="with --plots: the metric against this swept key per variant")
+    p.add_argument("--pareto", metavar="METRIC,COST", help="instead of the board: the variants not dominated on "
+                   "METRIC and COST (e.g. test/accuracy,params) and a plot of the front (harness/pareto.py)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     if bool(args.dirs) == bool(args.wandb):
@@ -300,6 +303,10 @@ def main(argv=None) -> None:
         records = load_records(args.dirs)
         if not records:
             p.error(f"no result records under {', '.join(map(str, args.dirs))}")
+    if args.pareto:
+        from harness import pareto
+
+        return pareto.report(records, args.pareto, args.plots, args.out, args.dirs)
     board = build(records, args.metric, args.split, args.select, args.group_by, args.matched,
                   tuple(args.size or SIZE_KEYS), args.aggregate)
     print(render.markdown(board))

@@ -5,8 +5,6 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from harness import board, render
-
 log = logging.getLogger("archbench")
 
 
@@ -22,6 +20,8 @@ class Leaderboard(Callback):
         self.formats, self.plots = list(formats or ["md", "csv", "html"]), plots
 
     def on_multirun_end(self, config, **kwargs) -> None:
+        from harness import board, render  # pandas, scipy, matplotlib: loaded when a sweep ends, not at every start
+
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
             records = board.load_records([sweep_dir])
