@@ -8,15 +8,19 @@ without the disk cache. lm_text times loading its text through `datasets` and cu
 """
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
-import numpy as np
-from hydra import compose, initialize_config_module
-from hydra.utils import instantiate
+if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:  # run as a script: this file is not `tasks`
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from tasks.lm_text import LMText
-from tasks.mqar import MQAR
+import numpy as np  # noqa: E402
+from hydra import compose, initialize_config_module  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
+
+from tasks.lm_text import LMText  # noqa: E402
+from tasks.mqar import MQAR  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
