@@ -24,7 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
-from harness import results
+from harness import results, search
 from harness.checkpoint import FILE as CHECKPOINT
 from harness.checkpoint import Checkpointer
 from harness.hybrid import build_model
@@ -87,6 +87,14 @@ class ValidateSweep(Callback):
     sweep at once (one line, exit code 2) instead of after the jobs before it have trained."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        if config.hydra.sweeper.get("_target_") == search.OPTUNA_SWEEPER:  # trials come one by one: check the space
+            try:
+                n = search.check(config, GlobalHydra.instance().config_loader())
+            except (ValueError, HydraException, OmegaConfBaseException) as e:
+                _exit_config_error(one_line(e))
+            log.info("search over %d parameters: options, objectives and fixed overrides checked; a trial that "
+                     "cannot be built is a failed trial with the worst value", n)
+            return
         if config.hydra.sweeper.get("_target_") != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
             log.info("sweeper %s: jobs are checked as they start", config.hydra.sweeper.get("_target_"))
             return
@@ -127,7 +135,9 @@ def labels_of(choices) -> dict:
     return {key.split("/")[-1]: value for key, value in choices.items() if key in LABELS and value is not None}
 
 
-def run(cfg: DictConfig) -> float | None:
+def run(cfg: DictConfig) -> float | tuple[float, ...] | None:
+    """Train one run and write its record. Returns the validation accuracy (None if the run did not complete), or in
+    a search (harness/search.py) the objective(s), worst values for a run that failed, diverged or cannot be built."""
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -136,23 +146,34 @@ def run(cfg: DictConfig) -> float | None:
     results_root = Path(cfg.paths.results)
 
     seed_everything(cfg.seed, deterministic=cfg.trainer.deterministic)  # before the model draws its weights
-    task, model, train_cfg = build(cfg)
+    # status stays None only if the run is interrupted (Ctrl-C): then no record, and the checkpoint resumes it.
+    record = {
+        "schema": results.SCHEMA, "run_id": rid, "status": None, "error": None, "labels": labels,
+        "overrides": list(hc.overrides.task), "config": config, "seed": cfg.seed, "metrics": {}, "cost": {},
+        "env": results.environment(),
+        "timestamps": {"started": _now()},
+    }
+    try:
+        task, model, train_cfg = build(cfg)
+    except ConfigError as e:
+        if not search.active(cfg):
+            raise
+        # in a search, a combination that cannot be built (rope with a mixer that takes no positions) is a failed
+        # trial with the worst value: the sampler learns to avoid it, and the study goes on
+        record.update(status="failed", error=f"ConfigError: {e}")
+        record["timestamps"]["finished"] = _now()
+        results.write_json_atomic(out_dir / results.RECORD, record)
+        log.error("trial %s cannot be built: %s", rid, e)
+        return search.returned(cfg, record)
 
     if cfg.skip_completed and (prior := results.find_completed(results_root, rid)) is not None:
         log.info("run %s already completed in %s: skipping (skip_completed=false reruns it)", rid, prior["path"])
         prior.pop("path")
         results.write_json_atomic(out_dir / results.RECORD, prior)
-        return prior["metrics"].get("val/accuracy")
+        return search.returned(cfg, prior)
 
-    # status stays None only if the run is interrupted (Ctrl-C): then no record, and the checkpoint resumes it.
-    record = {
-        "schema": results.SCHEMA, "run_id": rid, "status": None, "error": None, "labels": labels,
-        "overrides": list(hc.overrides.task), "config": config, "seed": cfg.seed, "metrics": {},
-        "cost": {"params": model.num_params(), "params_non_embedding": model.num_params(non_embedding=True),
-                 "flops_per_token": model.flops_per_token(task.seq_len)},
-        "env": results.environment(),
-        "timestamps": {"started": _now()},
-    }
+    record["cost"] = {"params": model.num_params(), "params_non_embedding": model.num_params(non_embedding=True),
+                      "flops_per_token": model.flops_per_token(task.seq_len)}
     log.info("run %s  %s  seed=%s  params=%s", rid, " ".join(f"{k}={v}" for k, v in labels.items()), cfg.seed,
              f"{record['cost']['params']:,}")
     checkpointer = Checkpointer(out_dir / CHECKPOINT,
@@ -196,7 +217,7 @@ def run(cfg: DictConfig) -> float | None:
     if record["status"] == "completed":
         log.info("run %s done: val/accuracy %.4f  test/accuracy %.4f  %.0f tokens/s", rid, m["val/accuracy"],
                  m["test/accuracy"], record["cost"]["tokens_per_second"] or 0)
-    return m.get("val/accuracy")
+    return search.returned(cfg, record)
 
 
 def _oom_reason(e: BaseException) -> str:
@@ -211,7 +232,7 @@ def _now() -> str:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def app(cfg: DictConfig) -> float | None:
+def app(cfg: DictConfig) -> float | tuple[float, ...] | None:
     try:
         return run(cfg)
     except ConfigError as e:  # exit here: Hydra would add its own lines around an exception
