@@ -48,8 +48,9 @@ def build(cfg: DictConfig, meta: bool = False):
     _check("", lambda: train_cfg.check(task.num_train))
     with torch.device("meta") if meta else contextlib.nullcontext():
         model = _instantiate("model", cfg, build_model)  # model.pattern: harness/hybrid.py
-    if model.max_seq_len < task.seq_len:
-        raise ConfigError(f"task.seq_len={task.seq_len} is longer than model.max_seq_len={model.max_seq_len}")
+    if model.max_seq_len < task.max_seq_len:  # the longest split, e.g. an extrapolation test length
+        what = "task.seq_len" if task.max_seq_len == task.seq_len else "task.max_seq_len (longest test split)"
+        raise ConfigError(f"{what}={task.max_seq_len} is longer than model.max_seq_len={model.max_seq_len}")
     if model.vocab_size < task.vocab_size:
         raise ConfigError(f"task.vocab_size={task.vocab_size} is larger than model.vocab_size={model.vocab_size}")
     return task, model, train_cfg
