@@ -1,0 +1,127 @@
+"""Our numbers beside the paper's: the records of a reproduction reduced to the cells of the paper's table (best over
+the card's `select` grid on val, test reported on it, mean over seeds) and joined with the published values."""
+
+from fnmatch import fnmatch
+
+import numpy as np
+import pandas as pd
+
+from harness import board, stats
+
+
+def norm(value):
+    """Numbers as numbers (YAML's 64 and a config's 64 compare equal), everything else as text."""
+    if isinstance(value, (bool, np.bool_)) or value is None:
+        return str(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return int(number) if number.is_integer() else number
+
+
+def field(record: dict, path: str, split: str):
+    """A card field of a record: labels.<key>, config.<key>, or split_length (the length a test split was drawn at:
+    the training length for `test`, <length> for `test@<length>`)."""
+    if path == "split_length":
+        return norm(split.partition("@")[2] or board.lookup(record.get("config") or {}, "task.seq_len"))
+    head, _, rest = path.partition(".")
+    if head not in ("labels", "config"):
+        raise ValueError(f"card field {path!r} must start with labels. or config. (or be split_length)")
+    return norm(board.lookup(record.get(head) or {}, rest))
+
+
+def splits(record: dict, pattern: str, metric: str) -> list[str]:
+    """The splits of a record whose <split>/<metric> matches the card's split pattern (e.g. test, or test* for test
+    and every test@<length>); a failed record counts under the pattern itself."""
+    found = [k.rsplit("/", 1)[0] for k in (record.get("metrics") or {}) if k.endswith(f"/{metric}")]
+    found = [s for s in found if fnmatch(s, pattern) and not s.startswith("val")]
+    return sorted(found) or [pattern]
+
+
+def runs(records: list[dict], card: dict) -> pd.DataFrame:
+    """One row per (record, split): the card's row and column fields, variant and column names, status, the `select`
+    keys, val/<metric> and the value of <split>/<metric>."""
+    metric, fields = card["metric"], {**card["row"], **card["columns"]}
+    rows = []
+    for r in records:
+        metrics = r.get("metrics") or {}
+        for split in splits(r, card["split"], metric):
+            row = {name: field(r, path, split) for name, path in fields.items()}
+            row["variant"] = " ".join(str(row[k]) for k in card["row"])
+            row["column"] = " ".join(f"{k}={row[k]}" for k in card["columns"])
+            row.update({k: board.lookup(r.get("config") or {}, k) for k in card.get("select", [])})
+            row.update({"status": r.get("status"), f"metric:val/{metric}": metrics.get(f"val/{metric}"),
+                        "value": metrics.get(f"{split}/{metric}")})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def ours(records: list[dict], card: dict) -> pd.DataFrame:
+    """Per cell of the paper's table (row and column fields): mean, std and n over seeds of the chosen runs, and the
+    selection made (with a `score` card: also the mean over columns per variant, MAD's score)."""
+    keys = [*card["row"], *card["columns"]]
+    frame = runs(records, card)
+    if frame.empty:
+        return pd.DataFrame(columns=[*keys, "ours", "std", "n", "selected"])
+    chosen, selection = board.choose(frame, card["metric"], card.get("select", []))
+    chosen = chosen.assign(value=pd.to_numeric(chosen["value"], errors="coerce"))
+    cells = chosen.groupby([*keys, "variant", "column"], sort=False)["value"].agg(["mean", "std", "count"])
+    cells = cells.reset_index().rename(columns={"mean": "ours", "count": "n"})
+    if card.get("select"):
+        cells = cells.merge(selection[["variant", "column", "selected"]], on=["variant", "column"], how="left")
+    else:
+        cells["selected"] = ""
+    if card.get("score") and card["columns"]:
+        total = frame["column"].nunique()
+        per = cells.groupby(list(card["row"]), sort=False)["ours"].agg(["mean", "count"]).reset_index()
+        per = per[per["count"] == total].rename(columns={"mean": "ours"}).drop(columns="count")
+        per = per.assign(**{k: "score" for k in card["columns"]}, n=np.nan, std=np.nan, selected="mean over tasks")
+        cells = pd.concat([cells, per], ignore_index=True)
+    return cells[[*keys, "ours", "std", "n", "selected"]]
+
+
+def published(card: dict) -> pd.DataFrame:
+    fields = card["published"]["fields"]
+    rows = [[norm(v) for v in row] for row in card["published"]["rows"]]
+    return pd.DataFrame(rows, columns=fields).rename(columns={"value": "paper"})
+
+
+def side_by_side(records: list[dict], card: dict) -> pd.DataFrame:
+    """Every cell that we measured or the paper published: row and column fields, ours (mean), std, n, selected,
+    paper. Sorted by the column fields, then the row fields."""
+    keys = [*card["row"], *card["columns"]]
+    table = ours(records, card).merge(published(card), on=keys, how="outer")
+    table = table.assign(variant=table[list(card["row"])].astype(str).agg(" ".join, axis=1))
+    order = [*card["columns"], *card["row"]]
+    return table.sort_values(order, key=lambda s: s.map(_order), kind="stable").reset_index(drop=True)
+
+
+def _order(value):
+    return (0, value, "") if isinstance(value, (int, float)) else (1, 0, str(value))
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric not in stats.LOWER_IS_BETTER
+
+
+def render(table: pd.DataFrame, card: dict) -> str:
+    """The side-by-side table as Markdown: ours as mean (± std over n seeds), the paper's value, the selection."""
+    keys = [*card["row"], *card["columns"]]
+    if card["columns"] and table["ours"].notna().any():  # the paper's cells at the settings we ran, not all of them
+        ran = table.loc[table["ours"].notna(), list(card["columns"])].drop_duplicates()
+        table = table.merge(ran, on=list(card["columns"]))
+    out = table[keys].astype(str).copy()
+    out["ours"] = [_cell(m, s, n) for m, s, n in zip(table["ours"], table["std"], table["n"], strict=True)]
+    out["paper"] = ["" if pd.isna(v) else f"{v:.3f}" for v in table["paper"]]
+    if card.get("select"):
+        out["selected on val"] = table["selected"].fillna("").astype(str)
+    return out.to_markdown(index=False)
+
+
+def _cell(mean, std, n) -> str:
+    if pd.isna(mean):
+        return "not run"
+    if pd.notna(n) and n > 1 and pd.notna(std):
+        return f"{mean:.3f} ± {std:.3f} (n={int(n)})"
+    return f"{mean:.3f}"
