@@ -1,26 +1,22 @@
 """Generator speed: examples/s and tokens/s of every task in conf/task/ (its configured sizes), then the check that
 100,000 MQAR examples at length 256 take under 2 s.
 
-    python benchmarks/tasks.py [--examples 10000] [--repeats 3] [--only mqar,listops]
+    python benchmarks/task_generators.py [--examples 10000] [--repeats 3] [--only mqar,listops]
 
 Each generator runs on `--examples` examples (or its task's num_train, if fewer), timed as the best of `--repeats`,
 without the disk cache. lm_text times loading its text through `datasets` and cutting all three splits.
 """
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:  # run as a script: this file is not `tasks`
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
+import numpy as np
+from hydra import compose, initialize_config_module
+from hydra.utils import instantiate
 
-import numpy as np  # noqa: E402
-from hydra import compose, initialize_config_module  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
-
-from tasks.lm_text import LMText  # noqa: E402
-from tasks.mqar import MQAR  # noqa: E402
+from tasks.lm_text import LMText
+from tasks.mqar import MQAR
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
