@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 
 from harness import board as board_lib  # noqa: E402
 from harness.stats import LOWER_IS_BETTER  # noqa: E402
@@ -80,8 +81,9 @@ def markdown(table: pd.DataFrame, metric: str, cost: str) -> str:
     parts = []
     for setting, rows in table.groupby("setting", sort=False):
         on = rows[rows.pareto]
-        shown = pd.DataFrame({"variant": on["variant"], metric: on["metric"].map("{:.4f}".format),
-                              cost: on["cost"].map(_number), "runs": on["n"]})
+        shown = pd.DataFrame({"#": range(1, len(on) + 1), "variant": on["variant"],
+                              metric: on["metric"].map("{:.4f}".format), cost: on["cost"].map(_number),
+                              "runs": on["n"]})
         parts.append(f"Pareto front of {setting}: {len(on)} of {len(rows)} variants are not dominated on {metric} "
                      f"({'higher' if higher_is_better(metric) else 'lower'} is better) against {cost} "
                      f"(lower is better)\n\n{shown.to_markdown(index=False)}")
@@ -98,27 +100,34 @@ def _number(x: float) -> str:
 
 
 def plot(table: pd.DataFrame, metric: str, cost: str, path: Path) -> Path:
-    """Every variant as a grey point, the front in red joined by a step line, its variants named; log-scale cost
-    where it spans more than a factor 10."""
+    """Every variant as a grey point, the front in red joined by a step line, its points numbered as in the printed
+    table and named below the axes; log-scale cost where it spans more than a factor 10."""
     settings = list(dict.fromkeys(table["setting"]))
-    fig, axes = plt.subplots(1, max(len(settings), 1), figsize=(6.5 * max(len(settings), 1), 4.5), squeeze=False)
+    most = max([int(table[table.setting == s].pareto.sum()) for s in settings] or [0])
+    k = max(len(settings), 1)
+    fig, axes = plt.subplots(1, k, figsize=(6.5 * k, 4.2 + 0.14 * most), squeeze=False)
     for ax, setting in zip(axes.flat, settings, strict=False):
         rows = table[table.setting == setting]
-        on = rows[rows.pareto].sort_values("cost")
+        on = rows[rows.pareto]  # sorted by cost, as printed
         ax.scatter(rows["cost"], rows["metric"], color="0.6", s=18, label="variant")
         ax.step(on["cost"], on["metric"], where="post", color="tab:red", lw=1.2)
         ax.scatter(on["cost"], on["metric"], color="tab:red", s=28, zorder=3, label="Pareto front")
-        for x, y, name in zip(on["cost"], on["metric"], on["variant"], strict=True):
-            ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=6)
+        for i, (x, y) in enumerate(zip(on["cost"], on["metric"], strict=True), 1):
+            ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8, color="tab:red")
         if rows["cost"].min() > 0 and rows["cost"].max() > 10 * rows["cost"].min():
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(ticker.EngFormatter(sep=""))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_xlabel(cost)
         ax.set_ylabel(metric)
         ax.set_title(f"{setting}: {len(on)} of {len(rows)} variants on the front", fontsize=9)
         ax.legend(fontsize=7, loc="lower right" if higher_is_better(metric) else "upper right")
+        names = "\n".join(f"{i}: {name}" for i, name in enumerate(on["variant"], 1))
+        ax.text(0, -0.16, names, transform=ax.transAxes, va="top", fontsize=6, family="monospace")
+    fig.subplots_adjust(bottom=(0.6 + 0.14 * most) / (4.2 + 0.14 * most), top=0.92, left=0.1, right=0.97)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
