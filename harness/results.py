@@ -96,12 +96,24 @@ def load_record(path: Path) -> dict | None:
     if not isinstance(record, dict) or record.get("schema") != SCHEMA or record.get("status") not in STATUSES:
         log.warning("skipping %s: unknown schema or status", path)
         return None
-    if not isinstance(record.get("run_id"), str) or not all(
-            isinstance(record.get(k, {}), dict) for k in ("labels", "config", "metrics", "cost", "timestamps")):
+    if not _well_typed(record):
         log.warning("skipping %s: no run_id, or a field of the wrong type", path)
         return None
     record["path"] = str(path)
     return record
+
+
+def _well_typed(record: dict) -> bool:
+    """The fields the leaderboard reads have the types archbench writes: a record edited or damaged into valid JSON
+    of other types is skipped, not allowed to crash the board."""
+    if not isinstance(record.get("run_id"), str) or not all(
+            isinstance(record.get(k, {}), dict) for k in ("labels", "config", "metrics", "cost", "timestamps")):
+        return False
+    overrides, seed = record.get("overrides", []), record.get("seed")
+    return (isinstance(overrides, list) and all(isinstance(o, str) for o in overrides)
+            and all(v is None or isinstance(v, str) for v in record.get("labels", {}).values())
+            and all(v is None or isinstance(v, str) for v in record.get("timestamps", {}).values())
+            and (seed is None or (isinstance(seed, int) and not isinstance(seed, bool))))
 
 
 def find_records(roots) -> list[Path]:

@@ -217,6 +217,12 @@ def test_damaged_records_are_skipped_with_a_warning_naming_the_file_and_never_co
         "no_status": json.dumps({k: v for k, v in {**good, "run_id": "d"}.items() if k != "status"}),
         "no_run_id": json.dumps({k: v for k, v in good.items() if k != "run_id"}),
         "a_list": "[1, 2, 3]",
+        # valid JSON, wrong types where the board reads them
+        "overrides_not_a_list": json.dumps({**good, "run_id": "e", "overrides": 5}),
+        "override_not_a_string": json.dumps({**good, "run_id": "f", "overrides": [1]}),
+        "label_a_list": json.dumps({**good, "run_id": "g", "labels": {"mixer": ["attention"]}}),
+        "finished_a_number": json.dumps({**good, "run_id": "a", "timestamps": {"finished": 5}}),
+        "seed_a_string": json.dumps({**good, "run_id": "h", "seed": "0"}),
     }
     for name, content in damaged.items():
         (tmp_path / name).mkdir()
