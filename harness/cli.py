@@ -207,8 +207,6 @@ def run(cfg: DictConfig) -> float | tuple[float, ...] | None:
         record.update(status="failed", error=f"{type(e).__name__}: {e}")
         log.error("run %s failed: %s\n%s", rid, record["error"], traceback.format_exc())
     finally:
-        if logger is not None:
-            logger.finish(exit_code=0 if record["status"] == "completed" else 1)
         if record["status"] is not None:
             record["cost"]["wall_seconds"] = time.perf_counter() - t0
             record["timestamps"]["finished"] = _now()
@@ -217,6 +215,12 @@ def run(cfg: DictConfig) -> float | tuple[float, ...] | None:
             results.mark_completed(results_root, rid, out_dir / results.RECORD)
             results.clear_in_progress(results_root, rid)
             checkpointer.remove()
+        if logger is not None:  # after the record: a logger that fails to close costs no result
+            try:
+                logger.finish(exit_code=0 if record["status"] == "completed" else 1)
+            except Exception as e:
+                log.warning("run %s: the logger failed to finish (%s: %s); the record is written", rid,
+                            type(e).__name__, e)
     m = record["metrics"]
     if record["status"] == "completed":
         log.info("run %s done: val/accuracy %.4f  test/accuracy %.4f  %.0f tokens/s", rid, m["val/accuracy"],

@@ -50,6 +50,8 @@ class TrainConfig:
     def check(self, num_train: int) -> None:
         if self.lr <= 0:
             raise ValueError(f"trainer.lr={self.lr} must be positive")
+        if self.epochs is not None and self.epochs <= 0:
+            raise ValueError(f"trainer.epochs={self.epochs} must be positive (or null: trainer.max_steps counts)")
         if self.steps_for(num_train) < 1:
             raise ValueError(f"trainer.max_steps={self.max_steps} must be positive")
         for name in ("batch_size", "eval_every", "eval_batch_size"):
@@ -231,6 +233,8 @@ def train(model: nn.Module, splits: dict[str, Split], cfg: TrainConfig, *, seed:
                 break
         if checkpoint is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
             t_save = time.perf_counter()
+            if not math.isfinite(loss_value := loss.item()):  # never save weights that a rerun would resume into
+                raise Diverged(f"training loss is {loss_value} at step {step}")
             checkpoint.save({
                 "step": step, "total_steps": total_steps, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),

@@ -83,6 +83,29 @@ def test_a_failed_run_is_run_again_by_a_rerun_and_then_counted_once(archbench, m
     assert run["status"] == "completed"
 
 
+def test_a_logger_that_fails_to_finish_costs_no_record(archbench, monkeypatch, tmp_path):
+    from harness import logger
+
+    monkeypatch.setattr(logger.NullLogger, "finish", lambda self, exit_code=0: 1 / 0)
+    archbench(*SMOKE)
+    [record] = records(tmp_path / "results")
+    assert record["status"] == "completed" and len(list((tmp_path / "results").glob(".completed/*"))) == 1
+
+
+def test_a_nan_between_evaluations_is_caught_before_a_checkpoint_holds_it(archbench, monkeypatch, tmp_path):
+    real_train = cli.train
+
+    def overflowing(model, splits, cfg, *, seed, **kw):
+        return real_train(model, splits, dataclasses.replace(cfg, lr=1e30, grad_clip=0.0, weight_decay=0.0),
+                          seed=seed, **kw)
+
+    monkeypatch.setattr(cli, "train", overflowing)
+    archbench(*SMOKE, "trainer.max_steps=8", "trainer.eval_every=8", "trainer.checkpoint_every=2")
+    [record] = records(tmp_path / "results")
+    assert record["status"] == "diverged" and record["error"] == "training loss is nan at step 2"
+    assert not list((tmp_path / "results").rglob("checkpoint.pt"))  # a rerun does not resume into NaN weights
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_a_real_cuda_oom_is_recorded_and_the_next_job_gets_the_memory(archbench, tmp_path):
@@ -107,6 +130,7 @@ BAD = [
     (["trainer.lr=0"], "trainer.lr=0 must be positive"),
     (["trainer.lr=-1e-3"], "trainer.lr=-0.001 must be positive"),
     (["trainer.max_steps=0"], "trainer.max_steps=0 must be positive"),
+    (["trainer.epochs=0"], "trainer.epochs=0 must be positive"),
     (["task=lm_text", "task.data_files=/no/such/file.txt"], "data_files='/no/such/file.txt' does not exist"),
 ]
 
@@ -134,11 +158,15 @@ def test_a_sweep_with_one_bad_job_trains_nothing_and_writes_nothing(archbench, m
     assert not list(tmp_path.rglob("wandb"))
 
 
-def test_a_single_bad_run_writes_no_record_and_no_wandb_run(archbench, tmp_path, capsys):
+@pytest.mark.parametrize("args,message", BAD, ids=[m.split()[0] for _, m in BAD])
+def test_a_single_bad_run_exits_2_in_one_line_and_writes_no_record_and_no_wandb_run(archbench, tmp_path, capsys,
+                                                                                    args, message):
+    if "task=lm_text" in args and not (Path(__file__).parents[1] / "conf/task/lm_text.yaml").exists():
+        pytest.skip("no lm_text task")
     with pytest.raises(SystemExit) as e:
-        archbench("logger=wandb", "trainer.lr=0", *SMOKE)
-    assert e.value.code == 2 and capsys.readouterr().err.strip() == \
-        "archbench: error: trainer.lr=0 must be positive"
+        archbench("logger=wandb", *SMOKE, *args)
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and line.startswith("archbench: error: ") and message in line
     assert records(tmp_path / "results") == [] and not list(tmp_path.rglob("wandb"))
 
 
