@@ -134,7 +134,9 @@ def with_columns(runs: pd.DataFrame, group_by: str | None = None) -> pd.DataFram
 
 def choose(runs: pd.DataFrame, metric: str, select=()) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The completed runs each cell reports on: with `select`, those of the value of the `select` fields with the best
-    mean val/<metric> over seeds. Also returns, per cell, the chosen value and the grid searched."""
+    mean val/<metric> over seeds, where a value whose runs failed or diverged more often ranks below one that failed
+    less (an lr that diverged on one seed of three does not win on the two that survived). Also returns, per cell,
+    the chosen value and the grid searched."""
     ok = runs[runs.status == "completed"]
     cell = ["variant", "column"]
     if not select or ok.empty:
@@ -144,9 +146,12 @@ def choose(runs: pd.DataFrame, metric: str, select=()) -> tuple[pd.DataFrame, pd
         raise SystemExit(f"archbench-board: --select needs {val} in the records' metrics")
     sign = -1 if metric in stats.LOWER_IS_BETTER else 1
     keys = [*cell, *select]
-    means = ok.assign(score=pd.to_numeric(ok[val], errors="coerce") * sign).groupby(keys, dropna=False, sort=False)
-    means = means["score"].mean().reset_index()
-    best = means.sort_values("score", ascending=False, kind="stable", na_position="last").drop_duplicates(cell)
+    scored = runs.assign(score=pd.to_numeric(runs[val], errors="coerce").where(runs.status == "completed") * sign,
+                         failed=(runs.status != "completed").astype(float))
+    means = scored.groupby(keys, dropna=False, sort=False)[["score", "failed"]].mean().reset_index()
+    means = means[means["failed"] < 1]  # grid points with a completed run
+    best = means.sort_values(["failed", "score"], ascending=[True, False], kind="stable",
+                             na_position="last").drop_duplicates(cell)
     as_index = lambda f: pd.MultiIndex.from_frame(f[keys].astype(str))
     chosen = ok[as_index(ok).isin(as_index(best))]
     best["selected"] = [" ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in zip(select, row, strict=True))
@@ -189,8 +194,13 @@ def summarize(runs: pd.DataFrame, chosen: pd.DataFrame, selection: pd.DataFrame,
                                                   bounds=(0.0, 1.0) if metric == "accuracy" else None)
     higher = metric not in stats.LOWER_IS_BETTER
     out = out.join(stats.versus_leader(out, "column", higher, alpha))
-    out["rank"] = stats.ranks(out, "column", higher)
-    return out
+    # ranks over every (variant, column) pair: a cell that was never run ranks last, like one whose runs all
+    # failed, so that a variant run only on an easy task does not top the average
+    every = pd.MultiIndex.from_product([out["variant"].unique(), out["column"].unique()], names=cell)
+    grid = out.set_index(cell)[["mean"]].reindex(every).reset_index()
+    grid["rank"] = stats.ranks(grid, "column", higher)
+    out = out.merge(grid[[*cell, "rank"]], on=cell, how="left")
+    return out.assign(avg_rank=out["variant"].map(grid.groupby("variant")["rank"].mean()))
 
 
 @dataclass

@@ -95,7 +95,7 @@ def wide(long: pd.DataFrame, metric: str, split: str, select=(), group_by: str |
     text = pd.Series([cell_text(r, n_usual) for r in long.itertuples(index=False)], index=long.index)
     columns = column_order(long, group_by)
     table = long.assign(text=text).pivot(index="variant", columns="column", values="text")[columns]
-    avg_rank = long.groupby("variant")["rank"].mean()
+    avg_rank = long.groupby("variant")["avg_rank"].first()  # over all columns, cells not run ranked last
     sign = -1 if metric in stats.LOWER_IS_BETTER else 1  # ties in average rank: the better mean over columns first
     keys = pd.DataFrame({"rank": avg_rank, "mean": -sign * long.groupby("variant")["mean"].mean(),
                          "name": avg_rank.index})
@@ -118,16 +118,19 @@ def legend(long: pd.DataFrame, metric: str, split: str, select, n_usual: int, gr
     lines = [f"{split}/{metric}: mean ± std over seeds [95% confidence interval: Student-t{clip}]; "
              f"n = {n_usual} seeds per cell unless shown",
              f"* = best in its column, or not significantly different from the best (Welch's t-test over seeds, "
-             f"two-sided, alpha = {stats.ALPHA})"]
+             f"two-sided, alpha = {stats.ALPHA}; the best is taken among cells with 2 or more seeds where a column "
+             f"has any)"]
     if ((long.n > 0) & (long.n < 2)).any():
         lines.append("† = fewer than 2 seeds: no std, interval or test")
     k = long["column"].nunique()
     lines.append(f"rows ordered by average rank over the {k} column{'s' * (k != 1)} (1 = best; equal means share "
-                 f"their mean rank; a cell with no completed run ranks last; equal averages: the better mean first)")
+                 f"their mean rank; a cell with no completed run, or not run, ranks last; equal averages: the better mean "
+                 f"first)")
     if select:
         differ = "grid" in long and long["grid"].dropna().nunique() > 1
         lines.append(f"selection: per cell, the {', '.join(select)} with the best mean val/{metric} over seeds "
-                     f"(after @); {split}/{metric} is reported on it; grid searched: {grid}"
+                     f"(after @; values whose runs failed more often rank lower); {split}/{metric} is reported on "
+                     f"it; grid searched: {grid}"
                      + ("; some cells searched less (the csv's grid column)" if differ else ""))
     if long["failed"].any():
         lines.append("[k failed] = runs of the cell that failed or diverged (over its whole grid)")

@@ -35,10 +35,15 @@ def welch_p(mean1, std1, n1, mean2, std2, n2):
 
 
 def versus_leader(cells: pd.DataFrame, by: str, higher_is_better: bool, alpha: float = ALPHA) -> pd.DataFrame:
-    """For each cell: `leader` (the best mean of its column `by`), `p_vs_leader` (Welch, NaN for the leader and
-    where a side has < 2 seeds) and `tied` (the leader, or p >= alpha: not significantly different from it)."""
+    """For each cell: `leader` (the best mean of its column `by` among cells with >= 2 seeds, which can be tested;
+    among all scored cells only where none has 2), `p_vs_leader` (Welch, NaN for the leader and where a side has
+    < 2 seeds) and `tied` (the leader, or p >= alpha: not significantly different from it). A one-seed cell with a
+    higher mean neither hides the test of the others nor is marked as tied: it is untested."""
     sign = 1 if higher_is_better else -1
-    scored = cells[cells["n"] > 0]
+    testable = cells["n"] >= 2
+    candidates = cells["n"] > 0
+    candidates &= testable | ~testable.groupby(cells[by]).transform("any")  # columns with no 2-seed cell: all
+    scored = cells[candidates]
     best = (scored["mean"] * sign).groupby(scored[by]).idxmax()  # column -> index of its leader
     lead_idx = cells[by].map(best).to_numpy()
     lead = cells.reindex(lead_idx)  # the leader of each cell's column, NaN where a column has none

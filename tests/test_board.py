@@ -87,11 +87,34 @@ def test_one_seed_cells_are_marked_and_failures_counted(tmp_path):
                          record("hyena", "mqar", 0, 0.5), record("hyena", "mqar", 1, 0.7),
                          record("based", "mqar", 0, 0, status="diverged")])
     result = board.leaderboard([tmp_path])
-    assert result.table.loc["attention", "mqar"] == "0.900 n=1 † * [1 failed]"  # the leader, untested
-    assert result.table.loc["hyena", "mqar"] == "0.600 ± 0.141 [0.000, 1.000]"  # one-seed leader: no test
+    assert result.table.loc["attention", "mqar"] == "0.900 n=1 † [1 failed]"  # best mean, but one seed: untested
+    assert result.table.loc["hyena", "mqar"] == "0.600 ± 0.141 [0.000, 1.000] *"  # the leader among testable cells
     assert result.table.loc["based", "mqar"] == "failed (1)"
     assert list(result.table.index) == ["attention", "hyena", "based"]  # no completed run ranks last
     assert any(line.startswith("† = fewer than 2 seeds") for line in result.legend)
+
+
+def test_a_variant_not_run_on_a_task_ranks_last_there(tmp_path):
+    """A variant run only on the task it is good at must not top the average rank of those run on every task."""
+    write_all(tmp_path, [record("a", "mqar", s, 0.9) for s in (0, 1)] + [record("b", "mqar", s, 0.8) for s in (0, 1)]
+              + [record("b", "induction_heads", s, 0.7) for s in (0, 1)]
+              + [record("c", "mqar", s, 0.7) for s in (0, 1)] + [record("c", "induction_heads", s, 0.6) for s in (0, 1)])
+    result = board.leaderboard([tmp_path])
+    # mqar ranks a 1, b 2, c 3; induction_heads b 1, c 2, a (not run) 3
+    assert list(result.table.index) == ["b", "a", "c"]
+    assert list(result.table["avg rank"]) == ["1.50", "2.00", "2.50"]
+    assert result.table.loc["a", "induction_heads"] == ""
+
+
+def test_select_does_not_pick_a_grid_value_whose_runs_diverged(tmp_path):
+    """lr=1e-2 has the best val mean over the seeds that survived, but one of three diverged: lr=1e-3 is chosen."""
+    recs = [record("attention", "mqar", s, test=0.95, val=0.95, lr=1e-2) for s in (0, 1)]
+    recs += [record("attention", "mqar", 2, 0, lr=1e-2, status="diverged")]
+    recs += [record("attention", "mqar", s, test=0.8, val=0.8, lr=1e-3) for s in (0, 1, 2)]
+    write_all(tmp_path, recs)
+    cell = board.leaderboard([tmp_path], select=["trainer.lr"]).long.iloc[0]
+    assert cell["selected"] == "lr=0.001" and cell["mean"] == pytest.approx(0.8) and cell["n"] == 3
+    assert cell["failed"] == 1  # the diverged run still shows in its cell
 
 
 def test_select_picks_best_on_validation_reports_test_and_shows_the_grid(tmp_path):
