@@ -217,6 +217,8 @@ def run(cfg: DictConfig) -> float | tuple[float, ...] | None:
             checkpointer.remove()
         if logger is not None:  # after the record: a logger that fails to close costs no result
             try:
+                if record["status"] not in (None, "completed"):  # why it ended, for the dashboard and --wandb
+                    logger.summary({"status": record["status"], "error": record["error"]})
                 logger.finish(exit_code=0 if record["status"] == "completed" else 1)
             except Exception as e:
                 log.warning("run %s: the logger failed to finish (%s: %s); the record is written", rid,

@@ -7,7 +7,8 @@ import json
 from harness.results import SCHEMA
 
 COST_KEYS = ("params", "params_non_embedding", "flops_per_token", "tokens_seen", "train_seconds", "wall_seconds",
-             "tokens_per_second", "peak_memory_bytes", "device", "threads", "first_step_time")
+             "tokens_per_second", "peak_memory_bytes", "device", "threads", "first_step_time", "mfu",
+             "resumed_from_step")
 STATUS = {"finished": "completed", "failed": "failed", "crashed": "failed", "killed": "failed"}  # else: skipped
 HISTORY_KEYS = ("train/loss", "val/loss", "val/accuracy", "lr", "tokens")
 NOT_SWEPT = ("seed", "name", "paths", "logger", "skip_completed", "trainer.progress", "_wandb")
@@ -31,11 +32,13 @@ def record_from_run(run, history: bool = False) -> dict | None:
     status = STATUS.get(run.state)
     if status is None:
         return None
+    summary = _summary(run)
+    if status == "failed" and summary.get("status") in ("failed", "diverged"):  # archbench logs why a run ended
+        status = summary["status"]
     config = {k: v for k, v in _config(run).items() if not k.startswith("_")}
     labels = config.pop("labels", None) or {"task": run.job_type or "task"}
     rid = config.pop("run_id", None) or run.id
     overrides = config.pop("overrides", None)
-    summary = _summary(run)
     numeric = lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
     metrics = {k: v for k, v in summary.items() if not k.startswith("_") and k not in COST_KEYS and numeric(v)}
     cost = {k: summary[k] for k in COST_KEYS if k in summary}
@@ -43,7 +46,7 @@ def record_from_run(run, history: bool = False) -> dict | None:
         cost["wall_seconds"] = summary["_runtime"]
     record = {
         "schema": SCHEMA, "run_id": rid, "status": status,
-        "error": None if status == "completed" else f"wandb run state: {run.state}",
+        "error": None if status == "completed" else summary.get("error") or f"wandb run state: {run.state}",
         "labels": labels, "overrides": overrides, "config": config, "seed": config.get("seed"),
         "metrics": metrics, "cost": cost, "env": {}, "timestamps": {"finished": summary.get("_timestamp")},
         "path": f"wandb:{getattr(run, 'path', None) and '/'.join(run.path) or run.id}",

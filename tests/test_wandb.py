@@ -14,7 +14,7 @@ import pytest
 from harness import board
 from harness.logger import WandbLogger
 from harness.results import load_records, run_id, write_json_atomic
-from harness.wandb_runs import fetch_records, records_from_runs
+from harness.wandb_runs import fetch_records, record_from_run, records_from_runs
 from tests.test_board import known_records, record
 
 
@@ -180,3 +180,15 @@ def test_history_comes_from_scan_history_and_fetch_filters_by_group():
     assert "_runtime" not in got["metrics"] and "params" not in got["metrics"]
     with pytest.raises(SystemExit, match="no finished runs"):
         fetch_records("me/archbench", api=type("Empty", (), {"runs": lambda self, path, filters=None: []})())
+
+
+def test_a_diverged_run_comes_back_diverged_with_its_reason_and_its_mfu_as_a_cost():
+    rec = known_records()[0]
+    run = FakeRun(rec, state="failed")
+    run.summary.update(status="diverged", error="training loss is nan at step 200")
+    back = record_from_run(run)
+    assert back["status"] == "diverged" and back["error"] == "training loss is nan at step 200"
+    plain = FakeRun(rec, state="crashed")  # a run killed before archbench could log why
+    assert record_from_run(plain)["status"] == "failed" and record_from_run(plain)["error"] == "wandb run state: crashed"
+    done = record_from_run(FakeRun({**rec, "cost": {**rec["cost"], "mfu": 0.4}}))
+    assert done["cost"]["mfu"] == 0.4 and "mfu" not in done["metrics"]
