@@ -133,8 +133,12 @@ def _exit_config_error(message: str):
     sys.exit(2)
 
 
-def labels_of(choices) -> dict:
-    return {key.split("/")[-1]: value for key, value in choices.items() if key in LABELS and value is not None}
+def labels_of(choices, pattern=None) -> dict:
+    """Hydra's choices of the labelled groups; a hybrid's mixer label is its pattern, e.g. hyena+attention."""
+    labels = {key.split("/")[-1]: value for key, value in choices.items() if key in LABELS and value is not None}
+    if pattern:
+        labels["mixer"] = "+".join(str(e.get("name") if isinstance(e, dict) else e) for e in pattern)
+    return labels
 
 
 def run(cfg: DictConfig) -> float | tuple[float, ...] | None:
@@ -144,7 +148,7 @@ def run(cfg: DictConfig) -> float | tuple[float, ...] | None:
     out_dir = Path(hc.runtime.output_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
     rid = results.run_id(config)
-    labels = labels_of(hc.runtime.choices)
+    labels = labels_of(hc.runtime.choices, config["model"].get("pattern"))
     results_root = Path(cfg.paths.results)
 
     seed_everything(cfg.seed, deterministic=cfg.trainer.deterministic)  # before the model draws its weights
@@ -188,7 +192,7 @@ def run(cfg: DictConfig) -> float | tuple[float, ...] | None:
             group=cfg.name, job_type=labels.get("task", "task"), tags=sorted(set(labels.values())),
             name="-".join([*(labels[k] for k in ("mixer", "norm", "ffn", "position") if k in labels),
                            labels.get("task", ""), f"s{cfg.seed}"]),
-            config=config, dir=str(out_dir))
+            config=config, dir=str(out_dir), labels=labels, overrides=record["overrides"])
         out = train(model, task.splits(cfg.seed), train_cfg, seed=cfg.seed, log_fn=logger.log,
                     checkpoint=checkpointer)
         out["metrics"].update(task.derived_metrics(out["metrics"]))

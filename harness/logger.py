@@ -18,18 +18,6 @@ class NullLogger:
         pass
 
 
-def _hydra_context() -> tuple[dict, list[str]]:
-    """(labels, overrides) of the Hydra run in progress, or ({}, []) outside one."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return {}, []
-    from harness.cli import labels_of
-
-    hc = HydraConfig.get()
-    return labels_of(hc.runtime.choices), list(hc.overrides.task)
-
-
 class WandbLogger(NullLogger):
     """A dashboard with no manual setup: group = sweep or experiment name (group by it), job_type = task, tags =
     label values, name = labels + seed; config = the resolved config plus `labels` (filter or group by
@@ -39,16 +27,12 @@ class WandbLogger(NullLogger):
     reuse this one's id."""
 
     def __init__(self, *, project: str, entity: str | None = None, mode: str = "offline", group: str,
-                 job_type: str, tags: list[str], name: str, config: dict, dir: str, labels: dict | None = None,
-                 overrides: list[str] | None = None, **_):
+                 job_type: str, tags: list[str], name: str, config: dict, dir: str, labels: dict,
+                 overrides: list[str], **_):
         import wandb
 
         from harness.results import run_id
 
-        if labels is None or overrides is None:
-            hydra_labels, hydra_overrides = _hydra_context()
-            labels = hydra_labels if labels is None else labels
-            overrides = hydra_overrides if overrides is None else overrides
         os.environ.setdefault("WANDB_SILENT", "true")
         self.start, self.summary_keys = time.perf_counter(), set()
         full = {**config, "labels": labels, "run_id": run_id(config), "overrides": overrides}

@@ -124,8 +124,8 @@ def legend(long: pd.DataFrame, metric: str, split: str, select, n_usual: int, gr
         lines.append("† = fewer than 2 seeds: no std, interval or test")
     k = long["column"].nunique()
     lines.append(f"rows ordered by average rank over the {k} column{'s' * (k != 1)} (1 = best; equal means share "
-                 f"their mean rank; a cell with no completed run, or not run, ranks last; equal averages: the better mean "
-                 f"first)")
+                 f"their mean rank; a cell with no completed run, or not run, ranks last; equal averages: the better "
+                 f"mean first)")
     if select:
         differ = "grid" in long and long["grid"].dropna().nunique() > 1
         lines.append(f"selection: per cell, the {', '.join(select)} with the best mean val/{metric} over seeds "

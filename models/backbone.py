@@ -102,7 +102,7 @@ class LanguageModel(nn.Module):
     def flops_per_token(self, seq_len: int) -> int:
         """Training FLOPs per token: 6 * non-embedding parameters (Kaplan et al. 2020, head included) plus each
         mixer's own sequence term (for softmax attention PaLM's 12 * H * Q * T per layer)."""
-        extra = sum(b.mixer.flops_per_token(seq_len) for b in self.blocks if hasattr(b.mixer, "flops_per_token"))
+        extra = sum(b.mixer.flops_per_token(seq_len) for b in self.blocks)  # every mixer states its own
         return 6 * self.num_params(non_embedding=True) + extra
 
 

@@ -98,7 +98,8 @@ def test_a_variant_not_run_on_a_task_ranks_last_there(tmp_path):
     """A variant run only on the task it is good at must not top the average rank of those run on every task."""
     write_all(tmp_path, [record("a", "mqar", s, 0.9) for s in (0, 1)] + [record("b", "mqar", s, 0.8) for s in (0, 1)]
               + [record("b", "induction_heads", s, 0.7) for s in (0, 1)]
-              + [record("c", "mqar", s, 0.7) for s in (0, 1)] + [record("c", "induction_heads", s, 0.6) for s in (0, 1)])
+              + [record("c", "mqar", s, 0.7) for s in (0, 1)]
+              + [record("c", "induction_heads", s, 0.6) for s in (0, 1)])
     result = board.leaderboard([tmp_path])
     # mqar ranks a 1, b 2, c 3; induction_heads b 1, c 2, a (not run) 3
     assert list(result.table.index) == ["b", "a", "c"]

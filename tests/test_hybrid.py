@@ -85,6 +85,7 @@ def test_cli_runs_a_hybrid_and_records_its_pattern(tmp_path):
     assert record["status"] == "completed"
     assert "model.pattern=[hyena,attention]" in record["overrides"]
     assert record["config"]["model"]["pattern"] == ["hyena", "attention"]
+    assert record["labels"]["mixer"] == "hyena+attention"  # wandb names, tags and the board's rows say so
 
 
 def test_cli_names_an_unknown_mixer_in_one_line(tmp_path):

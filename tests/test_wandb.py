@@ -189,6 +189,7 @@ def test_a_diverged_run_comes_back_diverged_with_its_reason_and_its_mfu_as_a_cos
     back = record_from_run(run)
     assert back["status"] == "diverged" and back["error"] == "training loss is nan at step 200"
     plain = FakeRun(rec, state="crashed")  # a run killed before archbench could log why
-    assert record_from_run(plain)["status"] == "failed" and record_from_run(plain)["error"] == "wandb run state: crashed"
+    back = record_from_run(plain)
+    assert back["status"] == "failed" and back["error"] == "wandb run state: crashed"
     done = record_from_run(FakeRun({**rec, "cost": {**rec["cost"], "mfu": 0.4}}))
     assert done["cost"]["mfu"] == 0.4 and "mfu" not in done["metrics"]
