@@ -16,20 +16,24 @@ def build_model(compose, overrides, seed=0):
     return instantiate(cfg.model)
 
 
-def build_mixer(compose, name, seed=0):
+def build_mixer(compose, name, seed=0, seq_len=T):
     cfg = compose([f"model/mixer={name}"])
     torch.manual_seed(seed)
-    return instantiate(cfg.model.mixer)(D, max_seq_len=T, layer_idx=0)
+    return instantiate(cfg.model.mixer)(D, max_seq_len=seq_len, layer_idx=0)
 
 
+# 80 > the default chunk (64) of the chunked linear-attention forms and the sliding window's block (32): the
+# multi-chunk and blocked code paths are checked too, not only the single-chunk one
+@pytest.mark.parametrize("seq_len", [T, 80])
 @pytest.mark.parametrize("name", options("model/mixer"))
-def test_mixer_shape_causality_gradients_determinism(compose, name):
-    mixer = build_mixer(compose, name)
+def test_mixer_shape_causality_gradients_determinism(compose, name, seq_len):
+    T = seq_len
+    mixer = build_mixer(compose, name, seq_len=T)
     x = torch.randn(B, T, D, requires_grad=True)
     y = mixer(x)
     assert y.shape == x.shape
     # causality: perturbing position t changes no output at positions < t
-    for t in (0, T // 2, T - 1):
+    for t in sorted({0, T // 2, T - 1, 33, 65} & set(range(T))):
         x2 = x.detach().clone()
         x2[:, t] += torch.randn(B, D)
         y2 = mixer(x2)
@@ -38,7 +42,7 @@ def test_mixer_shape_causality_gradients_determinism(compose, name):
     y.square().mean().backward()
     grads = [p.grad for p in mixer.parameters()] + [x.grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
-    assert torch.equal(build_mixer(compose, name)(x), y), "same seed, same input, different output"
+    assert torch.equal(build_mixer(compose, name, seq_len=T)(x), y), "same seed, same input, different output"
     assert mixer.flops_per_token(T) >= 0
 
 
