@@ -120,6 +120,23 @@ def test_trials_that_raise_or_diverge_return_the_worst_values_and_the_study_goes
 
 
 @needs_optuna
+def test_an_exception_that_escapes_a_trial_fails_that_trial_not_the_study(archbench, studies, monkeypatch):
+    real_build, calls = cli.build, []
+
+    def faulty(*args, **kwargs):
+        calls.append(True)
+        if len(calls) == 2:  # not a ConfigError: it escapes the app, and Hydra's sweeper sees a failed job
+            raise RuntimeError("a mixer's __init__ broke")
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "build", faulty)
+    archbench("-m", "hparams_search=arch_tpe", "hydra.sweeper.n_trials=3", "model/mixer=attention",
+              "model/position=learned", *SPACE[2:], *TINY)
+    [study] = studies
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "COMPLETE"]
+
+
+@needs_optuna
 def test_a_study_resumes_from_its_storage(archbench, tmp_path):
     args = ["-m", "hparams_search=arch_tpe", "hydra.sweeper.n_trials=1", *stored(tmp_path, "kept"),
             "model/mixer=attention", "model/position=learned", *SPACE[2:], *TINY]
