@@ -1,11 +1,12 @@
-"""Paper cards (reproduce/papers/<name>.yaml): the experiment a reproduction runs, its scales (overrides on top of
-conf/experiment/<experiment>.yaml), how records map to the paper's table, the published numbers and the claims."""
+"""Paper cards (harness/reproduce/papers/<name>.yaml): the experiment a reproduction runs, its scales (overrides on
+top of conf/experiment/<experiment>.yaml), how records map to the paper's table, the published numbers and the
+claims."""
 
 from pathlib import Path
 
 import yaml
 
-PAPERS = Path(__file__).resolve().parents[2] / "reproduce" / "papers"
+PAPERS = Path(__file__).resolve().parent / "papers"  # shipped with the package (pyproject: package-data)
 SCALES = ("ci", "small", "full")
 REQUIRED = ("title", "experiment", "metric", "split", "row", "columns", "scales", "published", "claims")
 

@@ -1,5 +1,5 @@
 """`archbench-reproduce NAME [--scale ci|small|full] [--results DIR]`: run a paper's experiment
-(conf/experiment/<experiment>.yaml with the scale's overrides from reproduce/papers/NAME.yaml), then print the
+(conf/experiment/<experiment>.yaml with the scale's overrides from harness/reproduce/papers/NAME.yaml), then print the
 leaderboard of its records, our numbers beside the paper's, and PASS / FAIL / N/A for each of the paper's claims.
 `archbench-reproduce --list` lists the reproductions. Runs already completed are skipped, so a rerun only reprints."""
 
