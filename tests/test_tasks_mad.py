@@ -237,9 +237,8 @@ def test_fuzzy_recall_matches_mads_distribution():
 
 # ---- selective copying, compression, memorization ----------------------------------------------------------------
 
-@pytest.mark.parametrize("placement", ["mad", "uniform"])
-def test_selective_copying_scores_the_tokens_in_order_after_the_copy_token(placement):
-    task = SelectiveCopying(vocab_size=10, seq_len=40, num_tokens_to_copy=6, placement=placement, num_test=2000)
+def test_selective_copying_mad_scores_the_tokens_in_order_after_the_copy_token():
+    task = SelectiveCopying(vocab_size=10, seq_len=40, num_tokens_to_copy=6, placement="mad", num_test=2000)
     x, y = held_out(task)
     k, L, blank, copy = 6, 40, 8, 9
     assert (x[:, L - k - 1] == copy).all() and (x[:, L - k :] == blank).all()
@@ -247,11 +246,21 @@ def test_selective_copying_scores_the_tokens_in_order_after_the_copy_token(place
     before = x[:, : L - k - 1]
     assert ((before != blank).sum(1) == k).all() and (before != copy).all()
     np.testing.assert_array_equal(y[:, L - k :], before[before != blank].reshape(-1, k))
-    last_is_token = (before[:, -1] != blank).mean()
-    if placement == "mad":  # MAD inserts blanks only before tokens: the last token touches the copy token
-        assert last_is_token == 1
-    else:
-        assert abs(last_is_token - k / (L - k - 1)) < 0.04
+    assert (before[:, -1] != blank).all()  # MAD inserts blanks only before tokens: the last one touches the copy token
+
+
+def test_selective_copying_mamba_is_s4s_layout_markers_scored_with_the_tokens_in_order():
+    """torch_copying_data(L=28, M=6, A=10, variable=True): 6 tokens among the first 34 positions, then 6 markers."""
+    task = SelectiveCopying(vocab_size=10, seq_len=40, num_tokens_to_copy=6, placement="mamba", num_test=4000)
+    x, y = held_out(task)
+    k, L, blank, marker = 6, 40, 8, 9
+    assert (x[:, L - k :] == marker).all() and (y[:, : L - k] == IGNORE).all()
+    before = x[:, : L - k]
+    assert ((before != blank).sum(1) == k).all() and (before != marker).all()
+    np.testing.assert_array_equal(y[:, L - k :], before[before != blank].reshape(-1, k))
+    occupied = (before != blank).mean(0)  # positions uniform over the 34: each holds a token with p = 6/34
+    assert np.abs(occupied - k / (L - k)).max() < 0.03
+    assert (y[:, L - k :] < blank).all() and len(np.unique(y[:, L - k :])) == 8  # content tokens 0..7
 
 
 def test_compression_reproduces_the_tokens_at_the_compression_tokens():
@@ -280,7 +289,7 @@ def test_memorization_uses_mads_fixed_map_in_every_split():
     (FuzzyRecall, dict(vocab_size=6), "vocab_size=6 leaves 2 key and 3 value tokens"),
     (FuzzyRecall, dict(seq_len=12), "seq_len=12 must exceed"),
     (SelectiveCopying, dict(seq_len=33), "num_tokens_to_copy=16 does not fit"),
-    (SelectiveCopying, dict(placement="random"), "placement='random' must be one of mad, uniform"),
+    (SelectiveCopying, dict(placement="random"), "placement='random' must be one of mad, mamba"),
     (Compression, dict(seq_len=31), "seq_len=31 must be even"),
     (Memorization, dict(vocab_size=4), "vocab_size=4 must be at least 5"),
 ])
