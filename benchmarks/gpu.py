@@ -1,6 +1,7 @@
 """GPU fast path: archbench's trainer against a bare nanoGPT-style loop on the same GPT-2-small model and data,
 in one invocation; prints tokens/s, MFU and their ratio. Then Zoology's MQAR model (d_model 64, 2 layers, length 64,
-vocab 8,192, batch 512) in steps/s, eager and compiled, so users know what a small sweep costs.
+vocab 8,192, batch 512, one head) in steps/s: eager, compiled, and compiled with CUDA graphs (reduce-overhead), so
+users know what a small sweep costs.
 
     python benchmarks/gpu.py                 # on a CUDA machine (goal: MFU >= 50% on an H100, ratio >= 1.0)
     python benchmarks/gpu.py --tiny          # a CPU-sized smoke run of the same code paths
@@ -63,9 +64,10 @@ def bare_loop(model, data: Split, steps: int, warmup: int, batch: int, device, c
     return steps * batch * x_all.shape[1] / (time.perf_counter() - t0)
 
 
-def archbench_loop(model, data: Split, steps: int, warmup: int, batch: int, device, compile_model: bool) -> float:
+def archbench_loop(model, data: Split, steps: int, warmup: int, batch: int, device, compile_model: bool,
+                   mode: str | None = None) -> float:
     settings = dict(batch_size=batch, lr=6e-4, eval_every=10**9, eval_batch_size=batch, progress=False,
-                    compile=compile_model, device=str(device), warmup_steps=10)
+                    compile=compile_model, compile_mode=mode, device=str(device), warmup_steps=10)
     small = Split(data.inputs[:batch], data.targets[:batch])
     if warmup:  # compile and allocator warm-up, not timed (as in the bare loop)
         train(model, {"train": data, "val": small, "test": small}, TrainConfig(max_steps=warmup, **settings), seed=0)
@@ -102,16 +104,19 @@ def main():
         print(f"{name:<20} {tps:>12,.0f} tokens/s   MFU {'n/a' if m is None else f'{m:.1%}'}")
     print(f"ratio archbench / bare: {results['archbench trainer'] / results['bare nanoGPT-style']:.3f}")
 
-    # Zoology's MQAR model: what a small sweep costs per step.
-    for compiled in (False, True) if device.type == "cuda" else (False,):
+    # Zoology's MQAR model (one head, no MLP, learned positions): what a small sweep costs per step.
+    from tasks.mqar import MQAR
+
+    modes = [(False, None), (True, None), (True, "reduce-overhead")] if device.type == "cuda" else [(False, None)]
+    for compiled, mode in modes:
         seed_everything(0)
         v, L, b = (8192, 64, 512) if not args.tiny else (512, 64, 32)
-        model = LanguageModel(vocab_size=v, d_model=64, n_layers=2, max_seq_len=L, mixer=Attention,
-                              norm=norms.layernorm, ffn=ffn.none, position=functools.partial(positions.LearnedPosition))
-        from tasks.mqar import MQAR
+        model = LanguageModel(vocab_size=v, d_model=64, n_layers=2, max_seq_len=L,
+                              mixer=functools.partial(Attention, n_heads=1), norm=norms.layernorm, ffn=ffn.none,
+                              position=functools.partial(positions.LearnedPosition))
         split = MQAR(vocab_size=v, seq_len=L, num_kv_pairs=4, num_train=b * 4, num_val=b, num_test=b).split("train", 0)
-        tps = archbench_loop(model, split, steps, warmup, b, device, compiled)
-        print(f"MQAR d64 2 layers L{L} V{v} batch {b} compile={compiled}: {tps / (b * L):,.1f} steps/s")
+        tps = archbench_loop(model, split, steps, warmup, b, device, compiled, mode)
+        print(f"MQAR d64 2 layers L{L} V{v} batch {b} compile={compiled} mode={mode}: {tps / (b * L):,.1f} steps/s")
 
 
 if __name__ == "__main__":

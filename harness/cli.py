@@ -28,7 +28,6 @@ from harness import results, search
 from harness.checkpoint import FILE as CHECKPOINT
 from harness.checkpoint import Checkpointer
 from harness.hybrid import build_model
-from harness.mfu import mfu, peak_flops
 from harness.train import Diverged, TrainConfig, seed_everything, train
 
 log = logging.getLogger("archbench")
@@ -194,12 +193,10 @@ def run(cfg: DictConfig) -> float | tuple[float, ...] | None:
                            labels.get("task", ""), f"s{cfg.seed}"]),
             config=config, dir=str(out_dir), labels=labels, overrides=record["overrides"])
         out = train(model, task.splits(cfg.seed), train_cfg, seed=cfg.seed, log_fn=logger.log,
-                    checkpoint=checkpointer)
+                    checkpoint=checkpointer, flops_per_token=record["cost"]["flops_per_token"])
         out["metrics"].update(task.derived_metrics(out["metrics"]))
         record.update(status="completed", metrics=out["metrics"], history=out["history"])
-        record["cost"].update(out["cost"])
-        c = record["cost"]  # MFU where the device's peak is known (harness/mfu.py), else None
-        c["mfu"] = mfu(c["flops_per_token"], c["tokens_per_second"], peak_flops(torch.device(c["device"])))
+        record["cost"].update(out["cost"])  # with MFU where the device's peak is known (harness/mfu.py), else None
         logger.summary({**out["metrics"], **record["cost"]})
     except Diverged as e:
         record.update(status="diverged", error=str(e))

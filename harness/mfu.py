@@ -4,18 +4,24 @@ FLOPs per token come from the model (6 * non-embedding params + each mixer's seq
 table below (dense bf16 tensor-core figures from the vendors' datasheets), overridable with trainer.peak_flops.
 """
 
+import re
+
 import torch
 
-# Longest name first: "H100 PCIe" must match before "H100".
+# Dense bf16 (fp32 accumulate) tensor FLOP/s. A device matches a key when every word of the key is a word of its
+# name (torch.cuda.get_device_name, split at spaces and dashes), the key with most words first: "NVIDIA H100 PCIe"
+# is "H100 PCIe", "NVIDIA A100-SXM4-80GB" is "A100", and "L40" is not "L4".
 PEAK_BF16_FLOPS = {
     "H100 PCIe": 756e12,
-    "H100": 989e12,  # SXM
+    "H100": 989e12,  # SXM; also "H100 80GB HBM3"
     "H200": 989e12,
     "GH200": 989e12,
     "B200": 2250e12,
     "A100": 312e12,
     "L40S": 362e12,
+    "L40": 181e12,
     "L4": 121e12,
+    "A10G": 70e12,
     "A10": 125e12,
     "RTX 4090": 165e12,
 }
@@ -27,14 +33,20 @@ def peak_flops(device: torch.device, override: float | None = None) -> float | N
         return float(override)
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    for key in sorted(PEAK_BF16_FLOPS, key=len, reverse=True):
-        if key in name:
+    return peak_of(torch.cuda.get_device_name(device))
+
+
+def peak_of(name: str) -> float | None:
+    """The table's peak for a device name, or None."""
+    words = set(re.split(r"[\s\-_]+", name))
+    for key in sorted(PEAK_BF16_FLOPS, key=lambda k: len(k.split()), reverse=True):
+        if set(key.split()) <= words:
             return PEAK_BF16_FLOPS[key]
     return None
 
 
-def mfu(flops_per_token: float, tokens_per_second: float | None, peak: float | None) -> float | None:
-    if not peak or not tokens_per_second:
+def mfu(flops_per_token: float | None, tokens_per_second: float | None, peak: float | None) -> float | None:
+    """Achieved over peak FLOP/s; None where any of the three is unknown."""
+    if not peak or not tokens_per_second or not flops_per_token:
         return None
     return flops_per_token * tokens_per_second / peak

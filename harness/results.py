@@ -29,7 +29,8 @@ SCHEMA = 1
 RECORD = "result.json"
 STATUSES = ("completed", "failed", "diverged")
 NOT_IN_RUN_ID = ("paths", "logger", "name", "skip_completed", "resume", "search")  # keys that do not change results
-NOT_IN_RUN_ID_TRAINER = ("progress", "checkpoint_every")  # resume is exact, so checkpoints do not change results
+# resume is exact, so checkpoints do not change results; the peak FLOP/s only changes the MFU printed
+NOT_IN_RUN_ID_TRAINER = ("progress", "checkpoint_every", "peak_flops")
 
 
 def run_id(config: dict) -> str:

@@ -16,9 +16,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from harness.checkpoint import Checkpointer, rng_state, set_rng_state
+from harness.mfu import mfu, peak_flops
 from tasks.base import IGNORE, Split
 
 log = logging.getLogger(__name__)
+
+
+COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -38,9 +42,11 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere; or fp32 | bf16
     compile: bool = False
+    compile_mode: str | None = None  # torch.compile's mode: None (default), reduce-overhead (CUDA graphs), max-autotune
     deterministic: bool = False
     progress: bool = True
     checkpoint_every: int = 0  # steps between checkpoints for exact resume; 0: none
+    peak_flops: float | None = None  # the device's peak FLOP/s for MFU, where harness/mfu.py's table lacks it
 
     def steps_for(self, num_train: int) -> int:
         if self.epochs is None:
@@ -61,6 +67,11 @@ class TrainConfig:
             raise ValueError(f"trainer.checkpoint_every={self.checkpoint_every} must be >= 0 (0: no checkpoints)")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"trainer.precision={self.precision!r} must be auto, fp32 or bf16")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"trainer.compile_mode={self.compile_mode!r} must be one of "
+                             f"{', '.join(map(str, COMPILE_MODES))}")
+        if self.peak_flops is not None and self.peak_flops <= 0:
+            raise ValueError(f"trainer.peak_flops={self.peak_flops} must be positive (FLOP/s), or null")
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -107,26 +118,41 @@ def lr_lambda(cfg: TrainConfig, total_steps: int):
     return f
 
 
-def scored_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor):
-    """Cross-entropy over scored positions only: hidden states are gathered before the head."""
-    hidden = model(inputs)
-    mask = targets != IGNORE
-    logits = model.head(hidden[mask]).float()
-    labels = targets[mask]
-    return F.cross_entropy(logits, labels, reduction="sum"), (logits.argmax(-1) == labels).sum(), labels.numel()
+def scored_positions(targets: torch.Tensor) -> torch.Tensor:
+    """(N, k) positions of each row's scored targets (k = the most any row has), padded with unscored positions.
+    Computed once per split, so that a step gathers a fixed number of positions: no data-dependent shape, hence no
+    host synchronisation (boolean indexing would wait for the GPU every step to learn how many positions there are)."""
+    k = int((targets != IGNORE).sum(1).max()) if len(targets) else 0
+    return (targets == IGNORE).to(torch.uint8).argsort(dim=1, stable=True)[:, : max(k, 1)]
+
+
+def scored_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, positions: torch.Tensor):
+    """Summed cross-entropy, correct predictions and count over the scored positions only: hidden states are
+    gathered at `positions` (scored_positions of the batch's rows) before the head, so the head never runs where no
+    target is. Returns tensors; nothing here waits for the device."""
+    hidden, labels = model(inputs), targets
+    if positions.shape[1] < inputs.shape[1]:  # else every position is kept (LM): the gather would only copy
+        hidden = hidden.gather(1, positions[..., None].expand(-1, -1, hidden.shape[-1]))
+        labels = targets.gather(1, positions)
+    logits = model.head(hidden).float().flatten(0, 1)
+    labels = labels.flatten()
+    scored = labels != IGNORE
+    loss = F.cross_entropy(logits, labels, ignore_index=IGNORE, reduction="sum")
+    return loss, ((logits.argmax(-1) == labels) & scored).sum(), scored.sum()
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, batch_size: int, autocast) -> dict[str, float]:
     was_training = model.training
     model.eval()
-    loss = correct = count = 0
+    positions = scored_positions(split.targets)
+    totals = torch.zeros(3, dtype=torch.float64, device=split.inputs.device)
     for i in range(0, len(split), batch_size):
         with autocast():
-            batch_loss, batch_correct, n = scored_loss(
-                model, split.inputs[i : i + batch_size], split.targets[i : i + batch_size]
-            )
-        loss, correct, count = loss + batch_loss.item(), correct + batch_correct.item(), count + n
+            batch = scored_loss(model, split.inputs[i : i + batch_size], split.targets[i : i + batch_size],
+                                positions[i : i + batch_size])
+        totals += torch.stack([t.double() for t in batch])
+    loss, correct, count = totals.tolist()  # one synchronisation per evaluation
     model.train(was_training)
     return {"loss": loss / max(count, 1), "accuracy": correct / max(count, 1)}
 
@@ -136,11 +162,13 @@ class Diverged(RuntimeError):
 
 
 def train(model: nn.Module, splits: dict[str, Split], cfg: TrainConfig, *, seed: int, log_fn=None,
-          checkpoint: Checkpointer | None = None) -> dict:
+          checkpoint: Checkpointer | None = None, flops_per_token: float | None = None) -> dict:
     """Train `model` on splits['train'], evaluating on splits['val'] every cfg.eval_every steps, and at the end on
     'test' and every other held-out split the task made (metrics '<split>/loss', '<split>/accuracy').
     With a `checkpoint`, resume from the one an interrupted attempt left (bitwise as if never interrupted) and save
-    every cfg.checkpoint_every steps. Returns {"metrics": ..., "cost": ..., "history": [...]}."""
+    every cfg.checkpoint_every steps. `log_fn(row, step)` gets every eval row plus the throughput since the last
+    one (tokens_per_second, and mfu given `flops_per_token` and a known peak). Returns {"metrics": ..., "cost": ...,
+    "history": [...]} (the history without throughput, so that it repeats exactly)."""
     device = resolve_device(cfg.device)
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     if device.type == "cuda":
@@ -158,7 +186,12 @@ def train(model: nn.Module, splits: dict[str, Split], cfg: TrainConfig, *, seed:
     optimizer = configure_optimizer(model, cfg, device)
     total_steps = cfg.steps_for(len(train_split))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps))
-    step_fn = torch.compile(model) if cfg.compile else model
+    step_fn = torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model
+    peak = peak_flops(device, cfg.peak_flops)
+
+    def sync() -> None:  # before reading a clock: the GPU's queued work belongs to the steps that queued it
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
     # The data order is a function of (seed, epoch) alone, so it does not depend on what else consumed RNG.
     n_train, bs = len(train_split), min(cfg.batch_size, len(train_split))
@@ -185,6 +218,8 @@ def train(model: nn.Module, splits: dict[str, Split], cfg: TrainConfig, *, seed:
         for row in history if log_fn is not None else ():  # this attempt's logger gets the whole curve
             log_fn(row, row["step"])
     resumed_from_step = step if state is not None else None
+    train_positions = scored_positions(train_split.targets)
+    last_tokens, last_train_seconds = tokens_seen, train_seconds_before
     model.train()
     bar = tqdm(total=total_steps, initial=step, disable=None if cfg.progress else True, leave=False,
                dynamic_ncols=True)
@@ -197,8 +232,9 @@ def train(model: nn.Module, splits: dict[str, Split], cfg: TrainConfig, *, seed:
         j = step % batches_per_epoch
         idx = order[j * bs : (j + 1) * bs]
         with autocast():
-            loss_sum, _, n = scored_loss(step_fn, train_split.inputs[idx], train_split.targets[idx])
-            loss = loss_sum / max(n, 1)
+            loss_sum, _, n = scored_loss(step_fn, train_split.inputs[idx], train_split.targets[idx],
+                                         train_positions[idx])
+            loss = loss_sum / n.clamp(min=1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -212,7 +248,12 @@ def train(model: nn.Module, splits: dict[str, Split], cfg: TrainConfig, *, seed:
         bar.update(1)
         if step % cfg.eval_every == 0 or step == total_steps:
             # Evaluation: the only host synchronisation, and the only place the loss is read.
+            sync()
             t_eval = time.perf_counter()
+            trained = train_seconds_before + t_eval - loop_start - eval_seconds
+            interval = trained - last_train_seconds
+            speed = (tokens_seen - last_tokens) / interval if interval > 0 else None
+            last_tokens, last_train_seconds = tokens_seen, trained
             loss_value = loss.item()
             if not math.isfinite(loss_value):
                 raise Diverged(f"training loss is {loss_value} at step {step}")
@@ -222,7 +263,7 @@ def train(model: nn.Module, splits: dict[str, Split], cfg: TrainConfig, *, seed:
                    "lr": scheduler.get_last_lr()[0], "tokens": tokens_seen}
             history.append(row)
             if log_fn is not None:
-                log_fn(row, step)
+                log_fn({**row, "tokens_per_second": speed, "mfu": mfu(flops_per_token, speed, peak)}, step)
             bar.set_postfix(loss=f"{loss_value:.3f}", val_acc=f"{val['accuracy']:.3f}")
             log.info("step %d  train/loss %.4f  val/loss %.4f  val/accuracy %.4f",
                      step, loss_value, val["loss"], val["accuracy"])
@@ -232,6 +273,7 @@ def train(model: nn.Module, splits: dict[str, Split], cfg: TrainConfig, *, seed:
                 steps_to_target = step
                 break
         if checkpoint is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
+            sync()
             t_save = time.perf_counter()
             if not math.isfinite(loss_value := loss.item()):  # never save weights that a rerun would resume into
                 raise Diverged(f"training loss is {loss_value} at step {step}")
@@ -242,6 +284,7 @@ def train(model: nn.Module, splits: dict[str, Split], cfg: TrainConfig, *, seed:
                 "train_seconds": train_seconds_before + time.perf_counter() - loop_start - eval_seconds,
             })
             eval_seconds += time.perf_counter() - t_save  # time spent off the training path
+    sync()
     train_seconds = train_seconds_before + time.perf_counter() - loop_start - eval_seconds
     bar.close()
 
@@ -253,11 +296,12 @@ def train(model: nn.Module, splits: dict[str, Split], cfg: TrainConfig, *, seed:
             metrics.update({f"{name}/loss": result["loss"], f"{name}/accuracy": result["accuracy"]})
     metrics.update({"best/val_accuracy": best["accuracy"], "best/step": best["step"], "steps": step,
                     "steps_to_target": steps_to_target})
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    memory = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    speed = tokens_seen / train_seconds if train_seconds > 0 else None
     cost = {
-        "tokens_seen": tokens_seen, "train_seconds": train_seconds,
-        "tokens_per_second": tokens_seen / train_seconds if train_seconds > 0 else None,
-        "peak_memory_bytes": peak, "device": str(device), "threads": torch.get_num_threads(),
+        "tokens_seen": tokens_seen, "train_seconds": train_seconds, "tokens_per_second": speed,
+        "mfu": mfu(flops_per_token, speed, peak), "peak_flops": peak,
+        "peak_memory_bytes": memory, "device": str(device), "threads": torch.get_num_threads(),
         "first_step_time": first_step_time, "resumed_from_step": resumed_from_step,
     }
     return {"metrics": metrics, "cost": cost, "history": history}

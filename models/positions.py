@@ -84,14 +84,18 @@ class AlibiPosition(nn.Module):
         super().__init__()
         self._slopes: dict = {}
 
+    def slopes(self, n_heads: int, device) -> Tensor:
+        """(n_heads,) float32 slopes on `device`, made once per (n_heads, device): no copy to the device per step."""
+        key = (n_heads, str(device))
+        if key not in self._slopes:
+            self._slopes[key] = torch.tensor(alibi_slopes(n_heads), device=device)
+        return self._slopes[key]
+
     def bias(self, n_heads: int, q_pos: Tensor, k_pos: Tensor) -> Tensor:
         """Integer positions q_pos (..., Tq, 1) and k_pos (..., 1, Tk) -> float bias (n_heads, ..., Tq, Tk).
         Only j <= i matters: masking the future is the caller's job."""
-        if n_heads not in self._slopes:
-            self._slopes[n_heads] = torch.tensor(alibi_slopes(n_heads))
-        slopes = self._slopes[n_heads].to(q_pos.device)
         distance = (q_pos - k_pos).float()
-        return -slopes.view(-1, *[1] * distance.dim()) * distance
+        return -self.slopes(n_heads, q_pos.device).view(-1, *[1] * distance.dim()) * distance
 
 
 def alibi_slopes(n_heads: int) -> list[float]:

@@ -100,3 +100,48 @@ def test_sinusoidal_positions_are_vaswani_s_table():
     torch.testing.assert_close(table[3, 2:4], torch.stack([angle.sin(), angle.cos()]))
     with pytest.raises(ValueError, match="even d_model"):
         SinusoidalPosition(7, max_seq_len=5)
+
+
+@pytest.mark.parametrize("position", ["none", "alibi"])
+@pytest.mark.parametrize("window", [None, 5, 32])  # None: full causal attention (ALiBi's flex path)
+def test_flex_kernel_matches_sdpa_forward_and_backward(position, window):
+    """kernel=flex (FlexAttention, eager off CUDA) against kernel=sdpa: the same function of the same weights.
+    Forward only: eager FlexAttention has no backward on CPU (the CUDA test below checks gradients)."""
+    if position == "none" and window is None:
+        pytest.skip("plain causal attention always takes SDPA's flash path")
+    torch.manual_seed(0)
+    make = (lambda **o: Attention(D, max_seq_len=64, layer_idx=0, n_heads=4, n_kv_heads=2,
+                                  position=positions()[position], **o)) if window is None else (
+        lambda **o: SlidingWindowAttention(D, max_seq_len=64, layer_idx=0, window=window, n_heads=4, n_kv_heads=2,
+                                           position=positions()[position], **o))
+    sdpa = make(kernel="sdpa")
+    flex = make(kernel="flex")
+    flex.load_state_dict(sdpa.state_dict())
+    x = torch.randn(B, 45, D)
+    with torch.no_grad():
+        torch.testing.assert_close(flex(x), sdpa(x), rtol=1e-5, atol=1e-5)
+
+
+def test_an_unknown_kernel_is_refused():
+    with pytest.raises(ValueError, match="mixer.kernel='triton' must be one of auto, sdpa, flex"):
+        Attention(D, max_seq_len=8, layer_idx=0, kernel="triton")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("position,window", [("alibi", None), ("none", 128), ("alibi", 128)])
+def test_compiled_flex_on_cuda_matches_sdpa_in_bf16(position, window):
+    torch.manual_seed(0)
+    kw = dict(max_seq_len=1024, layer_idx=0, n_heads=8, n_kv_heads=4, position=positions()[position])
+    cls, extra = (Attention, {}) if window is None else (SlidingWindowAttention, {"window": window})
+    sdpa = cls(512, kernel="sdpa", **kw, **extra).cuda()
+    flex = cls(512, kernel="auto", **kw, **extra).cuda()
+    flex.load_state_dict(sdpa.state_dict())
+    x = torch.randn(4, 1024, 512, device="cuda")
+    with torch.autocast("cuda", torch.bfloat16):
+        y_sdpa, y_flex = sdpa(x).float(), flex(x).float()
+    torch.testing.assert_close(y_flex, y_sdpa, rtol=2e-2, atol=2e-2)
+    g_sdpa = torch.autograd.grad(y_sdpa.square().mean(), list(sdpa.parameters()))
+    g_flex = torch.autograd.grad(y_flex.square().mean(), list(flex.parameters()))
+    for a, b in zip(g_flex, g_sdpa, strict=True):
+        torch.testing.assert_close(a, b, rtol=5e-2, atol=5e-3)

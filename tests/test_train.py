@@ -5,6 +5,7 @@ import torch
 from hydra.utils import instantiate
 
 from harness.train import Diverged, TrainConfig, configure_optimizer, seed_everything, train
+from tests.conftest import options
 
 TINY = ["model/ffn=none", "task.num_train=512", "task.num_val=64", "task.num_test=64"]
 
@@ -54,3 +55,37 @@ def test_a_nan_loss_is_reported_as_divergence(compose):
 def test_early_stop_at_target_accuracy(compose):
     out = fit(compose, [], max_steps=40, target_accuracy=0.0)
     assert out["metrics"]["steps"] == 4 and out["metrics"]["steps_to_target"] == 4
+
+
+def test_scored_positions_gather_exactly_the_scored_targets():
+    from harness.train import scored_positions
+    from tasks.base import IGNORE
+
+    targets = torch.full((3, 6), IGNORE)
+    targets[0, [1, 4]] = torch.tensor([7, 8])
+    targets[1, 5] = 9  # fewer scored positions than the widest row: padded with unscored ones
+    positions = scored_positions(targets)
+    assert positions.shape == (3, 2)
+    labels = targets.gather(1, positions)
+    assert labels[0].tolist() == [7, 8] and labels[1].tolist() == [9, IGNORE] and (labels[2] == IGNORE).all()
+
+
+def test_the_logger_gets_throughput_with_every_eval_row_and_the_history_stays_exact(compose):
+    rows = []
+    cfg = compose(TINY)
+    seed_everything(0)
+    model, task = instantiate(cfg.model), instantiate(cfg.task)
+    settings = TrainConfig(max_steps=8, eval_every=4, batch_size=16, warmup_steps=2, progress=False, peak_flops=1e12)
+    out = train(model, task.splits(0), settings, seed=0, log_fn=lambda row, step: rows.append(row),
+                flops_per_token=model.flops_per_token(task.seq_len))
+    assert [r["step"] for r in rows] == [4, 8] and all(r["tokens_per_second"] > 0 and r["mfu"] > 0 for r in rows)
+    assert all("tokens_per_second" not in r and "mfu" not in r for r in out["history"])  # timings do not repeat
+    assert out["cost"]["mfu"] == pytest.approx(
+        model.flops_per_token(task.seq_len) * out["cost"]["tokens_per_second"] / 1e12)
+
+
+@pytest.mark.parametrize("name", options("trainer"))
+def test_every_trainer_preset_composes_into_a_valid_trainer_config(compose, name):
+    from omegaconf import OmegaConf
+
+    TrainConfig(**OmegaConf.to_container(compose([f"trainer={name}"]).trainer)).check(num_train=1000)

@@ -2,13 +2,19 @@
 
 n_kv_heads = n_heads is multi-head attention, 1 < n_kv_heads < n_heads is GQA, n_kv_heads = 1 is MQA
 (Shazeer 2019). qk_norm=true RMS-normalises each head's queries and keys before the dot product (Dehghani et al.
-2023, with RMSNorm as in OLMo 2). Positions: rope rotates q and k; ALiBi adds its bias to the scores through
-attn_mask; with no bias, F.scaled_dot_product_attention runs with is_causal=True, so CUDA takes the flash kernel.
+2023, with RMSNorm as in OLMo 2). Positions: rope rotates q and k; ALiBi adds its bias to the scores. With no bias,
+F.scaled_dot_product_attention runs with is_causal=True and no mask, so CUDA takes the flash kernel. With ALiBi,
+`kernel=auto` uses FlexAttention on CUDA (a score modification, compiled: models/mixers/_flex.py) and SDPA with an
+explicit bias mask elsewhere; `kernel=sdpa` or `kernel=flex` forces one.
 """
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from models.mixers import _flex
+
+KERNELS = ("auto", "sdpa", "flex")
 
 
 class Attention(nn.Module):
@@ -24,9 +30,13 @@ class Attention(nn.Module):
         n_kv_heads: int | None = None,
         bias: bool = False,
         qk_norm: bool = False,
+        kernel: str = "auto",
         position: nn.Module | None = None,
     ):
         super().__init__()
+        if kernel not in KERNELS:
+            raise ValueError(f"mixer.kernel={kernel!r} must be one of {', '.join(KERNELS)}")
+        self.kernel = kernel
         n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
         if n_heads < 1 or d_model % n_heads:
             raise ValueError(f"mixer.n_heads={n_heads} must divide d_model={d_model}")
@@ -68,10 +78,17 @@ class Attention(nn.Module):
         gqa = self.n_kv_heads != self.n_heads
         if self.score_bias is None:
             return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        if self.flex(q):
+            return _flex.attend(q, k, v, slopes=self.score_bias.slopes(self.n_heads, q.device))
         pos = torch.arange(q.shape[-2], device=q.device)
         scores_bias = self.score_bias.bias(self.n_heads, pos[:, None], pos[None, :])  # (heads, seq, seq)
         mask = scores_bias.masked_fill(pos[None, :] > pos[:, None], float("-inf")).to(q.dtype)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+
+    def flex(self, q: Tensor) -> bool:
+        """FlexAttention for a masked or biased pattern: always with kernel=flex, on CUDA with kernel=auto."""
+        usable = self.score_bias is None or hasattr(self.score_bias, "slopes")
+        return usable and (self.kernel == "flex" or (self.kernel == "auto" and q.is_cuda))
 
     def flops_per_token(self, seq_len: int) -> int:
         # PaLM (Chowdhery et al. 2022, App. B): 12 * H * Q * T per layer for QK^T and AV, forward + backward.

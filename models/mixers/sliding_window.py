@@ -2,13 +2,15 @@
 sees keys i - window + 1 .. i.
 
 The sequence is cut into blocks of `window` queries; each block attends to itself and the block before it, so the
-cost is O(seq * window) instead of O(seq^2). Everything else (heads, GQA, QK-norm, rope, ALiBi) is `Attention`'s.
+cost is O(seq * window) instead of O(seq^2). On CUDA (`kernel=auto`) FlexAttention runs the window as a block-sparse
+mask instead (models/mixers/_flex.py). Everything else (heads, GQA, QK-norm, rope, ALiBi) is `Attention`'s.
 """
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from models.mixers import _flex
 from models.mixers.attention import Attention
 
 
@@ -24,6 +26,9 @@ class SlidingWindowAttention(Attention):
         w = self.window
         if t <= w:  # the window covers the whole prefix: plain causal attention
             return super().attend(q, k, v)
+        if self.flex(q):
+            slopes = None if self.score_bias is None else self.score_bias.slopes(h, q.device)
+            return _flex.attend(q, k, v, window=w, slopes=slopes)
         n = -(-t // w)  # blocks of w queries; pad the end (padding is future, so no real query sees it)
         pad = lambda z: F.pad(z, (0, 0, 0, n * w - t))
         qb = pad(q).view(b, h, n, w, d).transpose(1, 2)  # (b, n, h, w, d)

@@ -1,0 +1,44 @@
+"""The CUDA path: exact repeats with trainer.deterministic=true, and the fast path (trainer=gpu: bf16, compile)
+training end to end with its MFU recorded. Skipped without a CUDA device (CI has none)."""
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from harness.hybrid import build_model
+from harness.mfu import peak_flops
+from harness.train import TrainConfig, seed_everything, train
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+TASK = ["task.vocab_size=256", "task.seq_len=128", "task.num_kv_pairs=8", "task.num_train=4096",
+        "task.num_val=256", "task.num_test=256"]
+
+
+def fit(compose, overrides, **trainer):
+    cfg = compose([*TASK, *overrides])
+    settings = TrainConfig(**{**OmegaConf.to_container(cfg.trainer), "max_steps": 40, "eval_every": 20,
+                              "progress": False, **trainer})
+    seed_everything(0, deterministic=settings.deterministic)
+    model, task = build_model(cfg), instantiate(cfg.task)
+    return train(model, task.splits(0), settings, seed=0,
+                 flops_per_token=model.flops_per_token(task.seq_len)), model
+
+
+@pytest.mark.parametrize("mixer", ["attention", "sliding_window", "hyena", "mamba"])
+def test_deterministic_gpu_runs_repeat_exactly(compose, mixer):
+    try:
+        a, _ = fit(compose, [f"model/mixer={mixer}", "trainer=gpu", "trainer.compile=false"], deterministic=True)
+        b, _ = fit(compose, [f"model/mixer={mixer}", "trainer=gpu", "trainer.compile=false"], deterministic=True)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert a["metrics"] == b["metrics"] and a["history"] == b["history"]
+
+
+def test_the_gpu_preset_trains_compiled_in_bf16_and_records_its_mfu(compose):
+    out, model = fit(compose, ["trainer=gpu", "model.mixer.n_heads=4"])
+    assert out["cost"]["device"].startswith("cuda") and out["metrics"]["val/loss"] < 6
+    assert out["cost"]["peak_memory_bytes"] > 0
+    if peak_flops(torch.device("cuda")) is not None:
+        assert 0 < out["cost"]["mfu"] < 1
