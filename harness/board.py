@@ -11,6 +11,7 @@ choice, as Zoology and MAD report the best over a learning-rate grid.
 import argparse
 import logging
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -216,14 +217,34 @@ class Board:
     views: dict[str, tuple[pd.DataFrame, list[str]]] = field(default_factory=dict)
 
 
+def by_split(runs: pd.DataFrame, split: str, metric: str) -> tuple[pd.DataFrame, str]:
+    """`split` with a * (e.g. test*: test and every test@<length>) reports every matching split as columns of its own:
+    each run appears once per split, its setting suffixed with the split beyond the first (induction_heads @512), the
+    split's metric in place of the first's. Returns the runs and the split their metric column is named for."""
+    if "*" not in split:
+        return runs, split
+    pattern = re.compile(re.escape(split).replace(r"\*", ".*") + "$")
+    names = sorted({c[len("metric:"):].rsplit("/", 1)[0] for c in runs.columns if c.startswith("metric:")
+                    and c.endswith(f"/{metric}") and pattern.match(c[len("metric:"):].rsplit("/", 1)[0])},
+                   key=render.natural)
+    if not names:
+        raise SystemExit(f"archbench-board: no split matches {split} with a metric {metric}")
+    first = names[0]
+    parts = [runs.assign(setting=runs["setting"] + ("" if name == first else f" @{name.partition('@')[2] or name}"),
+                         **{f"metric:{first}/{metric}": runs.get(f"metric:{name}/{metric}")}) for name in names]
+    return pd.concat(parts, ignore_index=True), first
+
+
 def build(records: list[dict], metric: str = "accuracy", split: str = "test", select=(), group_by: str | None = None,
           matched: str | None = None, size=SIZE_KEYS, aggregate: str | None = None) -> Board:
-    """The leaderboard of `records`; `matched` (params | flops) and `aggregate` (a config key) add views."""
+    """The leaderboard of `records`; `matched` (params | flops) and `aggregate` (a config key) add views. A `split`
+    with a * reports every matching split (test* : the training length and every longer test length)."""
     if not records:
         raise SystemExit("archbench-board: no result records")
     select, group = list(select), [group_by] if group_by else []
     runs = runs_frame(records, keys=[*select, *group, *([aggregate] if aggregate else [])], hide=[*select, *group],
                       size=size)
+    runs, split = by_split(runs, split, metric)
     runs = with_columns(runs, group_by)
     chosen, selection = choose(runs, metric, select)
     long = summarize(runs, chosen, selection, metric, split, group_by)
@@ -280,7 +301,8 @@ def main(argv=None) -> None:
     p.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs of a wandb project instead of folders")
     p.add_argument("--wandb-group", metavar="NAME", help="only the wandb runs of this group (sweep name)")
     p.add_argument("--metric", default="accuracy", help="accuracy (higher is better) or loss (lower is better)")
-    p.add_argument("--split", default="test", help="the split reported (test, or an extra one like test@512)")
+    p.add_argument("--split", default="test", help="the split reported (test, or an extra one like test@512); with "
+                   "a *, every matching split as its own column (test*: extrapolation to every test length)")
     p.add_argument("--select", action="append", default=[], metavar="KEY",
                    help="a swept config key (e.g. trainer.lr): best value per cell on val, test reported on it")
     p.add_argument("--group-by", metavar="KEY", help="a config key (e.g. model.d_model) whose values split columns")

@@ -10,13 +10,15 @@ log = logging.getLogger("archbench")
 
 class Leaderboard(Callback):
     """Writes leaderboard.<format> for each of `formats` and, with `plots`, heatmap.png and curves.png into the
-    sweep folder; `select`, `group_by` and `aggregate` as archbench-board's options (e.g. a MAD suite sets
-    select: [trainer.lr, trainer.weight_decay] and aggregate: task.family). A board that cannot be built is a
-    warning, never a failed sweep."""
+    sweep folder; `split`, `select`, `group_by` and `aggregate` as archbench-board's options (e.g. a MAD suite sets
+    select: [trainer.lr, trainer.weight_decay] and aggregate: task.family; Mamba's suite split: test*, a column per
+    test length). A board that cannot be built is a warning, never a failed sweep."""
 
-    def __init__(self, metric: str = "accuracy", select: list[str] | None = None, group_by: str | None = None,
-                 aggregate: str | None = None, formats: list[str] | None = None, plots: bool = True):
+    def __init__(self, metric: str = "accuracy", split: str = "test", select: list[str] | None = None,
+                 group_by: str | None = None, aggregate: str | None = None, formats: list[str] | None = None,
+                 plots: bool = True):
         self.metric, self.select, self.group_by, self.aggregate = metric, list(select or []), group_by, aggregate
+        self.split = split
         self.formats, self.plots = list(formats or ["md", "csv", "html"]), plots
 
     def on_multirun_end(self, config, **kwargs) -> None:
@@ -25,7 +27,7 @@ class Leaderboard(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
             records = board.load_records([sweep_dir])
-            result = board.build(records, self.metric, select=self.select, group_by=self.group_by,
+            result = board.build(records, self.metric, self.split, select=self.select, group_by=self.group_by,
                                  aggregate=self.aggregate)
         except (SystemExit, Exception) as e:  # a broken board must not hide the runs themselves
             log.warning("no leaderboard for %s: %s", sweep_dir, e)

@@ -3,6 +3,7 @@ self-contained HTML and LaTeX."""
 
 import base64
 import html as html_lib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -73,10 +74,15 @@ def cell_text(row, n_usual: int) -> str:
 def column_order(long: pd.DataFrame, group_by: str | None) -> list[str]:
     """Columns by setting (as first seen), then by the group value (numerically where it is a number)."""
     cols = long.drop_duplicates("column")
-    settings = {s: i for i, s in enumerate(sorted(cols["setting"].unique()))}
+    settings = {s: i for i, s in enumerate(sorted(cols["setting"].unique(), key=natural))}
     key = [(settings[s], _number(g) if group_by else 0, str(g) if group_by else "")
            for s, g in zip(cols["setting"], cols[group_by] if group_by else cols["setting"], strict=True)]
     return [c for _, c in sorted(zip(key, cols["column"], strict=True))]
+
+
+def natural(text: str) -> list:
+    """Sort key that orders the numbers inside strings by value: test@512 before test@1024."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(text))]
 
 
 def _number(value) -> float:

@@ -256,3 +256,20 @@ def test_results_csv_has_one_row_per_cell(tmp_path):
     csv = pd.read_csv(tmp_path / "out" / "leaderboard.csv").set_index(["variant", "task"])
     assert csv.loc[("hyena", "ih"), "mean"] == pytest.approx(0.15) and len(csv) == 6
     assert {"ci_lo", "ci_hi", "p_vs_leader", "tied", "rank", "params", "params_non_embedding"} <= set(csv.columns)
+
+
+def test_split_with_a_star_gives_a_column_per_test_length_in_numeric_order(tmp_path):
+    """Mamba's extrapolation table: trained at 64, tested at 64 (test), 128 and 1024, one column each."""
+    lengths = {"attention": (1.0, 0.4, 0.1), "mamba": (1.0, 1.0, 0.9)}
+    recs = [record(m, "induction_heads", s, test=acc[0] - s / 100, extra_metrics={
+        "test@128/accuracy": acc[1] - s / 100, "test@1024/accuracy": acc[2] - s / 100}) for m, acc in lengths.items()
+        for s in (0, 1)]
+    write_all(tmp_path, recs)
+    result = board.leaderboard([tmp_path], split="test*")
+    assert list(result.table.columns[:3]) == ["induction_heads", "induction_heads @128", "induction_heads @1024"]
+    cells = result.long.set_index(["variant", "column"])["mean"]
+    assert cells["attention", "induction_heads @128"] == pytest.approx(0.395)
+    assert cells["mamba", "induction_heads @1024"] == pytest.approx(0.895)
+    assert list(result.table.index) == ["mamba", "attention"]  # ranks over all three columns
+    with pytest.raises(SystemExit, match="no split matches val@"):
+        board.leaderboard([tmp_path], split="val@*")
