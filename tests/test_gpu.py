@@ -42,3 +42,22 @@ def test_the_gpu_preset_trains_compiled_in_bf16_and_records_its_mfu(compose):
     assert out["cost"]["peak_memory_bytes"] > 0
     if peak_flops(torch.device("cuda")) is not None:
         assert 0 < out["cost"]["mfu"] < 1
+
+
+def test_gla_on_flash_linear_attention_matches_the_pytorch_reference():
+    """The Triton kernel of flash-linear-attention (archbench[gpu]) against GLA's own chunked form: outputs and
+    gradients of the same weights on the same input, in fp32."""
+    pytest.importorskip("fla")
+    from models.mixers.gla import GatedLinearAttention
+
+    torch.manual_seed(0)
+    ref = GatedLinearAttention(256, max_seq_len=512, layer_idx=0, kernel="torch").cuda()
+    fast = GatedLinearAttention(256, max_seq_len=512, layer_idx=0, kernel="fla").cuda()
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 500, 256, device="cuda")  # not a multiple of fla's chunk
+    y_ref, y_fast = ref(x), fast(x)
+    torch.testing.assert_close(y_fast, y_ref, rtol=1e-3, atol=1e-3)
+    g_ref = torch.autograd.grad(y_ref.square().mean(), list(ref.parameters()))
+    g_fast = torch.autograd.grad(y_fast.square().mean(), list(fast.parameters()))
+    for a, b in zip(g_fast, g_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-4)

@@ -80,3 +80,12 @@ def test_gqa_and_mqa_share_key_value_heads(compose):
 def test_bad_heads_fail_loudly(compose):
     with pytest.raises(ValueError, match="n_heads=3 must divide d_model=32"):
         instantiate(compose(["model.mixer.n_heads=3"]).model.mixer)(D, max_seq_len=T, layer_idx=0)
+
+
+def test_gla_refuses_the_fla_kernel_when_flash_linear_attention_is_missing(compose):
+    from models.mixers import gla
+
+    if gla.HAVE_FLA:
+        pytest.skip("flash-linear-attention is installed")
+    with pytest.raises(ValueError, match=r"kernel=fla needs flash-linear-attention: pip install 'archbench\[gpu\]'"):
+        instantiate(compose(["model/mixer=gla", "model.mixer.kernel=fla"]).model.mixer)(D, max_seq_len=T, layer_idx=0)

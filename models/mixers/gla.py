@@ -1,7 +1,11 @@
 """Gated linear attention (Yang et al. 2023, GLA): S_t = diag(alpha_t) S_{t-1} + k_t v_t^T, y_t = q_t S_t, with
 data-dependent gates alpha_t = sigmoid(x_t W_a1 W_a2 + b)^(1/tau) per key dimension (low rank 16, tau = 16),
 key dim d/2, value dim d, a norm per head and a swish output gate: out = W_o (swish(x W_r) * RMSNorm(y)).
-Trained in the chunk-wise form with the gates' log decays cumulated in log space."""
+Trained in the chunk-wise form with the gates' log decays cumulated in log space. On CUDA with flash-linear-attention
+installed (`pip install 'archbench[gpu]'`), `kernel=auto` runs the same recurrence on its Triton kernel (`chunk_gla`);
+the pure-PyTorch form stays the reference (`kernel=torch`), and tests/test_gpu.py compares the two."""
+
+import importlib.util
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +17,8 @@ from models.mixers.linear_attention import (
     full_precision,
     recurrent_linear_attention,
 )
+
+HAVE_FLA = importlib.util.find_spec("fla") is not None
 
 
 class GatedLinearAttention(nn.Module):
@@ -27,8 +33,14 @@ class GatedLinearAttention(nn.Module):
         gate_rank: int = 16,
         gate_temperature: float = 16.0,
         chunk_size: int = 8,
+        kernel: str = "auto",
     ):
         super().__init__()
+        if kernel not in ("auto", "torch", "fla"):
+            raise ValueError(f"mixer.kernel={kernel!r} must be one of auto, torch, fla")
+        if kernel == "fla" and not HAVE_FLA:
+            raise ValueError("mixer.kernel=fla needs flash-linear-attention: pip install 'archbench[gpu]'")
+        self.kernel = kernel
         key_dim = int(d_model * expand_k)
         if n_heads < 1 or d_model % n_heads:
             raise ValueError(f"mixer.n_heads={n_heads} must divide d_model={d_model}")
@@ -51,6 +63,8 @@ class GatedLinearAttention(nn.Module):
         self.out = nn.Linear(d_model, d_model, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.kernel == "fla" or (self.kernel == "auto" and HAVE_FLA and x.is_cuda):
+            return self._mix(x, fla_gla)
         return self._mix(x, lambda q, k, v, g: chunked_linear_attention(q, k, v, g, chunk_size=self.chunk_size))
 
     def recurrent(self, x: Tensor) -> Tensor:
@@ -67,9 +81,18 @@ class GatedLinearAttention(nn.Module):
         y = self.norm(y).transpose(1, 2).reshape(b, t, d)
         return self.out(F.silu(self.r(x)) * y.to(x.dtype))
 
-    def flops_per_token(self, seq_len: int) -> int:
+    def flops_per_token(self, seq_len: int) -> int:  # the same recurrence whichever kernel runs it
         # Chunked form per head, forward: intra-chunk scores with a decay per key dim, 4CK (q*k, * exp(b_t - b_i),
         # sum), their product with v, 2CV, plus reading and updating the K x V state, 4KV (K, V = key and value
         # head dims, C = min(chunk, T)); x3 for forward + backward.
         c, kd, vd = min(self.chunk_size, seq_len), self.dk, self.dv
         return 3 * self.n_heads * (4 * c * kd + 2 * c * vd + 4 * kd * vd)
+
+
+def fla_gla(q: Tensor, k: Tensor, v: Tensor, log_alpha: Tensor) -> Tensor:
+    """flash-linear-attention's chunked GLA kernel on (batch, heads, seq, dim) tensors, q already scaled."""
+    from fla.ops.gla import chunk_gla
+
+    heads_last = lambda z: z.transpose(1, 2).contiguous()  # fla's layout: (batch, seq, heads, dim)
+    out = chunk_gla(heads_last(q), heads_last(k), heads_last(v), heads_last(log_alpha), scale=1.0)
+    return (out[0] if isinstance(out, tuple) else out).transpose(1, 2)
