@@ -110,6 +110,15 @@ def test_threshold_best_and_better_checks():
     assert verdict({**lead, "where": {"seq_len": 64, "d_model": 64}}, table) == "PASS"  # leads by 0.31
     assert verdict(lead, table) == "FAIL"  # at width 128 it leads by 0.08 only
 
+def test_where_max_is_the_longest_length_that_has_our_value_not_the_papers():
+    """The paper's rows go to length 4,096; a small run stops at 256: `max` must mean 256 for our column."""
+    t = pd.DataFrame({"variant": ["attention"] * 3, "length": [64, 256, 4096], "ours": [1.0, 0.1, None],
+                      "paper": [1.0, None, 0.0]})
+    claim = {"check": "at_most", "variant": "attention", "value": 0.5, "where": {"length": "max"}}
+    assert claims.check(claim, t, ["length"], "ours", True)[0] == "PASS"  # 0.1 at 256
+    assert claims.check(claim, t, ["length"], "paper", True)[0] == "PASS"  # 0.0 at 4,096
+
+
 def test_better_and_close_follow_the_metric_direction():
     t = pd.DataFrame({"variant": ["mlp_relu layernorm", "swiglu layernorm", "mlp_relu rmsnorm"],
                       "ours": [1.838, 1.789, 1.821]}).assign(paper=float("nan"))

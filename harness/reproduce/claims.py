@@ -10,14 +10,14 @@ from harness.reproduce.compare import norm
 PASS, FAIL, NA = "PASS", "FAIL", "N/A"
 
 
-def _where(table: pd.DataFrame, where: dict | None) -> pd.DataFrame:
+def _where(table: pd.DataFrame, where: dict | None, value: str) -> pd.DataFrame:
     """Rows matching every field=value of `where`; the values min and max mean the field's smallest and largest
-    value among the rows."""
+    value among the rows that have a `value` (ours, or the paper's): the longest length we ran, not the paper's."""
     for key, want in (where or {}).items():
         if key not in table:
             raise ValueError(f"claim where: field {key!r} is not a field of the table ({', '.join(table.columns)})")
         if want in ("min", "max"):
-            values = table[key].dropna()
+            values = table.loc[table[value].notna(), key].dropna()
             want = (values.min() if want == "min" else values.max()) if len(values) else None
         table = table[table[key].map(norm) == norm(want)]
     return table
@@ -37,7 +37,7 @@ def _fmt(x: float) -> str:
 
 
 def at_least(table, columns, value, higher, *, variant, threshold, where=None, bound="at_least"):
-    t = _where(table, where)
+    t = _where(table, where, value)
     t = t[(t["variant"] == variant) & t[value].notna()]
     if t.empty:
         return NA, f"no {variant} cells"
@@ -51,7 +51,7 @@ def at_most(table, columns, value, higher, *, variant, threshold, where=None):
 
 
 def best(table, columns, value, higher, *, variant, tol=0.0, where=None):
-    cells = _cells(_where(table, where), columns, value)
+    cells = _cells(_where(table, where, value), columns, value)
     if variant not in cells or cells.shape[1] < 2:
         return NA, f"no cell with {variant} and another variant"
     others = cells.drop(columns=variant)
@@ -65,7 +65,7 @@ def best(table, columns, value, higher, *, variant, tol=0.0, where=None):
 
 
 def better(table, columns, value, higher, *, a, b, margin=0.0, where=None):
-    cells = _cells(_where(table, where), columns, value)
+    cells = _cells(_where(table, where, value), columns, value)
     if a not in cells or b not in cells:
         return NA, f"no cell with both {a} and {b}"
     diff = ((cells[a] - cells[b]) * (1 if higher else -1)).dropna()
@@ -77,7 +77,7 @@ def better(table, columns, value, higher, *, a, b, margin=0.0, where=None):
 
 
 def close(table, columns, value, higher, *, a, b, tol, relative=False, where=None):
-    cells = _cells(_where(table, where), columns, value)
+    cells = _cells(_where(table, where, value), columns, value)
     if a not in cells or b not in cells:
         return NA, f"no cell with both {a} and {b}"
     pair = cells[[a, b]].dropna()
@@ -96,7 +96,7 @@ def gap_trend(table, columns, value, higher, *, a, b, along, trend, tol=0.0, whe
     first to the last point the gap must strictly shrink (or grow)."""
     if along not in columns:
         raise ValueError(f"claim gap_trend: along={along!r} must be a column field ({', '.join(columns)})")
-    t = _where(table, where)
+    t = _where(table, where, value)
     t = t[t[value].notna()]
     sign = 1 if higher else -1
     rest = [c for c in columns if c != along]

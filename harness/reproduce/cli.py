@@ -86,11 +86,11 @@ def main(argv=None) -> None:
     records = load_records([folder])
     if not records:
         sys.exit(f"archbench-reproduce: no result records under {folder}")
-    split = "test" if "*" in card["split"] else card["split"]
-    try:
-        print(render.markdown(board.build(records, card["metric"], split, card.get("select", []))) + "\n")
-    except (SystemExit, Exception) as e:  # the comparison below does not depend on the board
-        print(f"(no leaderboard: {e})\n")
+    if args.no_run:  # a run has just printed its sweep's board
+        try:
+            print(render.markdown(board.build(records, card["metric"], card["split"], card.get("select", []))) + "\n")
+        except (SystemExit, Exception) as e:  # the comparison below does not depend on the board
+            print(f"(no leaderboard: {e})\n")
     text, _, _ = report(card, args.scale, records)
     print(text)
     (folder / "comparison.md").write_text(text + "\n")
