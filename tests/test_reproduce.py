@@ -34,6 +34,24 @@ def test_card_loads_and_its_experiment_composes_into_the_papers_sweep(name):
     assert card["scales"]["full"] == []  # full is the experiment as written: the paper's protocol
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_the_ci_scale_is_a_few_steps_whatever_the_experiment_sets(name):
+    """An experiment's own trainer fields (max_steps: 400000) win over a trainer=smoke choice: the ci scale must set
+    the steps itself, or "seconds" becomes hours."""
+    from hydra import compose, initialize_config_module
+
+    from harness.train import TrainConfig
+
+    card = cards.load(name)
+    first = [o if "[" in o or "," not in o else o.split("=")[0] + "=" + o.split("=", 1)[1].split(",")[0]
+             for o in map(str, card["scales"]["ci"])]  # one job of the sweep
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"experiment={card['experiment']}", *first])
+    trainer = TrainConfig(**OmegaConf.to_container(cfg.trainer))
+    assert trainer.steps_for(cfg.task.num_train) <= 8
+
+
 def test_a_card_with_a_bad_field_fails_loudly(tmp_path, monkeypatch):
     good = cards.PAPERS / "lra_listops.yaml"
     monkeypatch.setattr(cards, "PAPERS", tmp_path)
