@@ -3,11 +3,12 @@
 
     python benchmarks/task_generators.py [--examples 10000] [--repeats 3] [--only mqar,listops]
 
-Each generator runs on `--examples` examples (or its task's num_train, if fewer), timed as the best of `--repeats`,
+Each generator runs on `--examples` examples (or its task's num_train, if fewer), timed as the median of `--repeats`,
 without the disk cache. lm_text times loading its text through `datasets` and cutting all three splits.
 """
 
 import argparse
+import statistics
 import time
 from pathlib import Path
 
@@ -21,13 +22,13 @@ from tasks.mqar import MQAR
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
-def best_of(fn, repeats: int) -> float:
+def median_of(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return min(times)
+    return statistics.median(times)
 
 
 def main(argv=None) -> None:
@@ -46,11 +47,11 @@ def main(argv=None) -> None:
             task = instantiate(compose(config_name="config", overrides=[f"task={name}"]).task)
             task.check()
             if isinstance(task, LMText):
-                seconds = best_of(lambda t=task: t.splits(0), args.repeats)
+                seconds = median_of(lambda t=task: t.splits(0), args.repeats)
                 n = sum(len(s) for s in task.splits(0).values())
             else:
                 n = min(args.examples, task.num_train)
-                seconds = best_of(lambda t=task, n=n: t.generate_split("train", n, np.random.default_rng(0)),
+                seconds = median_of(lambda t=task, n=n: t.generate_split("train", n, np.random.default_rng(0)),
                                   args.repeats)
             print(f"{name:<26}{task.seq_len:>8}{n:>10,}{seconds:>9.3f}{n / seconds:>12,.0f}"
                   f"{n * task.seq_len / seconds:>13,.0f}")
@@ -58,7 +59,7 @@ def main(argv=None) -> None:
     print("\nMQAR, 100,000 examples at length 256, vocab 8,192 (goal: under 2 s):")
     for kv in (4, 16, 64):
         task = MQAR(vocab_size=8192, seq_len=256, num_kv_pairs=kv)
-        seconds = best_of(lambda t=task: t.generate(100_000, np.random.default_rng(0)), args.repeats)
+        seconds = median_of(lambda t=task: t.generate(100_000, np.random.default_rng(0)), args.repeats)
         print(f"  num_kv_pairs={kv:<3} {seconds:.2f} s  {'ok' if seconds < 2 else 'TOO SLOW'}")
 
 
