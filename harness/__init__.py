@@ -1,1 +1,9 @@
 """The glue: CLI, trainer, result records and leaderboards. The only package that knows Hydra, wandb and files."""
+
+import sysconfig
+
+from omegaconf import OmegaConf
+
+# ${python_stdlib:} in a config: the folder of Python's standard library, whose ~5 MB of source is real text that
+# every machine has offline (the byte-level LM scales of harness/reproduce/papers/narang_glu.yaml read it)
+OmegaConf.register_new_resolver("python_stdlib", lambda: sysconfig.get_paths()["stdlib"], replace=True)

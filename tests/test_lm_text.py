@@ -126,3 +126,11 @@ def test_archbench_names_task_data_files_when_it_does_not_exist(tmp_path):
     proc = archbench(tmp_path, "task=lm_text", "task.data_files=missing.txt", "trainer=smoke")
     assert proc.returncode == 2
     assert proc.stderr.strip() == "archbench: error: task.data_files='missing.txt' does not exist (or holds no files)"
+
+
+def test_the_python_stdlib_resolver_names_a_folder_of_text_every_machine_has(compose):
+    import glob
+
+    cfg = compose(["task=lm_text", "task.data_files='${python_stdlib:}/*.py'"])
+    files = glob.glob(cfg.task.data_files)
+    assert len(files) > 100 and all(f.endswith(".py") for f in files)
