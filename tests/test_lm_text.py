@@ -1,6 +1,7 @@
 """Language modeling on real text: local files round-trip through the real `datasets.load_dataset` path, the
 splits are deterministic and disjoint, hub names fail at once offline, and bits per byte reach the record."""
 
+import glob
 import math
 
 import numpy as np
@@ -129,8 +130,6 @@ def test_archbench_names_task_data_files_when_it_does_not_exist(tmp_path):
 
 
 def test_the_python_stdlib_resolver_names_a_folder_of_text_every_machine_has(compose):
-    import glob
-
     cfg = compose(["task=lm_text", "task.data_files='${python_stdlib:}/*.py'"])
     files = glob.glob(cfg.task.data_files)
     assert len(files) > 100 and all(f.endswith(".py") for f in files)

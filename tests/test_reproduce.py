@@ -7,11 +7,14 @@ import sys
 
 import pandas as pd
 import pytest
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from harness.reproduce import cards, claims, compare
 from harness.reproduce.cli import check_claims
+from harness.train import TrainConfig
 
 NAMES = cards.names()
 
@@ -35,19 +38,13 @@ def test_card_loads_and_its_experiment_composes_into_the_papers_sweep(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_the_ci_scale_is_a_few_steps_whatever_the_experiment_sets(name):
+def test_the_ci_scale_is_a_few_steps_whatever_the_experiment_sets(name, compose):
     """An experiment's own trainer fields (max_steps: 400000) win over a trainer=smoke choice: the ci scale must set
     the steps itself, or "seconds" becomes hours."""
-    from hydra import compose, initialize_config_module
-
-    from harness.train import TrainConfig
-
     card = cards.load(name)
-    first = [o if "[" in o or "," not in o else o.split("=")[0] + "=" + o.split("=", 1)[1].split(",")[0]
-             for o in map(str, card["scales"]["ci"])]  # one job of the sweep
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="conf", version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"experiment={card['experiment']}", *first])
+    parsed = OverridesParser.create().parse_overrides(cards.overrides(card, "ci"))
+    [jobs] = BasicSweeper.split_arguments(parsed, None)  # the sweep's jobs, as Hydra splits them
+    cfg = compose([f"experiment={card['experiment']}", *jobs[0]])
     trainer = TrainConfig(**OmegaConf.to_container(cfg.trainer))
     assert trainer.steps_for(cfg.task.num_train) <= 8
 

@@ -9,10 +9,19 @@ import yaml
 PAPERS = Path(__file__).resolve().parent / "papers"  # shipped with the package (pyproject: package-data)
 SCALES = ("ci", "small", "full")
 REQUIRED = ("title", "experiment", "metric", "split", "row", "columns", "scales", "published", "claims")
+# The ci scale checks the pipeline only, so it is a few steps whatever the experiment sets (an experiment's own
+# trainer fields, such as max_steps 400,000, win over a trainer group chosen on the command line).
+CI_STEPS = ["trainer.max_steps=4", "trainer.epochs=null", "trainer.eval_every=2", "trainer.warmup_steps=1",
+            "trainer.batch_size=8"]
 
 
 def names() -> list[str]:
     return sorted(p.stem for p in PAPERS.glob("*.yaml"))
+
+
+def overrides(card: dict, scale: str) -> list[str]:
+    """The archbench overrides of a card at a scale: the card's own, then for ci the few steps of CI_STEPS."""
+    return [*map(str, card["scales"][scale]), *(CI_STEPS if scale == "ci" else [])]
 
 
 def load(name: str) -> dict:

@@ -19,7 +19,7 @@ from harness.results import load_records
 def command(card: dict, scale: str, extra=()) -> list[str]:
     """The archbench call of a reproduction at a scale: its experiment, name <name>_<scale>, the scale's overrides."""
     return [sys.executable, "-c", "from harness.cli import main; main()", f"experiment={card['experiment']}",
-            f"name={card['name']}_{scale}", *map(str, card["scales"][scale]), *extra]
+            f"name={card['name']}_{scale}", *cards.overrides(card, scale), *extra]
 
 
 def run(card: dict, scale: str, results: Path, extra=(), quiet: bool = False) -> int:
