@@ -7,11 +7,13 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge, Gt, Le, Len, Lt
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -21,32 +23,34 @@ from tasks.base import IGNORE, Split
 
 log = logging.getLogger(__name__)
 
-
-COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# Ranges are declared beside each field (annotated_types); harness/schema.py checks every field of the config
+# against them, and against its type, before anything runs. Only checks that relate several fields stay in code.
+Positive = Annotated[int, Ge(1)]
+Unit = Annotated[float, Ge(0), Lt(1)]
 
 
 @dataclass
 class TrainConfig:
-    max_steps: int = 1000
-    epochs: float | None = None  # if set, max_steps = ceil(epochs * num_train / batch_size)
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.98)
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
-    eval_every: int = 100
-    eval_batch_size: int = 512
-    target_accuracy: float | None = None  # stop at the first evaluation whose val accuracy reaches this
+    max_steps: Positive = 1000
+    epochs: Annotated[float, Gt(0)] | None = None  # if set, max_steps = ceil(epochs * num_train / batch_size)
+    batch_size: Positive = 64
+    lr: Annotated[float, Gt(0)] = 1e-3
+    weight_decay: Annotated[float, Ge(0)] = 0.1
+    betas: Annotated[list[Unit], Len(2, 2)] = field(default_factory=lambda: [0.9, 0.98])
+    warmup_steps: Annotated[int, Ge(0)] = 100
+    min_lr_ratio: Annotated[float, Ge(0), Le(1)] = 0.1  # 0: cosine to zero (Zoology); 1: constant after warmup
+    grad_clip: Annotated[float, Ge(0)] = 1.0  # 0: no clipping
+    eval_every: Positive = 100
+    eval_batch_size: Positive = 512
+    target_accuracy: Annotated[float, Gt(0), Le(1)] | None = None  # stop at the first eval with val accuracy >= it
     device: str = "auto"
-    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere; or fp32 | bf16
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
     compile: bool = False
-    compile_mode: str | None = None  # torch.compile's mode: None (default), reduce-overhead (CUDA graphs), max-autotune
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] | None = None
     deterministic: bool = False
     progress: bool = True
-    checkpoint_every: int = 0  # steps between checkpoints for exact resume; 0: none
-    peak_flops: float | None = None  # the device's peak FLOP/s for MFU, where harness/mfu.py's table lacks it
+    checkpoint_every: Annotated[int, Ge(0)] = 0  # steps between checkpoints for exact resume; 0: none
+    peak_flops: Annotated[float, Gt(0)] | None = None  # the device's peak FLOP/s for MFU where harness/mfu.py lacks it
 
     def steps_for(self, num_train: int) -> int:
         if self.epochs is None:
@@ -54,24 +58,9 @@ class TrainConfig:
         return math.ceil(self.epochs * num_train / self.batch_size)
 
     def check(self, num_train: int) -> None:
-        if self.lr <= 0:
-            raise ValueError(f"trainer.lr={self.lr} must be positive")
-        if self.epochs is not None and self.epochs <= 0:
-            raise ValueError(f"trainer.epochs={self.epochs} must be positive (or null: trainer.max_steps counts)")
+        """What relates several fields (each field's own range is declared above and checked by harness/schema.py)."""
         if self.steps_for(num_train) < 1:
             raise ValueError(f"trainer.max_steps={self.max_steps} must be positive")
-        for name in ("batch_size", "eval_every", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"trainer.{name}={getattr(self, name)} must be positive")
-        if self.checkpoint_every < 0:
-            raise ValueError(f"trainer.checkpoint_every={self.checkpoint_every} must be >= 0 (0: no checkpoints)")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"trainer.precision={self.precision!r} must be auto, fp32 or bf16")
-        if self.compile_mode not in COMPILE_MODES:
-            raise ValueError(f"trainer.compile_mode={self.compile_mode!r} must be one of "
-                             f"{', '.join(map(str, COMPILE_MODES))}")
-        if self.peak_flops is not None and self.peak_flops <= 0:
-            raise ValueError(f"trainer.peak_flops={self.peak_flops} must be positive (FLOP/s), or null")
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
