@@ -9,27 +9,23 @@ choice, as Zoology and MAD report the best over a learning-rate grid.
 """
 
 import argparse
+import json
 import logging
 import os
 import re
 import sys
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from harness import record as record_keys
 from harness import render, stats, views
-from harness.results import load_records
+from harness.results import Scan, scan, write_text_atomic
 
 log = logging.getLogger(__name__)
 
-VARIANT_LABELS = ("model", "mixer", "norm", "ffn", "position")
-NOT_VARIANT = ("seed", "task", "name", "paths", "logger", "hydra", "trainer.progress", "skip_completed", "suite",
-               "experiment", "hparams_search", "resume", "trainer.checkpoint_every",
-               "model/")  # model group choices come from labels; task fields name the column
-SIZE_KEYS = ("model.d_model", "model.n_layers")
 # cost columns of a cell: mean over its chosen runs; train_flops = flops_per_token * tokens_seen per run
 COSTS = ("params", "params_non_embedding", "flops_per_token", "tokens_seen", "train_flops", "wall_seconds",
          "tokens_per_second", "peak_memory_bytes")
@@ -44,49 +40,130 @@ def lookup(config: dict, key: str):
     return config
 
 
-@lru_cache(maxsize=65536)
-def _matches(key: str, prefixes: tuple) -> bool:
-    return any(key == p or key.startswith(p if p.endswith("/") else p + ".") for p in prefixes)
+def _leaves(config: dict, prefix: str = "", out: dict | None = None) -> dict[str, str]:
+    """Every leaf of a config as key -> canonical JSON text (so that 1 and 1.0, lists and None compare as values)."""
+    out = {} if out is None else out
+    for k, v in config.items():
+        if isinstance(v, dict) and v:
+            _leaves(v, f"{prefix}{k}.", out)
+        else:
+            out[f"{prefix}{k}"] = json.dumps(v, sort_keys=True, default=str)
+    return out
 
 
-def _split_overrides(record: dict) -> tuple[dict, dict]:
-    """The record's command-line overrides as (model variant fields, task fields)."""
-    variant, task = {}, {}
-    for item in record.get("overrides", []):
-        key, _, value = item.lstrip("+~").partition("=")
-        if key.startswith("task."):
-            task[key] = value
-        elif not _matches(key, NOT_VARIANT):
-            variant[key] = value
-    return variant, task
+def _text(value: str | None) -> str:
+    """A leaf's JSON text as shown in a name: 0.001, rope, [2, 4]; None where a run has no such field."""
+    if value is None:
+        return "None"
+    v = json.loads(value)
+    return v if isinstance(v, str) else json.dumps(v)
 
 
 def _short(key: str) -> str:
     return key.removeprefix("model.").removeprefix("task.")
 
 
-def _names(fields: list[dict], hide) -> list[str]:
-    """A name per run from the fields that vary between runs (labels by value, the rest as key=value)."""
-    frame = pd.DataFrame(fields)
-    hide = tuple(hide)
-    keys = sorted((k for k in frame.columns if not _matches(k, hide)), key=lambda k: (k not in VARIANT_LABELS, k))
-    varying = [k for k in keys if frame[k].nunique(dropna=False) > 1]  # absent counts as a value
-    if not varying:
-        return [str(f.get("mixer") or f.get("model") or "model") for f in fields]
-    parts = [frame[k].astype(object).where(frame[k].notna(), None).astype(str) for k in varying]
-    parts = [p if k in VARIANT_LABELS else f"{_short(k)}=" + p for k, p in zip(varying, parts, strict=True)]
-    return parts[0].str.cat(parts[1:], sep=" ").tolist() if len(parts) > 1 else parts[0].tolist()
+class _Identities:
+    """Names for the runs' rows (variants) and columns (settings) that by construction never lose, merge or duplicate
+    a run. A variant is the labels (Hydra's group choices) plus the *resolved* value of every variant field that any
+    run overrides (a run that did not override it has its default there, never a missing value); then, wherever two
+    runs of one cell still differ in any config field (a preset, an experiment file), that field joins the name,
+    until every cell holds runs that differ in nothing but their seed (and the `hide` fields: a --select grid, a
+    --group-by split). Columns are built the same way from the task label and the task's fields."""
+
+    def __init__(self, records: list[dict], hide=()):
+        self.hide = tuple(hide)
+        self.leaves = [_leaves(r.get("config") or {}) for r in records]
+        self.labels = [r.get("labels") or {} for r in records]
+        # fields a run's config took from another by interpolation (model.vocab_size: ${task.vocab_size}): they
+        # differ between tasks without making the model another variant
+        self.derived = [set(r.get("derived") or ()) for r in records]
+        overridden = [dict(o.lstrip("+~").partition("=")[::2] for o in r.get("overrides") or []) for r in records]
+        self.overridden = overridden
+        keys = {k for o in overridden for k in o if "/" not in k and not self._hidden(k)}
+        self.variant_keys = sorted(k for k in keys if record_keys.board_role(k) == "variant")
+        self.column_keys = sorted(k for k in keys if record_keys.board_role(k) == "column")
+        for _ in range(100):  # each round adds at least one key; configs have far fewer leaves than that
+            cells = self._groups()
+            more_variant, more_column = self._differing(cells)
+            if not more_variant and not more_column:
+                break
+            self.variant_keys = sorted({*self.variant_keys, *more_variant})
+            self.column_keys = sorted({*self.column_keys, *more_column})
+
+    def _hidden(self, key: str) -> bool:
+        return any(key == h or key.startswith(h + ".") for h in self.hide)
+
+    def value(self, i: int, key: str) -> str | None:
+        """The run's resolved value of `key`; the override's text where the record has no config (foreign runs)."""
+        if key in self.leaves[i]:
+            return self.leaves[i][key]
+        raw = self.overridden[i].get(key)
+        return None if raw is None else json.dumps(raw)
+
+    def variant(self, i: int, size=()) -> tuple:
+        return (tuple(self.labels[i].get(k) for k in record_keys.VARIANT_LABELS),
+                tuple(self.value(i, k) for k in self.variant_keys if k not in size))
+
+    def column(self, i: int) -> tuple:
+        return self.labels[i].get("task", "task"), tuple(self.value(i, k) for k in self.column_keys)
+
+    def _groups(self) -> dict:
+        cells: dict = {}
+        for i in range(len(self.leaves)):
+            cells.setdefault((self.variant(i), self.column(i)), []).append(i)
+        return cells
+
+    def _differing(self, cells: dict) -> tuple[set, set]:
+        """Config fields (not seeds, not hidden, not declared as none) in which runs of one cell differ, and variant
+        fields (not derived from the task) in which the runs of one row differ between its columns."""
+        variant, column = set(), set()
+        rows: dict = {}
+        for (v, _), members in cells.items():
+            rows.setdefault(v, []).extend(members)
+            if len(members) > 1:
+                self._collect(members, variant, column, roles=("variant", "column"))
+        for members in rows.values():
+            if len({self.column(i) for i in members}) > 1:
+                self._collect(members, variant, column, roles=("variant",))
+        return variant, column
+
+    def _collect(self, members: list[int], variant: set, column: set, roles) -> None:
+        derived = set().union(*(self.derived[i] for i in members)) if "column" not in roles else set()
+        for k in {k for i in members for k in self.leaves[i]}:
+            role = record_keys.board_role(k)
+            if role not in roles or self._hidden(k) or k in derived or k in self.variant_keys or k in self.column_keys:
+                continue
+            if len({self.leaves[i].get(k) for i in members}) > 1:
+                (column if role == "column" else variant).add(k)
+
+    def names(self, size=()) -> list[str]:
+        """A variant name per run: the labels and fields that vary between variants (labels by value, the rest as
+        key=value); `size` fields left out (the variant's family, for matched compute)."""
+        ids = [self.variant(i, size) for i in range(len(self.leaves))]
+        keys = [k for k in self.variant_keys if k not in size]
+        vary_label = [j for j in range(len(record_keys.VARIANT_LABELS)) if len({v[0][j] for v in ids}) > 1]
+        vary_key = [j for j in range(len(keys)) if len({v[1][j] for v in ids}) > 1]
+        if not vary_label and not vary_key:
+            return [str(lab.get("mixer") or lab.get("model") or "model") for lab in self.labels]
+        return [" ".join([*(str(v[0][j]) for j in vary_label), *(f"{_short(keys[j])}={_text(v[1][j])}"
+                                                                for j in vary_key)]) for v in ids]
+
+    def settings(self) -> list[str]:
+        """A column name per run: the task label, then the task fields that vary between runs of that task."""
+        ids = [self.column(i) for i in range(len(self.leaves))]
+        vary = [j for j in range(len(self.column_keys)) if len({c[1][j] for c in ids}) > 1]
+        return [" ".join([task, *(f"{_short(self.column_keys[j])}={_text(c[1][j])}" for j in vary)])
+                for task, c in ((c[0], c) for c in ids)]
 
 
-def runs_frame(records: list[dict], keys=(), hide=(), size=SIZE_KEYS) -> pd.DataFrame:
+def runs_frame(records: list[dict], keys=(), hide=(), size=record_keys.SIZE_KEYS) -> pd.DataFrame:
     """One row per run: variant (named without the fields in `hide`), family (also without the `size` fields),
-    setting (task label + swept task fields), seed, status, the config values of `keys`, metrics, costs, history."""
-    variant_fields, task_fields, rows = [], [], []
+    setting (task label + the task fields that vary), seed, status, the config values of `keys`, metrics, costs,
+    history. Every record is one row; no two different configs share a (variant, setting) cell but by seed."""
+    rows = []
     for r in records:
         labels = r.get("labels") or {}
-        v, t = _split_overrides(r)
-        variant_fields.append({k: labels.get(k) for k in VARIANT_LABELS} | v)
-        task_fields.append(t)
         row = {"task": labels.get("task", "task"), "seed": r.get("seed"), "status": r["status"],
                "error": r.get("error"), "run_id": r["run_id"], "path": r.get("path"), "history": r.get("history")}
         config = r.get("config") or {}
@@ -101,12 +178,10 @@ def runs_frame(records: list[dict], keys=(), hide=(), size=SIZE_KEYS) -> pd.Data
     for c in frame.columns:
         if c.startswith(("metric:", "cost:")) and c != "cost:device" and frame[c].dtype == object:
             frame[c] = pd.to_numeric(frame[c], errors="coerce")
-    frame.insert(0, "variant", _names(variant_fields, hide))
-    frame.insert(1, "family", _names(variant_fields, (*hide, *size)))
-    task_names = _names(task_fields, ())
-    swept_task = any(len({f.get(k) for f in task_fields}) > 1 for k in {k for f in task_fields for k in f})
-    frame.insert(2, "setting", [f"{t} {n}" if swept_task else t for t, n in zip(frame["task"], task_names,
-                                                                                   strict=True)])
+    ids = _Identities(records, hide)
+    frame.insert(0, "variant", ids.names())
+    frame.insert(1, "family", ids.names(size=tuple(size)))
+    frame.insert(2, "setting", ids.settings())
     return frame
 
 
@@ -215,6 +290,9 @@ class Board:
     legend: list[str]
     options: dict
     views: dict[str, tuple[pd.DataFrame, list[str]]] = field(default_factory=dict)
+    accounting: str = ""  # how many record files were read and used
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why it is not on the board)
+    files: pd.DataFrame | None = None  # every record file read and what became of it (leaderboard_records.csv)
 
 
 def by_split(runs: pd.DataFrame, split: str, metric: str) -> tuple[pd.DataFrame, str]:
@@ -236,23 +314,35 @@ def by_split(runs: pd.DataFrame, split: str, metric: str) -> tuple[pd.DataFrame,
 
 
 def build(records: list[dict], metric: str = "accuracy", split: str = "test", select=(), group_by: str | None = None,
-          matched: str | None = None, size=SIZE_KEYS, aggregate: str | None = None) -> Board:
+          matched: str | None = None, size=record_keys.SIZE_KEYS, aggregate: str | None = None,
+          found: Scan | None = None) -> Board:
     """The leaderboard of `records`; `matched` (params | flops) and `aggregate` (a config key) add views. A `split`
-    with a * reports every matching split (test* : the training length and every longer test length)."""
+    with a * reports every matching split (test* : the training length and every longer test length). `found` is
+    the scan the records came from: the board then accounts for every file it read."""
     if not records:
         raise SystemExit("archbench-board: no result records")
+    found = found or Scan(records, len(records))
     select, group = list(select), [group_by] if group_by else []
     runs = runs_frame(records, keys=[*select, *group, *([aggregate] if aggregate else [])], hide=[*select, *group],
                       size=size)
     runs, split = by_split(runs, split, metric)
     runs = with_columns(runs, group_by)
     chosen, selection = choose(runs, metric, select)
+    unplaced = _unplaced(chosen, f"metric:{split}/{metric}")
+    chosen = chosen[~chosen.index.isin(unplaced.index)]
     long = summarize(runs, chosen, selection, metric, split, group_by)
     ok = runs[runs.status == "completed"]
     grid = grid_text(ok, select) if select else ""
     table, legend = render.wide(long, metric, split, select, group_by, grid)
+    skipped = [*found.skipped, *((p, f"completed, but has no {split}/{metric}: not counted in its cell")
+                                 for p in dict.fromkeys(unplaced["path"]))]
+    for path, why in skipped[len(found.skipped):]:
+        log.warning("not placed on the board: %s: %s", path, why)
+    accounting = found.summary() + (f"; {len(skipped) - len(found.skipped)} completed without {split}/{metric} "
+                                    "(listed below)" if len(skipped) > len(found.skipped) else "")
     options = {"metric": metric, "split": split, "select": select, "group_by": group_by, "size": tuple(size)}
-    board = Board(runs, chosen, long, table, legend, options)
+    board = Board(runs, chosen, long, table, legend, options, accounting=accounting,
+                  skipped=skipped, files=_files(found, runs, unplaced))
     if matched:
         board.views["matched"] = views.matched(long, matched, metric, split, size)
     if aggregate:
@@ -260,11 +350,32 @@ def build(records: list[dict], metric: str = "accuracy", split: str = "test", se
     return board
 
 
+def _unplaced(chosen: pd.DataFrame, target: str) -> pd.DataFrame:
+    """Completed runs chosen for a cell that lack the metric reported: an error shown, never a silent NaN."""
+    if chosen.empty or target not in chosen:  # no run has it: summarize says which metrics there are
+        return chosen.iloc[0:0]
+    return chosen[pd.to_numeric(chosen[target], errors="coerce").isna()]
+
+
+def _files(found: Scan, runs: pd.DataFrame, unplaced: pd.DataFrame) -> pd.DataFrame:
+    """Every record file read: used (in which cell), a duplicate of a run counted once, or skipped and why."""
+    rows = [{"path": p, "status": "skipped", "reason": why, "variant": None, "column": None}
+            for p, why in found.skipped]
+    rows += [{"path": p, "status": "duplicate", "reason": f"the same run as {kept}, counted once", "variant": None,
+              "column": None} for p, kept in found.duplicates]
+    bad = set(unplaced["path"])
+    for r in runs.drop_duplicates("path").itertuples(index=False):
+        placed = r.path not in bad
+        rows.append({"path": r.path, "status": "used" if placed else "skipped", "reason": None if placed else
+                     "completed, but without the metric reported", "variant": r.variant, "column": r.column})
+    return pd.DataFrame(rows, columns=["path", "status", "reason", "variant", "column"])
+
+
 def leaderboard(roots, metric: str = "accuracy", select=(), **options) -> Board:
-    records = load_records(roots)
-    if not records:
+    found = scan(roots)
+    if not found.records:
         raise SystemExit(f"archbench-board: no result records under {', '.join(map(str, roots))}")
-    return build(records, metric, select=select, **options)
+    return build(found.records, metric, select=select, found=found, **options)
 
 
 def write(board: Board, out_dir: Path, formats=("md", "csv"), plots: Path | None = None) -> list[Path]:
@@ -275,11 +386,14 @@ def write(board: Board, out_dir: Path, formats=("md", "csv"), plots: Path | None
     for fmt in formats:
         path = out_dir / f"leaderboard.{fmt}"
         if fmt == "csv":
-            render.csv(board, path)
+            write_text_atomic(path, render.csv(board))
+            if board.files is not None:  # every record file read, and what became of it
+                write_text_atomic(out_dir / "leaderboard_records.csv", board.files.to_csv(index=False))
+                written.append(out_dir / "leaderboard_records.csv")
         elif fmt == "md":  # images linked relative to the file, so the folder can move
-            path.write_text(render.markdown(board, [os.path.relpath(p, out_dir) for p in images]) + "\n")
+            write_text_atomic(path, render.markdown(board, [os.path.relpath(p, out_dir) for p in images]) + "\n")
         else:
-            path.write_text({"html": render.html, "tex": render.latex}[fmt](board, images))
+            write_text_atomic(path, {"html": render.html, "tex": render.latex}[fmt](board, images))
         written.append(path)
     return written
 
@@ -309,7 +423,7 @@ def main(argv=None) -> None:
     p.add_argument("--matched", choices=("params", "flops"), help="also the metric at equal non-embedding params "
                    "or equal training FLOPs, interpolated between the swept sizes")
     p.add_argument("--size", action="append", metavar="KEY", help=f"size fields for --matched (default "
-                   f"{', '.join(SIZE_KEYS)})")
+                   f"{', '.join(record_keys.SIZE_KEYS)})")
     p.add_argument("--aggregate", metavar="KEY", help="average settings by this config key, then over its values "
                    "(MAD's score with task.family)")
     p.add_argument("--mad", action="store_true", help="MAD score: --aggregate task.family, --select trainer.lr "
@@ -331,16 +445,19 @@ def main(argv=None) -> None:
         from harness.wandb_runs import fetch_records
 
         records = fetch_records(args.wandb, group=args.wandb_group, history=args.plots is not None)
+        found = None
     else:
-        records = load_records(args.dirs)
+        found = scan(args.dirs)
+        records = found.records
         if not records:
-            p.error(f"no result records under {', '.join(map(str, args.dirs))}")
+            p.error(f"no result records under {', '.join(map(str, args.dirs))}"
+                    + (f" ({found.summary()})" if found.files else ""))
     if args.pareto:
         from harness import pareto
 
         return pareto.report(records, args.pareto, args.plots, args.out, args.dirs)
     board = build(records, args.metric, args.split, args.select, args.group_by, args.matched,
-                  tuple(args.size or SIZE_KEYS), args.aggregate)
+                  tuple(args.size or record_keys.SIZE_KEYS), args.aggregate, found=found)
     print(render.markdown(board))
     if args.plots:
         from harness import plots

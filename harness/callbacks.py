@@ -22,13 +22,18 @@ class Leaderboard(Callback):
         self.formats, self.plots = list(formats or ["md", "csv", "html"]), plots
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        from harness import board, render  # pandas, scipy, matplotlib: loaded when a sweep ends, not at every start
+        from harness import (  # pandas, scipy, matplotlib: loaded when a sweep ends, not at every start
+            board,
+            render,
+            results,
+        )
 
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
-            records = board.load_records([sweep_dir])
+            found = results.scan([sweep_dir])
+            records = found.records
             result = board.build(records, self.metric, self.split, select=self.select, group_by=self.group_by,
-                                 aggregate=self.aggregate)
+                                 aggregate=self.aggregate, found=found)
         except (SystemExit, Exception) as e:  # a broken board must not hide the runs themselves
             log.warning("no leaderboard for %s: %s", sweep_dir, e)
             return

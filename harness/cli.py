@@ -7,6 +7,7 @@ import gc
 import logging
 import os
 import sys
+import tempfile
 import time
 import traceback
 from datetime import datetime, timezone
@@ -20,23 +21,36 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, InstantiationException
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
-from harness import results, search
+from harness import results, schema, search
 from harness.checkpoint import FILE as CHECKPOINT
 from harness.checkpoint import Checkpointer
 from harness.hybrid import build_model
+from harness.record import labels_of
 from harness.train import Diverged, TrainConfig, seed_everything, train
 
 log = logging.getLogger("archbench")
 
-LABELS = ("model", "model/mixer", "model/norm", "model/ffn", "model/position", "task", "suite", "experiment")
-
-
 class ConfigError(ValueError):
     """A config that cannot run. Reported in one line, exit code 2, and no record is written."""
+
+
+class Stop(BaseException):
+    """Raised by the callbacks to stop before anything runs: a BaseException, so that Hydra (which turns a callback's
+    exceptions into warnings) lets it through to `main`, the one place that prints it and exits with `code`."""
+
+    def __init__(self, message: str, code: int = 2):
+        super().__init__(message)
+        self.code = code
+
+
+# exit codes (README, "Exit codes"): 0 every run completed (or was skipped as completed); 1 a run failed or diverged
+# (its record is written); 2 bad input: nothing ran, nothing was written
+EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 
 
 def build(cfg: DictConfig, meta: bool = False):
@@ -76,23 +90,64 @@ def _check(prefix: str, fn) -> None:
 def check(cfg: DictConfig) -> None:
     """Raise ConfigError for anything that would stop `run` before training. The model is built on the meta device;
     an error found there is confirmed by a real build, since a mixer may do what meta tensors cannot."""
-    OmegaConf.to_container(cfg, resolve=True)
+    try:
+        schema.validate(cfg)
+    except schema.SchemaError as e:
+        raise ConfigError(str(e)) from None
     try:
         build(cfg, meta=True)
     except Exception:
         build(cfg)
 
 
-class ValidateSweep(Callback):
-    """Before a multirun launches its first job, compose and check every job of the sweep: a bad cell stops the
-    sweep at once (one line, exit code 2) instead of after the jobs before it have trained."""
+def check_writable(folder, what: str) -> None:
+    """Create `folder` if needed and write a temporary file in it, before any training: ConfigError naming `what`
+    if the file system refuses (a file where a folder should be, no permission, a read-only mount)."""
+    path = Path(str(folder))
+    blocker = next((p for p in [path, *path.parents] if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise ConfigError(f"{what}={folder} is not a writable folder ({blocker} is a file)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".archbench-write-check-"):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise ConfigError(f"{what}={folder} is not a writable folder ({reason}: {e.filename or path})") from None
+
+
+def _job_config(config: DictConfig) -> DictConfig:
+    job = copy.deepcopy(config)
+    with read_write(job), open_dict(job):
+        job.pop("hydra", None)
+    return job
+
+
+class Preflight(Callback):
+    """Everything that can be known before training, checked before it: every field of every job against its schema
+    and the model built on the meta device (a bad cell of a sweep stops the sweep before any job has trained), and
+    the results folder and the run or sweep folder writable. Any failure is one line and exit code 2; nothing is
+    written. At the end of a sweep, says how many of its runs completed, failed or diverged."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        try:
+            check(_job_config(config))
+            check_writable(config.paths.results, "paths.results")
+            check_writable(config.hydra.run.dir, "hydra.run.dir")
+        except (ConfigError, HydraException, OmegaConfBaseException) as e:
+            raise Stop(one_line(e)) from None
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        try:
+            self._check_jobs(config)
+            check_writable(config.paths.results, "paths.results")
+            check_writable(config.hydra.sweep.dir, "hydra.sweep.dir")
+        except (ConfigError, HydraException, OmegaConfBaseException, ValueError) as e:
+            raise Stop(one_line(e)) from None
+
+    def _check_jobs(self, config: DictConfig) -> None:
         if config.hydra.sweeper.get("_target_") == search.OPTUNA_SWEEPER:  # trials come one by one: check the space
-            try:
-                n = search.check(config, GlobalHydra.instance().config_loader())
-            except (ValueError, HydraException, OmegaConfBaseException) as e:
-                _exit_config_error(one_line(e))
+            n = search.check(config, GlobalHydra.instance().config_loader())
             log.info("search over %d parameters: options, objectives and fixed overrides checked; a trial that "
                      "cannot be built is a failed trial with the worst value", n)
             return
@@ -101,12 +156,8 @@ class ValidateSweep(Callback):
             return
         loader = GlobalHydra.instance().config_loader()
         params = [f"{k}={v}" for k, v in (config.hydra.sweeper.params or {}).items()]
-        try:
-            overrides = OverridesParser.create(config_loader=loader).parse_overrides(
-                [*params, *config.hydra.overrides.task])
-            [jobs] = BasicSweeper.split_arguments(overrides, None)
-        except (HydraException, OmegaConfBaseException) as e:
-            _exit_config_error(one_line(e))
+        parser = OverridesParser.create(config_loader=loader)
+        [jobs] = BasicSweeper.split_arguments(parser.parse_overrides([*params, *config.hydra.overrides.task]), None)
         swept = [o for o in jobs[0] if any(o not in job for job in jobs)] if len(jobs) > 1 else []
         master, t0 = HydraConfig.instance().cfg, time.perf_counter()
         try:
@@ -114,35 +165,33 @@ class ValidateSweep(Callback):
                 try:
                     job_cfg = loader.load_sweep_config(master_config=config, sweep_overrides=list(job))
                     HydraConfig.instance().set_config(job_cfg)  # as the launcher will, for ${hydra:...}
-                    job_cfg = copy.deepcopy(job_cfg)
-                    with read_write(job_cfg), open_dict(job_cfg):
-                        del job_cfg["hydra"]
-                    check(job_cfg)
+                    check(_job_config(job_cfg))
                 except (ConfigError, HydraException, OmegaConfBaseException) as e:
                     where = " ".join(o for o in job if o.split("=")[0] in {s.split("=")[0] for s in swept})
-                    _exit_config_error(f"{one_line(e)} (job {i}{': ' + where if where else ''})")
+                    raise ConfigError(f"{one_line(e)} (job {i}{': ' + where if where else ''})") from None
         finally:
             HydraConfig.instance().cfg = master
         log.info("checked the configs of %d jobs in %.1f s", len(jobs), time.perf_counter() - t0)
 
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        """Count the sweep's records by status; a sweep with failed or diverged runs exits 1 (see `main`)."""
+        global SWEEP_FAILED
+        counts: dict[str, int] = {}
+        for r in results.load_records([config.hydra.sweep.dir]):
+            counts[r["status"]] = counts.get(r["status"], 0) + 1
+        bad = counts.get("failed", 0) + counts.get("diverged", 0)
+        in_search = config.hydra.sweeper.get("_target_") == search.OPTUNA_SWEEPER
+        SWEEP_FAILED = bad > 0 and not in_search  # failed trials are part of a search
+        detail = ", ".join(f"{counts[k]} {k}" for k in results.STATUSES if counts.get(k))
+        print(f"sweep {config.hydra.sweep.dir}: {sum(counts.values())} runs: {detail or 'none'}"
+              + (" (see [k failed] on the board, and each record's error)" if bad else ""))
 
-def _exit_config_error(message: str):
-    # sys.exit, not an exception: Hydra turns a callback's exceptions into warnings and would launch the sweep.
-    print(f"archbench: error: {message}", file=sys.stderr)
-    sys.exit(2)
+
+SWEEP_FAILED = False  # set at the end of a sweep; `main` turns it into exit code 1
 
 
-def labels_of(choices, pattern=None) -> dict:
-    """Hydra's choices of the labelled groups; a hybrid's mixer label is its pattern, e.g. hyena+attention."""
-    labels = {key.split("/")[-1]: value for key, value in choices.items() if key in LABELS and value is not None}
-    if pattern:
-        labels["mixer"] = "+".join(str(e.get("name") if isinstance(e, dict) else e) for e in pattern)
-    return labels
-
-
-def run(cfg: DictConfig) -> float | tuple[float, ...] | None:
-    """Train one run and write its record. Returns the validation accuracy (None if the run did not complete), or in
-    a search (harness/search.py) the objective(s), worst values for a run that failed, diverged or cannot be built."""
+def run(cfg: DictConfig) -> dict:
+    """Train one run and write its record; returns the record (status None if interrupted, which writes none)."""
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -154,7 +203,8 @@ def run(cfg: DictConfig) -> float | tuple[float, ...] | None:
     # status stays None only if the run is interrupted (Ctrl-C): then no record, and the checkpoint resumes it.
     record = {
         "schema": results.SCHEMA, "run_id": rid, "status": None, "error": None, "labels": labels,
-        "overrides": list(hc.overrides.task), "config": config, "seed": cfg.seed, "metrics": {}, "cost": {},
+        "overrides": list(hc.overrides.task), "config": config, "derived": derived_keys(cfg), "seed": cfg.seed,
+        "metrics": {}, "cost": {},
         "env": results.environment(),
         "timestamps": {"started": _now()},
     }
@@ -169,13 +219,13 @@ def run(cfg: DictConfig) -> float | tuple[float, ...] | None:
         record["timestamps"]["finished"] = _now()
         results.write_json_atomic(out_dir / results.RECORD, record)
         log.error("trial %s cannot be built: %s", rid, e)
-        return search.returned(cfg, record)
+        return record
 
     if cfg.skip_completed and (prior := results.find_completed(results_root, rid)) is not None:
         log.info("run %s already completed in %s: skipping (skip_completed=false reruns it)", rid, prior["path"])
         prior.pop("path")
         results.write_json_atomic(out_dir / results.RECORD, prior)
-        return search.returned(cfg, prior)
+        return prior
 
     record["cost"] = {"params": model.num_params(), "params_non_embedding": model.num_params(non_embedding=True),
                       "flops_per_token": model.flops_per_token(task.seq_len)}
@@ -185,7 +235,7 @@ def run(cfg: DictConfig) -> float | tuple[float, ...] | None:
                                 resume_from=results.find_checkpoint(results_root, rid) if cfg.resume else None,
                                 on_save=lambda path: results.mark_in_progress(results_root, rid, path))
     logger = None
-    t0 = time.perf_counter()
+    record["_t0"] = time.perf_counter()  # taken out again when the record is written
     try:
         logger = instantiate(cfg.logger)(
             group=cfg.name, job_type=labels.get("task", "task"), tags=sorted(set(labels.values())),
@@ -208,14 +258,7 @@ def run(cfg: DictConfig) -> float | tuple[float, ...] | None:
         record.update(status="failed", error=f"{type(e).__name__}: {e}")
         log.error("run %s failed: %s\n%s", rid, record["error"], traceback.format_exc())
     finally:
-        if record["status"] is not None:
-            record["cost"]["wall_seconds"] = time.perf_counter() - t0
-            record["timestamps"]["finished"] = _now()
-            results.write_json_atomic(out_dir / results.RECORD, record)
-        if record["status"] == "completed":  # a failed run keeps its checkpoint: rerunning it resumes from there
-            results.mark_completed(results_root, rid, out_dir / results.RECORD)
-            results.clear_in_progress(results_root, rid)
-            checkpointer.remove()
+        written = record["status"] is not None and _write_record(out_dir, record, results_root, checkpointer)
         if logger is not None:  # after the record: a logger that fails to close costs no result
             try:
                 if record["status"] not in (None, "completed"):  # why it ended, for the dashboard and --wandb
@@ -225,10 +268,59 @@ def run(cfg: DictConfig) -> float | tuple[float, ...] | None:
                 log.warning("run %s: the logger failed to finish (%s: %s); the record is written", rid,
                             type(e).__name__, e)
     m = record["metrics"]
-    if record["status"] == "completed":
-        log.info("run %s done: val/accuracy %.4f  test/accuracy %.4f  %.0f tokens/s", rid, m["val/accuracy"],
-                 m["test/accuracy"], record["cost"]["tokens_per_second"] or 0)
-    return search.returned(cfg, record)
+    where = out_dir / results.RECORD
+    if record["status"] == "completed" and written:
+        log.info("run %s done: val/accuracy %.4f  test/accuracy %.4f  %.0f tokens/s; record: %s", rid,
+                 m["val/accuracy"], m["test/accuracy"], record["cost"]["tokens_per_second"] or 0, where)
+    elif written:
+        log.error("run %s %s (%s); record: %s", rid, record["status"], record["error"], where)
+    if not written:
+        record["status"], record["error"] = "failed", record["error"] or "the record could not be written"
+    return record
+
+
+def _write_record(out_dir: Path, record: dict, results_root: Path, checkpointer: Checkpointer) -> bool:
+    """Write the record (then, for a completed run, its marker, and drop its checkpoint). If the file system refuses,
+    keep the checkpoint and the in-progress marker, save the record to the temporary folder instead, and say how to
+    recover. Returns whether the record is where it belongs."""
+    rid = record["run_id"]
+    record["cost"]["wall_seconds"] = time.perf_counter() - record.pop("_t0", time.perf_counter())
+    record["timestamps"]["finished"] = _now()
+    try:
+        results.write_json_atomic(out_dir / results.RECORD, record)
+        if record["status"] == "completed":  # a failed run keeps its checkpoint: rerunning it resumes from there
+            results.mark_completed(results_root, rid, out_dir / results.RECORD)
+            results.clear_in_progress(results_root, rid)
+            checkpointer.remove()
+        return True
+    except OSError as e:
+        fallback = Path(tempfile.gettempdir()) / f"archbench-{rid}-{results.RECORD}"
+        try:
+            results.write_json_atomic(fallback, record)
+            saved = f"the record is saved to {fallback}: copy it to {out_dir / results.RECORD} when the folder is " \
+                    f"writable"
+        except OSError:
+            saved = "the record could not be saved anywhere"
+        kept = checkpointer.resume_from or checkpointer.path
+        log.error("run %s: could not write its record to %s (%s: %s); %s; its checkpoint, if any (%s), is kept, so "
+                  "rerunning the same command resumes from it", rid, out_dir, type(e).__name__, e, saved, kept)
+        return False
+
+
+def derived_keys(cfg: DictConfig) -> list[str]:
+    """The config fields whose value is an interpolation of another (model.vocab_size: ${task.vocab_size}): the board
+    does not count their differences between tasks as another variant."""
+    out = []
+
+    def walk(node, prefix: str) -> None:
+        for k, v in node.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            elif isinstance(v, str) and "${" in v:
+                out.append(f"{prefix}{k}")
+
+    walk(OmegaConf.to_container(cfg, resolve=False), "")
+    return sorted(out)
 
 
 def _oom_reason(e: BaseException) -> str:
@@ -245,12 +337,14 @@ def _now() -> str:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def app(cfg: DictConfig) -> float | tuple[float, ...] | None:
     try:
-        return run(cfg)
-    except ConfigError as e:  # exit here: Hydra would add its own lines around an exception
-        print(f"archbench: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        record = run(cfg)
+    except ConfigError as e:  # Hydra would add its own lines around an exception
+        raise Stop(str(e)) from None
     finally:
         free_memory()
+    if HydraConfig.get().mode == RunMode.RUN and record["status"] != "completed":
+        raise Stop(f"the run {record['status']}: {record['error']}", EXIT_FAILED)  # a script can tell
+    return search.returned(cfg, record)
 
 
 def free_memory() -> None:
@@ -277,13 +371,21 @@ def one_line(e: BaseException) -> str:
 
 
 def main() -> None:
-    # Let Hydra's composition errors reach us, so that they become one line and exit code 2.
-    os.environ["HYDRA_FULL_ERROR"] = "1"
+    """`archbench`: exit 0 when every run completed, 1 when one failed or diverged (its record is written), 2 for bad
+    input (nothing ran, nothing was written); one line on stderr for either."""
+    global SWEEP_FAILED
+    SWEEP_FAILED = False
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra's composition errors reach us: one line and exit code 2
     try:
         app()
+    except Stop as e:
+        print(f"archbench: {'error' if e.code == EXIT_BAD_INPUT else 'failed'}: {e}", file=sys.stderr)
+        sys.exit(e.code)
     except (HydraException, OmegaConfBaseException) as e:
         print(f"archbench: error: {one_line(e)}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(EXIT_BAD_INPUT)
+    if SWEEP_FAILED:
+        sys.exit(EXIT_FAILED)
 
 
 if __name__ == "__main__":

@@ -147,18 +147,26 @@ def legend(long: pd.DataFrame, metric: str, split: str, select, n_usual: int, gr
     return lines
 
 
+def _lines(board) -> list[str]:
+    """The legend, after the line that accounts for every record file read."""
+    accounting = getattr(board, "accounting", "")
+    return [f"records: {accounting}", *board.legend] if accounting else list(board.legend)
+
+
 def markdown(board, images=()) -> str:
     """The board as Markdown: legend lines, the table, then each view. Also what the terminal shows."""
-    parts = ["\n".join(f"- {line}" for line in board.legend), board.table.to_markdown(disable_numparse=True)]
+    parts = ["\n".join(f"- {line}" for line in _lines(board)), board.table.to_markdown(disable_numparse=True)]
+    if getattr(board, "skipped", None):
+        parts.append("Not on the board:\n" + "\n".join(f"- {path}: {why}" for path, why in board.skipped))
     for table, lines in board.views.values():
         parts += ["\n".join(f"- {line}" for line in lines), table.to_markdown(disable_numparse=True)]
     parts += [f"![{Path(p).stem}]({p})" for p in images]
     return "\n\n".join(parts)
 
 
-def csv(board, path: Path) -> None:
+def csv(board) -> str:
     """One row per cell with every number behind the table (the wide table is a view of this)."""
-    board.long.to_csv(path, index=False)
+    return board.long.to_csv(index=False)
 
 
 STYLE = ("body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}"
@@ -173,7 +181,10 @@ def html(board, images=()) -> str:
         items = "".join(f"<li>{html_lib.escape(line)}</li>" for line in lines)
         return f"<ul>{items}</ul>{table.to_html(escape=True, border=0, na_rep='')}"
 
-    body = [section(board.table, board.legend)]
+    body = [section(board.table, _lines(board))]
+    if getattr(board, "skipped", None):
+        items = "".join(f"<li>{html_lib.escape(f'{p}: {why}')}</li>" for p, why in board.skipped)
+        body.append(f"<h2>Not on the board</h2><ul>{items}</ul>")
     body += [f"<h2>{html_lib.escape(name)}</h2>{section(t, lines)}" for name, (t, lines) in board.views.items()]
     for p in images:
         data = base64.b64encode(Path(p).read_bytes()).decode()
@@ -199,4 +210,5 @@ def latex(board, images=()) -> str:
         body = styler.to_latex(hrules=True, column_format="l" + "r" * len(table.columns))
         return "\n".join(f"% {_tex(line)}" for line in lines) + "\n" + _tex(body)
 
-    return "\n".join(one(t, lines) for t, lines in [(board.table, board.legend), *board.views.values()])
+    skipped = "".join(f"% not on the board: {_tex(f'{p}: {why}')}\n" for p, why in getattr(board, "skipped", []))
+    return skipped + "\n".join(one(t, lines) for t, lines in [(board.table, _lines(board)), *board.views.values()])

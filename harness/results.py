@@ -7,16 +7,18 @@ names a run's completed record (a rerun skips it) and `.in_progress/<run_id>` th
 left (a rerun resumes from it).
 """
 
-import hashlib
 import json
 import logging
 import os
 import platform
 import subprocess
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+from harness import record
 
 try:
     import orjson as _orjson
@@ -28,26 +30,35 @@ log = logging.getLogger(__name__)
 SCHEMA = 1
 RECORD = "result.json"
 STATUSES = ("completed", "failed", "diverged")
-NOT_IN_RUN_ID = ("paths", "logger", "name", "skip_completed", "resume", "search")  # keys that do not change results
-# resume is exact, so checkpoints do not change results; the peak FLOP/s only changes the MFU printed
-NOT_IN_RUN_ID_TRAINER = ("progress", "checkpoint_every", "peak_flops")
 
 
 def run_id(config: dict) -> str:
-    cfg = {k: v for k, v in config.items() if k not in NOT_IN_RUN_ID}
-    if isinstance(cfg.get("trainer"), dict):
-        cfg["trainer"] = {k: v for k, v in cfg["trainer"].items() if k not in NOT_IN_RUN_ID_TRAINER}
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """The run's id: harness/record.py declares which keys it leaves out."""
+    return record.run_id(config)
+
+
+def file_mode() -> int:
+    """The mode a plainly created file gets here (0o666 less the umask): mkstemp's temporary files are 0o600, and a
+    record renamed from one would be unreadable to the rest of a group sharing a results folder."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def write_json_atomic(path: Path, obj) -> None:
     """Write to a temporary file in the same folder, fsync, then rename: readers see all of it or none."""
+    write_text_atomic(path, json.dumps(obj, indent=2, default=str))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """`text` to `path` through a temporary file in the same folder (fsync, rename), with a plain file's mode."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, file_mode())
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, default=str)
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -87,21 +98,32 @@ def _parse(data: bytes):
 
 
 def load_record(path: Path) -> dict | None:
-    """The record at `path`, or None (with a warning naming the file) if it is unreadable or of another schema."""
+    """The record at `path`, or None (with a warning naming the file and why) if it cannot be counted."""
+    record, reason = read_record(path)
+    if record is None:
+        log.warning("skipping %s: %s", path, reason)
+    return record
+
+
+def read_record(path) -> tuple[dict | None, str | None]:
+    """(the record, None), or (None, why it cannot be counted)."""
     try:
         with open(path, "rb") as f:  # not Path: pathlib's overhead is a third of loading 10,000 records
             record = _parse(f.read())
+    except IsADirectoryError:
+        return None, "a folder named like a record, not a record"
     except (OSError, ValueError) as e:
-        log.warning("skipping %s: not a readable result record (%s)", path, e)
-        return None
-    if not isinstance(record, dict) or record.get("schema") != SCHEMA or record.get("status") not in STATUSES:
-        log.warning("skipping %s: unknown schema or status", path)
-        return None
+        return None, f"not a readable result record ({type(e).__name__}: {e})"
+    if not isinstance(record, dict):
+        return None, f"not a result record (a JSON {type(record).__name__}, not an object)"
+    if record.get("schema") != SCHEMA:
+        return None, f"unknown schema {record.get('schema')!r} (this archbench reads schema {SCHEMA})"
+    if record.get("status") not in STATUSES:
+        return None, f"status {record.get('status')!r} is not one of {', '.join(STATUSES)}"
     if not _well_typed(record):
-        log.warning("skipping %s: no run_id, or a field of the wrong type", path)
-        return None
+        return None, "no run_id, or a field of the wrong type"
     record["path"] = str(path)
-    return record
+    return record, None
 
 
 def _well_typed(record: dict) -> bool:
@@ -122,27 +144,68 @@ def find_records(roots) -> list[Path]:
 
 
 def _record_files(roots) -> list[str]:
-    """Every result.json below `roots`, sorted per root; strings and os.walk, 3x faster than Path.rglob."""
+    """Every result.json below `roots` (files, and folders so named, which are reported, not silently passed over),
+    sorted per root; strings and os.walk, 3x faster than Path.rglob."""
     paths = []
     for root in map(str, roots):
-        paths.extend([root] if os.path.isfile(root) else sorted(os.path.join(d, RECORD) for d, _, files in
-                                                                  os.walk(root) if RECORD in files))
+        if os.path.isfile(root):
+            paths.append(root)
+            continue
+        if not os.path.isdir(root):
+            paths.append(root)  # reported as unreadable: a folder given that does not exist is no silent empty board
+            continue
+        paths.extend(sorted(os.path.join(d, RECORD) for d, dirs, files in os.walk(root)
+                            if RECORD in files or RECORD in dirs))
     return paths
 
 
-def load_records(roots) -> list[dict]:
-    """Every readable record below `roots`, each run counted once: for a run_id seen several times (a rerun of a
-    sweep), the completed record wins over failed ones, and the latest over earlier ones."""
+@dataclass
+class Scan:
+    """What reading a set of folders found: the records counted (each run once), and every file that was not, with
+    why (`skipped`: unreadable or invalid; `duplicates`: another copy of a run already counted, e.g. the record a
+    rerun of a sweep copies into its own folder)."""
+
+    records: list[dict]
+    files: int
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    duplicates: list[tuple[str, str]] = field(default_factory=list)  # (path, the path of the copy counted)
+
+    def summary(self) -> str:
+        parts = [f"read {self.files} record file{'s' * (self.files != 1)}", f"used {len(self.records)}"]
+        if self.duplicates:
+            parts.append(f"{len(self.duplicates)} duplicate{'s' * (len(self.duplicates) != 1)} of runs counted once")
+        if self.skipped:
+            parts.append(f"skipped {len(self.skipped)} (listed below)")
+        return "; ".join(parts)
+
+
+def scan(roots) -> Scan:
+    """Every record below `roots`, each run counted once: for a run_id seen several times (a rerun of a sweep), the
+    completed record wins over failed ones, and the latest over earlier ones. Nothing is passed over in silence."""
     best: dict[str, dict] = {}
-    for path in _record_files(roots):
-        record = load_record(path)
+    skipped, dropped = [], []
+    paths = _record_files(roots)
+    for path in paths:
+        record, reason = read_record(path)
         if record is None:
+            log.warning("skipping %s: %s", path, reason)
+            skipped.append((str(path), reason))
             continue
         rank = (record["status"] == "completed", record.get("timestamps", {}).get("finished") or "")
         old = best.get(record["run_id"])
         if old is None or rank > (old["status"] == "completed", old.get("timestamps", {}).get("finished") or ""):
+            if old is not None:
+                dropped.append(old)
             best[record["run_id"]] = record
-    return list(best.values())
+        else:
+            dropped.append(record)
+    duplicates = [(r["path"], best[r["run_id"]]["path"]) for r in dropped]
+    return Scan(list(best.values()), len(paths), skipped, duplicates)
+
+
+def load_records(roots) -> list[dict]:
+    """The records `scan` counts."""
+    return scan(roots).records
 
 
 def completed_marker(results_root: Path, rid: str) -> Path:
@@ -187,6 +250,7 @@ def _write_marker(marker: Path, target: Path) -> None:
     """A one-line file naming `target`, replaced atomically (joblib workers may write markers side by side)."""
     marker.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=marker.parent, prefix=f".{marker.name}.", suffix=".tmp")
+    os.chmod(tmp, file_mode())
     with os.fdopen(fd, "w") as f:
         f.write(str(Path(target).resolve()))
     os.replace(tmp, marker)

@@ -6,8 +6,10 @@ The parts arrive as factories (Hydra `_partial_: true`) and are called with the 
 """
 
 from collections.abc import Callable, Sequence
+from typing import Annotated, Literal
 
 import torch
+from annotated_types import Ge, Gt
 from torch import Tensor, nn
 
 PLACEMENTS = ("pre", "post", "sandwich")
@@ -39,27 +41,22 @@ class LanguageModel(nn.Module):
     def __init__(
         self,
         *,
-        vocab_size: int,
-        d_model: int,
-        n_layers: int,
-        max_seq_len: int,
+        vocab_size: Annotated[int, Ge(1)],
+        d_model: Annotated[int, Ge(1)],
+        n_layers: Annotated[int, Ge(1)],
+        max_seq_len: Annotated[int, Ge(1)],
         mixer: Callable | Sequence[Callable],
         norm: Callable,
         ffn: Callable,
         position: Callable,
-        norm_placement: str = "pre",
+        norm_placement: Literal["pre", "post", "sandwich"] = "pre",
         tie_embeddings: bool = False,
-        init_std: float = 0.02,
+        init_std: Annotated[float, Gt(0)] = 0.02,
         pattern: Sequence[str] | None = None,
     ):
         super().__init__()
         if pattern is not None:  # names of config options: the harness turns them into `mixer` factories
             raise ValueError(f"pattern={list(pattern)} is resolved by harness.hybrid.build_model, not by the model")
-        if norm_placement not in PLACEMENTS:
-            raise ValueError(f"norm_placement={norm_placement!r} must be one of {', '.join(PLACEMENTS)}")
-        for name, value in [("d_model", d_model), ("n_layers", n_layers), ("max_seq_len", max_seq_len)]:
-            if value < 1:
-                raise ValueError(f"{name}={value} must be positive")
         mixers = list(mixer) if isinstance(mixer, Sequence) else [mixer]
         self.d_model, self.max_seq_len, self.vocab_size = d_model, max_seq_len, vocab_size
         self.embedding = nn.Embedding(vocab_size, d_model)

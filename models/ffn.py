@@ -1,6 +1,9 @@
 """Feed-forward layers. Each factory takes `d_model` and returns an nn.Module (or None for no feed-forward)."""
 
+from typing import Annotated
+
 import torch.nn.functional as F
+from annotated_types import Gt
 from torch import Tensor, nn
 
 ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu, "silu": F.silu, "relu2": lambda x: F.relu(x).square()}
@@ -15,7 +18,8 @@ def _activation(name: str):
 class MLP(nn.Module):
     """Two-layer MLP d -> expansion*d -> d (Vaswani et al. 2017); presets mlp (gelu), mlp_relu, mlp_relu2, mlp_silu."""
 
-    def __init__(self, d_model: int, *, expansion: float = 4, activation: str = "gelu", bias: bool = False):
+    def __init__(self, d_model: int, *, expansion: Annotated[float, Gt(0)] = 4, activation: str = "gelu",
+                 bias: bool = False):
         super().__init__()
         hidden = int(expansion * d_model)
         self.act = _activation(activation)
@@ -33,7 +37,8 @@ class GLU(nn.Module):
     The paper's variants are presets in conf/model/ffn/: swiglu (silu), geglu (gelu), reglu (relu).
     """
 
-    def __init__(self, d_model: int, *, expansion: float = 4, activation: str = "silu", bias: bool = False):
+    def __init__(self, d_model: int, *, expansion: Annotated[float, Gt(0)] = 4, activation: str = "silu",
+                 bias: bool = False):
         super().__init__()
         hidden = int(2 * expansion * d_model / 3)
         self.act = _activation(activation)

@@ -8,8 +8,10 @@ Each factory takes `d_model` and `max_seq_len` and returns a module, or None for
 """
 
 import math
+from typing import Annotated
 
 import torch
+from annotated_types import Gt
 from torch import Tensor, nn
 
 
@@ -32,7 +34,7 @@ class SinusoidalPosition(nn.Module):
 
     kind = "embedding"
 
-    def __init__(self, d_model: int, *, max_seq_len: int, base: float = 10000.0):
+    def __init__(self, d_model: int, *, max_seq_len: int, base: Annotated[float, Gt(1)] = 10000.0):
         super().__init__()
         if d_model % 2:
             raise ValueError(f"sinusoidal positions need an even d_model, got d_model={d_model}")
@@ -50,7 +52,7 @@ class RotaryPosition(nn.Module):
 
     kind = "attention"
 
-    def __init__(self, d_model: int, *, max_seq_len: int, base: float = 10000.0):
+    def __init__(self, d_model: int, *, max_seq_len: int, base: Annotated[float, Gt(1)] = 10000.0):
         super().__init__()
         self.base, self.max_seq_len = base, max_seq_len
         self._cache: dict = {}

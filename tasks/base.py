@@ -8,14 +8,24 @@ Large splits are cached on disk (tasks/cache.py), keyed by the task's parameters
 
 import zlib
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
+from annotated_types import Ge, Gt, Le, Lt
 
 from tasks import cache
 
 IGNORE = -100
 SPLITS = ("train", "val", "test")
+
+# A field's range is declared beside it with these (harness/schema.py checks every config value against them
+# before anything runs); a task's check() keeps only what relates several fields.
+Count = Annotated[int, Ge(1)]
+NonNegative = Annotated[int, Ge(0)]
+Fraction = Annotated[float, Ge(0), Le(1)]
+OpenFraction = Annotated[float, Ge(0), Lt(1)]
+PositiveFloat = Annotated[float, Gt(0)]
 
 
 @dataclass
@@ -53,10 +63,8 @@ class Task:
         return SPLITS
 
     def check(self) -> None:
-        """Raise ValueError naming the field if the parameters cannot make a valid task."""
-        for name in ("vocab_size", "seq_len", "num_train", "num_val", "num_test"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be positive")
+        """Raise ValueError naming the field if fields together cannot make a valid task (each field's own range is
+        declared beside it and checked by the harness before this)."""
 
     def generate(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError

@@ -16,17 +16,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.base import IGNORE
+from tasks.base import IGNORE, Count
 from tasks.mad_base import MADTask
 
 
 @dataclass
 class Compression(MADTask):
-    vocab_size: int = 16
-    seq_len: int = 64
-    num_train: int = 12_800
-    num_val: int = 1_280
-    num_test: int = 1_280
+    vocab_size: Count = 16
+    seq_len: Count = 64
+    num_train: Count = 12_800
+    num_val: Count = 1_280
+    num_test: Count = 1_280
     family: str = "compression"
     setting: str = "baseline"
 

@@ -18,20 +18,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tasks.base import Count, NonNegative, OpenFraction
 from tasks.mad_base import MADTask, first_occurrence, next_token
 
 
 @dataclass
 class InContextRecall(MADTask):
-    vocab_size: int = 16
-    seq_len: int = 128
+    vocab_size: Count = 16
+    seq_len: Count = 128
     multi_query: bool = True
-    noise_vocab_size: int = 0
-    frac_noise: float = 0.0
+    noise_vocab_size: NonNegative = 0
+    frac_noise: OpenFraction = 0.0
     train_all_tokens: bool = True
-    num_train: int = 12_800
-    num_val: int = 1_280
-    num_test: int = 1_280
+    num_train: Count = 12_800
+    num_val: Count = 1_280
+    num_test: Count = 1_280
     family: str = "in_context_recall"
     setting: str = "baseline"
 

@@ -14,18 +14,18 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from tasks.base import IGNORE, SPLITS, Task
+from tasks.base import IGNORE, SPLITS, Count, Task
 
 
 @dataclass
 class InductionHeads(Task):
-    vocab_size: int = 16
-    seq_len: int = 64
-    num_train: int = 20_000
-    num_val: int = 1_000
-    num_test: int = 1_000
-    test_lengths: list[int] = field(default_factory=list)
-    max_seq_len: int | None = None  # None: max(seq_len, *test_lengths)
+    vocab_size: Count = 16
+    seq_len: Count = 64
+    num_train: Count = 20_000
+    num_val: Count = 1_000
+    num_test: Count = 1_000
+    test_lengths: list[Count] = field(default_factory=list)
+    max_seq_len: Count | None = None  # None: max(seq_len, *test_lengths)
 
     def __post_init__(self):
         self.test_lengths = [int(length) for length in self.test_lengths]

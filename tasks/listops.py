@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.base import IGNORE, Task
+from tasks.base import IGNORE, Count, Task
 
 VALUE_P = 0.25  # LRA: a node below max_depth is an operator iff random() <= VALUE_P
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
@@ -31,17 +31,17 @@ TOKENS = tuple(str(d) for d in range(10)) + ("]",) + OPERATORS + ("<pad>",)
 
 @dataclass
 class ListOps(Task):
-    vocab_size: int = 16
-    seq_len: int = 2000
-    max_depth: int = 10
-    max_args: int = 10
-    min_length: int = 500
-    max_length: int = 2000
-    num_train: int = 96_000
-    num_val: int = 2_000
-    num_test: int = 2_000
+    vocab_size: Count = 16
+    seq_len: Count = 2000
+    max_depth: Count = 10
+    max_args: Count = 10
+    min_length: Count = 500
+    max_length: Count = 2000
+    num_train: Count = 96_000
+    num_val: Count = 2_000
+    num_test: Count = 2_000
     cache_min_tokens: int = 1 << 22  # tree generation costs more per token than the other generators
-    roots_per_batch: int = 50_000
+    roots_per_batch: Count = 50_000
 
     def check(self) -> None:
         super().check()

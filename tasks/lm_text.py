@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from tasks import cache
-from tasks.base import SPLITS, Split, Task, split_rng
+from tasks.base import SPLITS, Count, OpenFraction, Split, Task, split_rng
 
 SAMPLE = Path(__file__).parent / "data"
 TOKENIZERS = ("byte",)
@@ -43,13 +43,13 @@ class LMText(Task):
     dataset_config: str | None = None  # e.g. wikitext-103-raw-v1
     text_field: str = "text"
     tokenizer: str = "byte"
-    vocab_size: int = 256
-    seq_len: int = 256
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-    num_train: int | None = 50_000  # windows at most (null: every window)
-    num_val: int | None = 1_000
-    num_test: int | None = 1_000
+    vocab_size: Count = 256
+    seq_len: Count = 256
+    val_fraction: OpenFraction = 0.1
+    test_fraction: OpenFraction = 0.1
+    num_train: Count | None = 50_000  # windows at most (null: every window)
+    num_val: Count | None = 1_000
+    num_test: Count | None = 1_000
 
     metrics = ("loss", "accuracy", "bits_per_byte")
     cache_min_tokens = None  # never cached here: `datasets` caches the parsed text, and files can change

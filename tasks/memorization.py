@@ -14,18 +14,18 @@ from itertools import permutations
 
 import numpy as np
 
-from tasks.base import IGNORE
+from tasks.base import IGNORE, Count, NonNegative
 from tasks.mad_base import MADTask
 
 
 @dataclass
 class Memorization(MADTask):
-    vocab_size: int = 256
-    seq_len: int = 32
-    kv_map_seed: int = 12345
-    num_train: int = 256
-    num_val: int = 1_280
-    num_test: int = 1_280
+    vocab_size: Count = 256
+    seq_len: Count = 32
+    kv_map_seed: NonNegative = 12345
+    num_train: Count = 256
+    num_val: Count = 1_280
+    num_test: Count = 1_280
     family: str = "memorization"
     setting: str = "baseline"
 

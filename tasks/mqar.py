@@ -12,19 +12,26 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.base import IGNORE, Task, choice_without_replacement, weighted_choice_without_replacement
+from tasks.base import (
+    IGNORE,
+    Count,
+    PositiveFloat,
+    Task,
+    choice_without_replacement,
+    weighted_choice_without_replacement,
+)
 
 
 @dataclass
 class MQAR(Task):
-    vocab_size: int = 8192
-    seq_len: int = 64
-    num_kv_pairs: int = 4
-    power_a: float = 0.01
+    vocab_size: Count = 8192
+    seq_len: Count = 64
+    num_kv_pairs: Count = 4
+    power_a: PositiveFloat = 0.01
     random_non_queries: bool = False
-    num_train: int = 100_000
-    num_val: int = 3_000
-    num_test: int = 3_000
+    num_train: Count = 100_000
+    num_val: Count = 3_000
+    num_test: Count = 3_000
 
     def check(self) -> None:
         super().check()

@@ -7,12 +7,13 @@ every next token is a target, noise included. The shared differences from MAD ar
 
 from dataclasses import dataclass
 
+from tasks.base import Count, NonNegative, OpenFraction
 from tasks.in_context_recall import InContextRecall
 
 
 @dataclass
 class NoisyRecall(InContextRecall):
-    vocab_size: int = 32
-    noise_vocab_size: int = 16
-    frac_noise: float = 0.2
+    vocab_size: Count = 32
+    noise_vocab_size: NonNegative = 16
+    frac_noise: OpenFraction = 0.2
     family: str = "noisy_recall"

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.base import IGNORE, choice_without_replacement
+from tasks.base import IGNORE, Count, choice_without_replacement
 from tasks.mad_base import MADTask
 
 PLACEMENTS = ("mad", "mamba")
@@ -28,13 +28,13 @@ PLACEMENTS = ("mad", "mamba")
 
 @dataclass
 class SelectiveCopying(MADTask):
-    vocab_size: int = 16
-    seq_len: int = 256
-    num_tokens_to_copy: int = 16
+    vocab_size: Count = 16
+    seq_len: Count = 256
+    num_tokens_to_copy: Count = 16
     placement: str = "mad"
-    num_train: int = 12_800
-    num_val: int = 1_280
-    num_test: int = 1_280
+    num_train: Count = 12_800
+    num_val: Count = 1_280
+    num_test: Count = 1_280
     family: str = "selective_copying"
     setting: str = "baseline"
     version: int = 2  # 2: placement mamba is S4's layout (k markers), not one copy token and k blanks

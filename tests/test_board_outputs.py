@@ -47,7 +47,8 @@ def test_every_format_and_plot_from_the_cli(tmp_path, capsys):
     for name in ("heatmap.png", "curves.png", "accuracy_vs_model.d_model.png"):
         assert_png(plots / name)
     md = (out / "leaderboard.md").read_text()
-    assert md.startswith("- test/accuracy: mean ± std") and "](../plots/heatmap.png)" in md
+    assert md.startswith("- records: read 8 record files; used 8\n- test/accuracy: mean ± std")
+    assert "](../plots/heatmap.png)" in md
     html = (out / "leaderboard.html").read_text()
     assert html.startswith("<!doctype html>") and html.count("<table") == 2  # the board and the matched view
     assert not re.search(r"https?://|//cdn|<link|<script|src=\"(?!data:)", html)  # nothing fetched from anywhere

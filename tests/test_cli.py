@@ -64,7 +64,7 @@ def test_rerunning_a_completed_run_skips_it(tmp_path):
     (["model/mixer=no_such_mixer"], "no_such_mixer"),
     (["model.mixer.n_haeds=2"], "n_haeds"),
     (["task.seq_len=33"], "task.seq_len=33 must be even"),
-    (["trainer.lr=-1"], "trainer.lr=-1 must be positive"),
+    (["trainer.lr=-1"], "trainer.lr=-1: must be a finite number > 0"),
 ])
 def test_bad_config_gives_one_line_exit_2_and_no_record(tmp_path, args, message):
     proc = archbench(tmp_path, *SMOKE, *args)

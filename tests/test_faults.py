@@ -57,7 +57,9 @@ def test_exception_nan_and_oom_are_recorded_and_the_sweep_goes_on(archbench, mon
 
     monkeypatch.setattr(cli, "train", faulty)
     monkeypatch.setattr(cli, "free_memory", lambda: (freed.append(True), real_free()))
-    archbench("-m", "seed=0,1,2,3", *SMOKE)
+    with pytest.raises(SystemExit) as e:
+        archbench("-m", "seed=0,1,2,3", *SMOKE)
+    assert e.value.code == 1  # the sweep went on to the end, then says that some runs failed
 
     recs = {r["seed"]: r for r in records(tmp_path / "results")}
     assert sorted(recs) == [0, 1, 2, 3] and len(freed) == 4  # every job left a record, and its memory
@@ -74,7 +76,9 @@ def test_exception_nan_and_oom_are_recorded_and_the_sweep_goes_on(archbench, mon
 def test_a_failed_run_is_run_again_by_a_rerun_and_then_counted_once(archbench, monkeypatch, tmp_path):
     real_train = cli.train
     monkeypatch.setattr(cli, "train", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("flaky node")))
-    archbench(*SMOKE)
+    with pytest.raises(SystemExit) as e:
+        archbench(*SMOKE)
+    assert e.value.code == 1  # a failed single run exits non-zero, its record written
     monkeypatch.setattr(cli, "train", real_train)
     archbench(*SMOKE)  # not skipped: only completed runs are
     statuses = sorted(r["status"] for r in records(tmp_path / "results"))
@@ -100,7 +104,9 @@ def test_a_nan_between_evaluations_is_caught_before_a_checkpoint_holds_it(archbe
                           seed=seed, **kw)
 
     monkeypatch.setattr(cli, "train", overflowing)
-    archbench(*SMOKE, "trainer.max_steps=8", "trainer.eval_every=8", "trainer.checkpoint_every=2")
+    with pytest.raises(SystemExit) as e:
+        archbench(*SMOKE, "trainer.max_steps=8", "trainer.eval_every=8", "trainer.checkpoint_every=2")
+    assert e.value.code == 1
     [record] = records(tmp_path / "results")
     assert record["status"] == "diverged" and record["error"] == "training loss is nan at step 2"
     assert not list((tmp_path / "results").rglob("checkpoint.pt"))  # a rerun does not resume into NaN weights
@@ -127,10 +133,10 @@ BAD = [
     (["task.num_kv_pairs=20"], "num_kv_pairs=20 does not fit"),
     (["model.vocab_size=100"], "task.vocab_size=128 is larger than model.vocab_size=100"),
     (["task.vocab_size=40"], "vocab_size=40 must be greater than seq_len=64"),
-    (["trainer.lr=0"], "trainer.lr=0 must be positive"),
-    (["trainer.lr=-1e-3"], "trainer.lr=-0.001 must be positive"),
-    (["trainer.max_steps=0"], "trainer.max_steps=0 must be positive"),
-    (["trainer.epochs=0"], "trainer.epochs=0 must be positive"),
+    (["trainer.lr=0"], "trainer.lr=0: must be a finite number > 0"),
+    (["trainer.lr=-1e-3"], "trainer.lr=-0.001: must be a finite number > 0"),
+    (["trainer.max_steps=0"], "trainer.max_steps=0: must be an integer >= 1"),
+    (["trainer.epochs=0"], "trainer.epochs=0: must be a finite number > 0 or null"),
     (["task=lm_text", "task.data_files=/no/such/file.txt"], "data_files='/no/such/file.txt' does not exist"),
 ]
 

@@ -24,8 +24,23 @@ def test_main_job_runs_end_to_end_and_prints_the_leaderboard(tmp_path):
                      "task.num_train=64", "task.num_val=16", "task.num_test=16")
     assert proc.returncode == 0, proc.stderr
     recs = records(tmp_path)
-    assert len(recs) == 16 and all(r["status"] == "completed" for r in recs)
+    assert len(recs) == 24 and all(r["status"] == "completed" for r in recs)
     assert {r["labels"]["task"] for r in recs} == {"mqar", "induction_heads"}
-    rows = [line for line in proc.stdout.splitlines() if line.startswith(("| attention", "| gqa"))]
-    assert len(rows) == 4  # 4 variants, each with a mean ± std over 2 seeds for both tasks
+    rows = [line for line in proc.stdout.splitlines() if line.startswith(("| attention", "| hyena", "| linear"))]
+    assert len(rows) == 3  # 3 variants, each with a mean ± std over 4 seeds for both tasks
     assert all(row.count("±") == 2 for row in rows)
+    assert "24 runs: 24 completed" in proc.stdout
+
+
+@pytest.mark.slow  # the main job itself, as README's Quickstart runs it: a few minutes on a 2-core CPU
+def test_main_job_separates_at_least_one_pair_of_variants(tmp_path):
+    """A newcomer's first board shows a verdict: some cell significantly below its column's leader (Welch, 0.05),
+    with at least 3 seeds a cell so that the test means something."""
+    import pandas as pd
+
+    proc = archbench(tmp_path, "suite=quick")
+    assert proc.returncode == 0, proc.stderr
+    [csv] = list((tmp_path / "results").rglob("leaderboard.csv"))
+    cells = pd.read_csv(csv)
+    assert (cells["n"] >= 3).all()
+    assert (~cells["tied"]).any(), cells[["variant", "column", "mean", "std", "p_vs_leader"]]

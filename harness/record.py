@@ -1,0 +1,96 @@
+"""What each config key is to an experiment, declared once: the record's labels (Hydra's group choices), what names
+a leaderboard row (the variant) or column (the task), what counts as size, and what changes nothing about the
+result (left out of the run id). The CLI, the board and the wandb reader all read this table; nothing else lists
+keys.
+
+A key is a config path (`trainer.lr`), a subtree (`paths`: every key below it) or a group choice (`model/mixer`).
+Every config key not declared here is part of the experiment: it is in the run id and, if it differs between runs,
+it names the variant (under `task.`: the column).
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Key:
+    key: str
+    label: str | None = None  # the name of a group choice in the record's `labels`
+    board: str = "variant"  # variant: names a row; column: names a column; seed; none: not part of either
+    size: bool = False  # a size field: --matched compares a variant's sizes
+    in_run_id: bool = True  # False: does not change the result (where files go, how it is logged or resumed)
+
+
+KEYS = (
+    Key("model", label="model"),
+    Key("model/mixer", label="mixer"),
+    Key("model/norm", label="norm"),
+    Key("model/ffn", label="ffn"),
+    Key("model/position", label="position"),
+    Key("task", label="task", board="column"),
+    Key("suite", label="suite", board="none"),
+    Key("experiment", label="experiment", board="none"),
+    Key("hparams_search", board="none"),
+    Key("seed", board="seed"),
+    Key("name", board="none", in_run_id=False),  # the sweep or experiment: where records go, the wandb group
+    Key("paths", board="none", in_run_id=False),
+    Key("logger", board="none", in_run_id=False),
+    Key("hydra", board="none", in_run_id=False),
+    Key("skip_completed", board="none", in_run_id=False),
+    Key("resume", board="none", in_run_id=False),  # resume is exact: a resumed run equals an uninterrupted one
+    Key("search", board="none", in_run_id=False),
+    Key("trainer.progress", board="none", in_run_id=False),
+    Key("trainer.checkpoint_every", board="none", in_run_id=False),
+    Key("trainer.peak_flops", board="none", in_run_id=False),  # changes only the MFU printed
+    Key("model.d_model", size=True),
+    Key("model.n_layers", size=True),
+)
+LABELS = {k.key: k.label for k in KEYS if k.label}  # Hydra group -> label name
+VARIANT_LABELS = tuple(k.label for k in KEYS if k.label and k.board == "variant")
+SIZE_KEYS = tuple(k.key for k in KEYS if k.size)
+
+
+def declared(key: str) -> Key | None:
+    """The declaration that covers `key` (itself or its nearest declared parent), None if undeclared."""
+    key = key.lstrip("+~")
+    parts = key.split(".")
+    for i in range(len(parts), 0, -1):
+        for k in KEYS:
+            if k.key == ".".join(parts[:i]) and (i == len(parts) or "/" not in k.key):
+                return k
+    return None
+
+
+def board_role(key: str) -> str:
+    """variant, column, seed or none, for a config key or an override's key."""
+    k = declared(key)
+    if k is not None:
+        return k.board
+    return "column" if key.lstrip("+~").startswith("task.") else "variant"
+
+
+def run_id(config: dict) -> str:
+    """A hash of the resolved config without the keys that do not change the result."""
+    return hashlib.sha256(json.dumps(_without(config, ""), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _without(node, prefix: str):
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for k, v in node.items():
+        path = f"{prefix}{k}"
+        decl = declared(path)
+        if decl is not None and decl.key == path and not decl.in_run_id:
+            continue
+        out[k] = _without(v, path + ".")
+    return out
+
+
+def labels_of(choices: dict, pattern=None) -> dict:
+    """Hydra's choices of the labelled groups; a hybrid's mixer label is its pattern, e.g. hyena+attention."""
+    labels = {LABELS[key]: value for key, value in choices.items() if key in LABELS and value is not None}
+    if pattern:
+        labels["mixer"] = "+".join(str(e.get("name") if isinstance(e, dict) else e) for e in pattern)
+    return labels
