@@ -1,0 +1,168 @@
+"""The frontier mixers (DeltaNet, Gated DeltaNet, Mamba-2, RWKV-7) against their references.
+
+- layer level, float64: the chunked form `forward` trains with equals the token-by-token `recurrent` form, outputs
+  and gradients, at a length past the chunk, with and without negative eigenvalues;
+- kernel level, float32: the scans equal flash-linear-attention's pure-PyTorch naive references (fla/ops/*/naive.py)
+  on the same q, k, v, beta, decays, outputs and gradients, at lengths past every chunk size (ours 64, fla's naive
+  32/64); skipped when fla is not importable;
+- on CUDA with fla: `kernel=fla` (fla's Triton chunk kernels) against `kernel=torch` (skipped without a GPU).
+"""
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from tests.conftest import options
+
+D, B = 32, 2
+FRONTIER = [n for n in ("delta_net", "gated_deltanet", "mamba2", "rwkv7") if n in options("model/mixer")]
+NEG_EIGVAL = [n for n in ("delta_net", "gated_deltanet", "mamba2") if n in FRONTIER]
+FLA_KERNEL = [n for n in ("delta_net", "gated_deltanet", "mamba2") if n in FRONTIER]  # kernel: auto | torch | fla
+
+# float64 layer forms: rounding only. float32 against fla's naive loops: the chunked solve and the sequential loop
+# round differently; measured max errors are ~1e-6 on outputs of size ~1 at T = 200.
+TOL64 = {"rtol": 1e-7, "atol": 1e-8}
+TOL32 = {"rtol": 1e-4, "atol": 2e-5}
+TOL32_GRAD = {"rtol": 1e-3, "atol": 1e-4}
+
+
+def build(compose, name, *overrides, seq_len=128, seed=0):
+    cfg = compose([f"model/mixer={name}", *(f"model.mixer.{o}" for o in overrides)])
+    torch.manual_seed(seed)
+    return instantiate(cfg.model.mixer)(D, max_seq_len=seq_len, layer_idx=1)
+
+
+def test_the_frontier_mixers_are_registered():
+    assert {"delta_net", "gated_deltanet"} <= set(FRONTIER)
+
+
+@pytest.mark.parametrize("neg", [False, True])
+@pytest.mark.parametrize("name", FRONTIER)
+def test_chunked_form_matches_recurrent_form_with_gradients(compose, name, neg):
+    if neg and name not in NEG_EIGVAL:
+        pytest.skip(f"{name} has no allow_neg_eigval option")
+    overrides = ["chunk_size=16", *(["allow_neg_eigval=true"] if neg else [])]
+    mixer = build(compose, name, *overrides).double()
+    x = (2 * torch.randn(B, 45, D, dtype=torch.float64)).requires_grad_()  # 45: two full chunks and a partial one
+    y_chunk, y_rec = mixer(x), mixer.recurrent(x)
+    torch.testing.assert_close(y_chunk, y_rec, **TOL64)
+    params = [x, *mixer.parameters()]
+    g_chunk = torch.autograd.grad(y_chunk.square().sum(), params, allow_unused=True)
+    g_rec = torch.autograd.grad(y_rec.square().sum(), params, allow_unused=True)
+    for a, b in zip(g_chunk, g_rec, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, **TOL64)
+
+
+@pytest.mark.parametrize("name", NEG_EIGVAL)
+def test_negative_eigenvalues_double_the_range(compose, name):
+    """allow_neg_eigval maps the same pre-activation to twice the rate (delta rule: beta in [0, 2]) or to the
+    decay 2a - 1 (Mamba-2: [-1, 1]); the default keeps [0, 1]."""
+    plain, neg = build(compose, name), build(compose, name, "allow_neg_eigval=true")
+    neg.load_state_dict(plain.state_dict())
+    x = torch.randn(B, 20, D)
+    assert not torch.allclose(plain(x), neg(x))
+    low, high = neg.transition_range()
+    assert low == -1.0 and high == 1.0 and plain.transition_range() == (0.0, 1.0)
+
+
+def test_gated_deltanet_and_mamba2_keep_their_decay_parameters_out_of_weight_decay(compose):
+    gdn = build(compose, "gated_deltanet")
+    assert {id(p) for p in gdn.no_weight_decay()} == {id(gdn.A_log), id(gdn.dt_bias)}
+    if "mamba2" in FRONTIER:
+        m = build(compose, "mamba2")
+        assert {id(p) for p in m.no_weight_decay()} == {id(m.A_log), id(m.dt_bias), id(m.D)}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# kernel level against flash-linear-attention's naive references (fp32, CPU)
+
+
+def _inputs(b=2, h=3, t=200, dk=16, dv=8, seed=0, beta_max=1.0):
+    """q, k (L2-normalised), v, beta in [0, beta_max], log decays in [-0.3, 0], all requiring grad, (b, h, t, .)."""
+    from models.mixers.delta_net import l2_normalise
+
+    g = torch.Generator().manual_seed(seed)
+    q = l2_normalise(torch.randn(b, h, t, dk, generator=g))
+    k = l2_normalise(torch.randn(b, h, t, dk, generator=g))
+    v = torch.randn(b, h, t, dv, generator=g)
+    beta = beta_max * torch.rand(b, h, t, generator=g)
+    log_decay = -0.3 * torch.rand(b, h, t, generator=g)
+    return [z.requires_grad_() for z in (q, k, v, beta, log_decay)]
+
+
+def _compare(ours, ref, inputs):
+    torch.testing.assert_close(ours, ref, **TOL32)
+    w = torch.randn_like(ours)  # a random cotangent: every output element matters
+    g_ours = torch.autograd.grad((ours * w).sum(), inputs, retain_graph=True)
+    g_ref = torch.autograd.grad((ref * w).sum(), inputs)
+    for a, b in zip(g_ours, g_ref, strict=True):
+        torch.testing.assert_close(a, b, **TOL32_GRAD)
+
+
+T = lambda z: z.transpose(1, 2)  # (b, h, t, .) <-> fla's (b, t, h, .)
+
+
+@pytest.mark.parametrize("beta_max", [1.0, 2.0])
+def test_delta_rule_matches_fla_naive(beta_max):
+    pytest.importorskip("fla")
+    from fla.ops.delta_rule.naive import delta_rule_chunkwise, delta_rule_recurrence
+
+    from models.mixers.delta_net import chunked_delta_rule
+
+    inputs = q, k, v, beta = _inputs(beta_max=beta_max)[:4]
+    scale = q.shape[-1] ** -0.5
+    ours = chunked_delta_rule(q * scale, k, v, beta, chunk_size=64)
+    _compare(ours, delta_rule_recurrence(q, k, v, beta)[0], inputs)
+    n = 192  # fla's chunkwise naive form needs a multiple of its chunk (32)
+    ours_n = chunked_delta_rule(q[:, :, :n] * scale, k[:, :, :n], v[:, :, :n], beta[:, :, :n], chunk_size=64)
+    ref_n = delta_rule_chunkwise(q[:, :, :n], k[:, :, :n], v[:, :, :n], beta[:, :, :n], chunk_size=32)[0]
+    _compare(ours_n, ref_n, inputs)
+
+
+@pytest.mark.parametrize("beta_max", [1.0, 2.0])
+def test_gated_delta_rule_matches_fla_naive(beta_max):
+    pytest.importorskip("fla")
+    from fla.ops.gated_delta_rule.naive import naive_chunk_gated_delta_rule, naive_recurrent_gated_delta_rule
+
+    from models.mixers.delta_net import chunked_delta_rule
+
+    inputs = q, k, v, beta, g = _inputs(beta_max=beta_max)
+    ours = chunked_delta_rule(q * q.shape[-1] ** -0.5, k, v, beta, g, chunk_size=64)
+    _compare(ours, T(naive_recurrent_gated_delta_rule(T(q), T(k), T(v), T(beta), T(g))[0]), inputs)
+    _compare(ours, T(naive_chunk_gated_delta_rule(T(q), T(k), T(v), T(g), T(beta), chunk_size=64)[0]), inputs)
+
+
+def test_gated_deltanet_decay_matches_fla_gate():
+    pytest.importorskip("fla")
+    from fla.ops.gated_delta_rule.gate import naive_gdn_gate
+
+    from models.mixers.gated_deltanet import gdn_log_decay
+
+    g = torch.Generator().manual_seed(0)
+    a, A_log, dt_bias = torch.randn(2, 50, 4, generator=g), torch.randn(4, generator=g), torch.randn(4, generator=g)
+    torch.testing.assert_close(gdn_log_decay(a, A_log, dt_bias), naive_gdn_gate(a, A_log, dt_bias), rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# CUDA: fla's Triton kernels against the PyTorch forms
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("neg", [False, True])
+@pytest.mark.parametrize("name", FLA_KERNEL)
+def test_fla_kernel_matches_the_pytorch_form_on_cuda(compose, name, neg):
+    pytest.importorskip("fla")
+    extra = ["allow_neg_eigval=true"] if neg else []
+    ref = build(compose, name, "kernel=torch", *extra).cuda()
+    fast = build(compose, name, "kernel=fla", *extra).cuda()
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 500, D, device="cuda")  # past fla's chunk (64), not a multiple of it
+    y_ref, y_fast = ref(x), fast(x)
+    torch.testing.assert_close(y_fast, y_ref, rtol=1e-3, atol=1e-3)
+    g_ref = torch.autograd.grad(y_ref.square().mean(), list(ref.parameters()))
+    g_fast = torch.autograd.grad(y_fast.square().mean(), list(fast.parameters()))
+    for a, b in zip(g_fast, g_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-4)
