@@ -17,7 +17,8 @@ from tests.conftest import options
 D, B = 32, 2
 FRONTIER = [n for n in ("delta_net", "gated_deltanet", "mamba2", "rwkv7") if n in options("model/mixer")]
 NEG_EIGVAL = [n for n in ("delta_net", "gated_deltanet", "mamba2") if n in FRONTIER]
-FLA_KERNEL = [n for n in ("delta_net", "gated_deltanet", "mamba2") if n in FRONTIER]  # kernel: auto | torch | fla
+# (mixer, allow_neg_eigval) that kernel=fla runs: fla keeps decays in log space, so not Mamba-2's negative ones
+FLA_KERNEL = [(n, False) for n in FRONTIER] + [(n, True) for n in ("delta_net", "gated_deltanet") if n in FRONTIER]
 
 # float64 layer forms: rounding only. float32 against fla's naive loops: the chunked solve and the sequential loop
 # round differently; measured max errors are ~1e-6 on outputs of size ~1 at T = 200.
@@ -180,18 +181,44 @@ def test_mamba2_negative_decays_match_the_papers_recurrence():
     _compare(ours, torch.cat(ref, dim=2), [q, k, v, g], TOL64, TOL64)
 
 
+@pytest.mark.skipif("rwkv7" not in FRONTIER, reason="no rwkv7 option")
+def test_rwkv7_matches_fla_dplr_naive():
+    """RWKV-7's scan is fla's diagonal-plus-low-rank delta rule (the naive references chunk_rwkv7 reduces to):
+    S_t = diag(w_t) S_{t-1} + b_t (a_t^T S_{t-1}) + k_t v_t^T with a = -kk, b = kk * a; fla's naive scales q by
+    dk^-0.5, RWKV-7 by 1."""
+    pytest.importorskip("fla")
+    import torch.nn.functional as F
+    from fla.ops.generalized_delta_rule.dplr.naive import dplr_chunkwise, dplr_recurrence
+
+    from models.mixers.rwkv7 import LOG_W_MIN, chunked_rwkv7
+
+    g = torch.Generator().manual_seed(0)
+    b, h, t, d = 2, 3, 200, 16
+    r, k, v = torch.randn(b, h, t, d, generator=g), 0.3 * torch.randn(b, h, t, d, generator=g), torch.randn(
+        b, h, t, d, generator=g)
+    kk = F.normalize(torch.randn(b, h, t, d, generator=g), dim=-1)
+    rate = torch.rand(b, h, t, d, generator=g)
+    log_w = LOG_W_MIN * torch.rand(b, h, t, d, generator=g)
+    inputs = [z.requires_grad_() for z in (r, k, v, kk, rate, log_w)]
+    ours = chunked_rwkv7(r, log_w, k, v, -kk, kk * rate, chunk_size=16)
+    rel = {"rtol": 1e-4, "atol": 1e-4}  # outputs of size ~10 here
+    _compare(ours, dplr_recurrence(r * d**0.5, k, v, -kk, kk * rate, log_w)[0], inputs, rel, TOL32_GRAD)
+    n = 192  # fla's chunkwise naive form needs a multiple of its chunk (32)
+    cut = lambda z: z[:, :, :n]
+    ref_n = dplr_chunkwise(cut(r) * d**0.5, cut(k), cut(v), -cut(kk), cut(kk * rate), cut(log_w), chunk_size=32)[0]
+    ours_n = chunked_rwkv7(cut(r), cut(log_w), cut(k), cut(v), -cut(kk), cut(kk * rate), chunk_size=16)
+    _compare(ours_n, ref_n, inputs, rel, TOL32_GRAD)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # CUDA: fla's Triton kernels against the PyTorch forms
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("neg", [False, True])
-@pytest.mark.parametrize("name", FLA_KERNEL)
+@pytest.mark.parametrize("name,neg", FLA_KERNEL)
 def test_fla_kernel_matches_the_pytorch_form_on_cuda(compose, name, neg):
     pytest.importorskip("fla")
-    if neg and name == "mamba2":
-        pytest.skip("fla's kernels keep decays in log space: Mamba-2 with negative eigenvalues stays on PyTorch")
     extra = ["allow_neg_eigval=true"] if neg else []
     ref = build(compose, name, "kernel=torch", *extra).cuda()
     fast = build(compose, name, "kernel=fla", *extra).cuda()
