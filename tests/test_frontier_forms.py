@@ -68,12 +68,16 @@ def test_negative_eigenvalues_double_the_range(compose, name):
     assert low == -1.0 and high == 1.0 and plain.transition_range() == (0.0, 1.0)
 
 
-def test_gated_deltanet_and_mamba2_keep_their_decay_parameters_out_of_weight_decay(compose):
+def test_no_weight_decay_follows_the_references(compose):
     gdn = build(compose, "gated_deltanet")
     assert {id(p) for p in gdn.no_weight_decay()} == {id(gdn.A_log), id(gdn.dt_bias)}
     if "mamba2" in FRONTIER:
         m = build(compose, "mamba2")
         assert {id(p) for p in m.no_weight_decay()} == {id(m.A_log), id(m.dt_bias), id(m.D)}
+    if "rwkv7" in FRONTIER:  # BlinkDL's optimizer groups decay only 2-D parameters named `.weight`
+        m = build(compose, "rwkv7")
+        decayed = {n for n, p in m.named_parameters() if id(p) not in {id(q) for q in m.no_weight_decay()}}
+        assert decayed == {"receptance.weight", "key.weight", "value.weight", "output.weight"}
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -112,7 +112,7 @@ class RWKV7TimeMix(Mixer):
         max_seq_len: int,
         layer_idx: int,
         head_dim: Annotated[int, Ge(1)] = 16,
-        chunk_size: Annotated[int, Ge(1), Le(MAX_CHUNK)] = 16,
+        chunk_size: Annotated[int, Ge(1), Le(MAX_CHUNK)] = 32,
         kernel: Literal["auto", "torch", "fla"] = "auto",
     ):
         super().__init__(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx)
@@ -153,6 +153,12 @@ class RWKV7TimeMix(Mixer):
         self.ln_x = nn.GroupNorm(self.n_heads, C, eps=N * 1e-5)
         with torch.no_grad():
             self.ln_x.weight.fill_(0.5**0.7)  # the reference's ((layer_idx + 1) / n_layers) ** 0.7 at mid-depth
+
+    def no_weight_decay(self):
+        """The reference decays only the linear layers' weights (2-D and named `.weight`): every other parameter,
+        the low-rank factors and r_k included, is left undecayed."""
+        linear = {id(m.weight) for m in (self.receptance, self.key, self.value, self.output)}
+        return [p for p in self.parameters() if id(p) not in linear]
 
     def forward(self, x: Tensor) -> Tensor:
         if use_fla(self.kernel, x):
