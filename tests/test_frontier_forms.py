@@ -27,10 +27,10 @@ TOL32 = {"rtol": 1e-4, "atol": 2e-5}
 TOL32_GRAD = {"rtol": 1e-3, "atol": 1e-4}
 
 
-def build(compose, name, *overrides, seq_len=128, seed=0):
+def build(compose, name, *overrides, seq_len=128, seed=0, d_model=D):
     cfg = compose([f"model/mixer={name}", *(f"model.mixer.{o}" for o in overrides)])
     torch.manual_seed(seed)
-    return instantiate(cfg.model.mixer)(D, max_seq_len=seq_len, layer_idx=1)
+    return instantiate(cfg.model.mixer)(d_model, max_seq_len=seq_len, layer_idx=1)
 
 
 def test_the_frontier_mixers_are_registered():
@@ -232,19 +232,31 @@ def test_rwkv7_matches_fla_dplr_naive():
 # CUDA: fla's Triton kernels against the PyTorch forms
 
 
+# head sizes fla's kernels are tuned for (powers of two >= 16) at d_model 256
+GPU_SHAPES = {"delta_net": [], "gated_deltanet": ["n_heads=3"], "mamba2": [], "rwkv7": ["head_dim=64"]}
+
+
+def _relative_error(a, b):
+    return ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("name,neg", FLA_KERNEL)
 def test_fla_kernel_matches_the_pytorch_form_on_cuda(compose, name, neg):
+    """Same weights, same input: fla's chunk kernel (kernel=fla) against the PyTorch chunked form (kernel=torch),
+    outputs and every parameter's gradient. fla's chunk_delta_rule refuses float32, so DeltaNet's scan runs in bf16
+    there: compared by relative error norms (2e-2 outputs, 5e-2 gradients); the others run in fp32 (1e-3, 1e-2)."""
     pytest.importorskip("fla")
-    extra = ["allow_neg_eigval=true"] if neg else []
-    ref = build(compose, name, "kernel=torch", *extra).cuda()
-    fast = build(compose, name, "kernel=fla", *extra).cuda()
+    extra = [*GPU_SHAPES[name], *(["allow_neg_eigval=true"] if neg else [])]
+    ref = build(compose, name, "kernel=torch", *extra, seq_len=512, d_model=256).cuda()
+    fast = build(compose, name, "kernel=fla", *extra, seq_len=512, d_model=256).cuda()
     fast.load_state_dict(ref.state_dict())
-    x = torch.randn(2, 500, D, device="cuda")  # past fla's chunk (64), not a multiple of it
+    x = torch.randn(2, 500, 256, device="cuda")  # past fla's chunk (64), not a multiple of it
     y_ref, y_fast = ref(x), fast(x)
-    torch.testing.assert_close(y_fast, y_ref, rtol=1e-3, atol=1e-3)
     g_ref = torch.autograd.grad(y_ref.square().mean(), list(ref.parameters()))
     g_fast = torch.autograd.grad(y_fast.square().mean(), list(fast.parameters()))
-    for a, b in zip(g_fast, g_ref, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-4)
+    out_tol, grad_tol = (2e-2, 5e-2) if name == "delta_net" else (1e-3, 1e-2)
+    assert _relative_error(y_fast, y_ref) < out_tol
+    for (n, _), a, b in zip(ref.named_parameters(), g_fast, g_ref, strict=True):
+        assert _relative_error(a, b) < grad_tol, n

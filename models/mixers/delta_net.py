@@ -221,8 +221,12 @@ def output_norm(mixer: nn.Module, o: Tensor, x: Tensor) -> Tensor:
 
 
 def fla_delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor) -> Tensor:
-    """fla's chunked delta-rule kernel on (batch, heads, seq, dim) tensors, q already normalised and scaled."""
+    """fla's chunked delta-rule kernel on (batch, heads, seq, dim) tensors, q already normalised and scaled. It
+    refuses float32 (fla 0.6 asserts it), so float32 q, k, v go to it in bfloat16 and its output comes back in v's
+    dtype; the PyTorch form (kernel=torch) stays in float32."""
     from fla.ops.delta_rule import chunk_delta_rule
 
-    out = chunk_delta_rule(heads_last(q), heads_last(k), heads_last(v), heads_last(beta), scale=1.0)
-    return (out[0] if isinstance(out, tuple) else out).transpose(1, 2)
+    dtype = v.dtype
+    low = (lambda z: z.to(torch.bfloat16)) if dtype == torch.float32 else (lambda z: z)
+    out = chunk_delta_rule(*(heads_last(low(z)) for z in (q, k, v)), heads_last(beta), scale=1.0)
+    return (out[0] if isinstance(out, tuple) else out).transpose(1, 2).to(dtype)
