@@ -56,6 +56,17 @@ def test_chunked_form_matches_recurrent_form_with_gradients(compose, name, neg):
             torch.testing.assert_close(a, b, **TOL64)
 
 
+def test_gated_deltanet_counts_heads_as_fla():
+    """key dim = d_model * expand_k split over n_heads; value head dim = key head dim * expand_v (fla's head_dim and
+    expand_v); the value dim need not be a multiple of n_heads by any other rule."""
+    from models.mixers.gated_deltanet import GatedDeltaNet
+
+    m = GatedDeltaNet(32, max_seq_len=16, layer_idx=0, n_heads=3)  # key dim 24
+    assert (m.dk, m.dv, m.v_proj.out_features) == (8, 16, 48)
+    with pytest.raises(ValueError, match="expand_k=0.75 must make d_model"):
+        GatedDeltaNet(32, max_seq_len=16, layer_idx=0, n_heads=5)
+
+
 @pytest.mark.parametrize("name", NEG_EIGVAL)
 def test_negative_eigenvalues_double_the_range(compose, name):
     """allow_neg_eigval maps the same pre-activation to twice the rate (delta rule: beta in [0, 2]) or to the
@@ -260,3 +271,37 @@ def test_fla_kernel_matches_the_pytorch_form_on_cuda(compose, name, neg):
     assert _relative_error(y_fast, y_ref) < out_tol
     for (n, _), a, b in zip(ref.named_parameters(), g_fast, g_ref, strict=True):
         assert _relative_error(a, b) < grad_tol, n
+
+
+FLA_LAYERS = {  # our option -> (fla layer, its constructor at d_model 256 matching our option with GPU_SHAPES)
+    "delta_net": ("fla.layers.delta_net", "DeltaNet", {"num_heads": 4}),
+    "gated_deltanet": ("fla.layers.gated_deltanet", "GatedDeltaNet", {"num_heads": 3, "head_dim": 64, "expand_v": 2}),
+}
+OUR_CONVS_AS_FLAS = {"convs.0.conv.weight": "q_conv1d.weight", "convs.1.conv.weight": "k_conv1d.weight",
+                     "convs.2.conv.weight": "v_conv1d.weight"}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("neg", [False, True])
+@pytest.mark.parametrize("name", [n for n in FLA_LAYERS if n in FRONTIER])
+def test_the_layer_matches_flas_layer_on_cuda(compose, name, neg):
+    """The whole layer (projections, short convs, L2 norms, beta, decay, output norm and gate) against fla's own
+    layer holding the same weights (every name mapped, loaded strictly). fla's layer runs under bf16 autocast, as
+    fla trains (chunk_delta_rule refuses float32), ours in float32: relative error norm of the outputs below 5e-2
+    (a wrong formula is off by O(1))."""
+    pytest.importorskip("fla")
+    import importlib
+
+    module, cls, kwargs = FLA_LAYERS[name]
+    ours = build(compose, name, "kernel=torch", *GPU_SHAPES[name], *(["allow_neg_eigval=true"] if neg else []),
+                 seq_len=512, d_model=256).cuda()
+    theirs = getattr(importlib.import_module(module), cls)(hidden_size=256, allow_neg_eigval=neg, layer_idx=0,
+                                                           **kwargs).cuda()
+    theirs.load_state_dict({OUR_CONVS_AS_FLAS.get(k, k): v for k, v in ours.state_dict().items()}, strict=True)
+    x = torch.randn(2, 500, 256, device="cuda")
+    with torch.no_grad():
+        y_ours = ours(x)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            y_theirs = theirs(x)[0].float()
+    assert _relative_error(y_theirs, y_ours) < 5e-2

@@ -197,11 +197,15 @@ class DeltaNet(Mixer):
         return delta_rule_flops(self.n_heads, self.dk, self.dv, min(self.chunk_size, seq_len))
 
 
-def check_dims(d_model: int, n_heads: int, expand_k: float, expand_v: float) -> tuple[int, int]:
+def check_dims(d_model: int, n_heads: int, expand_k: float, expand_v: float | None) -> tuple[int, int | None]:
+    """The key and value dims d_model * expand_k and d_model * expand_v (None: not checked), multiples of n_heads."""
     if n_heads < 1:
         raise ValueError(f"mixer.n_heads={n_heads} must be positive")
     dims = []
     for name, expand in (("expand_k", expand_k), ("expand_v", expand_v)):
+        if expand is None:
+            dims.append(None)
+            continue
         dim = round(d_model * expand)
         if expand <= 0 or abs(dim - d_model * expand) > 1e-6 or dim % n_heads or dim < n_heads:
             raise ValueError(f"mixer.{name}={expand} must make d_model*{name} (d_model={d_model}) an integer "

@@ -60,7 +60,7 @@ class GatedDeltaNet(Mixer):
         check_kernel(kernel)
         if chunk_size < 1:
             raise ValueError(f"mixer.chunk_size={chunk_size} must be positive")
-        key_dim, _ = check_dims(d_model, n_heads, expand_k, 1.0)
+        key_dim, _ = check_dims(d_model, n_heads, expand_k, None)
         self.dk = key_dim // n_heads
         self.dv = round(self.dk * expand_v)
         if expand_v <= 0 or abs(self.dv - self.dk * expand_v) > 1e-6:
