@@ -1,0 +1,236 @@
+"""DeltaNet (Yang et al. 2024, "Parallelizing Linear Transformers with the Delta Rule over Sequence Length").
+
+The delta rule on a (key dim x value dim) fast-weight state per head, with q and k L2-normalised:
+
+    S_t = (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T,    o_t = S_t^T q_t / sqrt(d_k)
+
+i.e. v_t is written over what S_{t-1} already stores under k_t, at the rate beta_t = sigmoid(x_t W_b) per head; the
+transition's eigenvalues lie in [1 - beta_t, 1] = [0, 1]. With `allow_neg_eigval` (Grazzi et al. 2025, "Unlocking
+State-Tracking in Linear RNNs Through Negative Eigenvalues") beta_t = 2 sigmoid(.) in [0, 2], so they lie in
+[-1, 1], which lets the layer track parity.
+
+The layer follows flash-linear-attention's `fla/layers/delta_net.py` with its defaults: q, k, v projections, each
+through a causal depthwise convolution (size 4, no bias) and SiLU, q and k L2-normalised per head (fla's
+`use_qk_l2norm_in_kernel`: x / sqrt(sum x^2 + 1e-6)), an RMSNorm per head on the output (or, with `use_gate`, the
+gated RMSNorm rmsnorm(o) * swish(x W_g)), then W_o. Trained in the chunked WY/UT form of the paper
+(`chunked_delta_rule`: within a chunk the written values come from one unit-lower-triangular solve; only the state
+crosses chunks); `recurrent` runs it token by token. On CUDA with flash-linear-attention installed, `kernel=auto`
+runs the same recurrence on its Triton kernel (`fla.ops.delta_rule.chunk_delta_rule`); `kernel=torch` forces the
+PyTorch form, the reference (tests/test_frontier_forms.py compares the two on a GPU, and the PyTorch forms with
+fla's naive ones).
+This file also holds the gated kernels Gated DeltaNet shares (`log_decay`: a scalar decay per head and step).
+"""
+
+import importlib.util
+from typing import Annotated, Literal
+
+import torch
+import torch.nn.functional as F
+from annotated_types import Ge, Gt
+from torch import Tensor, nn
+
+from models.mixers._conv import ShortConv
+from models.mixers.base import Mixer
+from models.mixers.linear_attention import full_precision
+
+HAVE_FLA = importlib.util.find_spec("fla") is not None
+KERNELS = ("auto", "torch", "fla")
+
+
+def chunked_delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_decay: Tensor | None = None, *,
+                       chunk_size: int) -> Tensor:
+    """o_t = S_t^T q_t with S_t = a_t (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T, S_0 = 0, chunk by chunk.
+
+    q, k: (batch, heads, seq, dk), q already scaled; v: (batch, heads, seq, dv); beta: (batch, heads, seq);
+    log_decay g = log a: None (DeltaNet, a = 1) or (batch, heads, seq), <= 0 (Gated DeltaNet).
+    Within a chunk, with b_t the cumulative log decay from the chunk start and gamma_t = exp(b_t), the written
+    values u_t = beta_t (v_t - k_t^T a_t S_{t-1}) solve the unit lower-triangular system
+        u_t + sum_{i<t} beta_t (k_t . k_i) e^{b_t - b_i} u_i = beta_t v_t - beta_t gamma_t k_t^T S_0,
+    so u = T (beta v) - T (beta gamma k) S_0 with T = (I + A)^-1 (the UT transform, one triangular solve for all
+    chunks at once); then o_t = gamma_t q_t^T S_0 + sum_{i<=t} e^{b_t - b_i} (q_t . k_i) u_i and the state leaving
+    the chunk is gamma_C S_0 + sum_i e^{b_C - b_i} k_i u_i^T. Every exponent taken is <= 0. Padding past the end is
+    future: it changes nothing before it.
+    """
+    b, h, t, dk = k.shape
+    dv = v.shape[-1]
+    c = min(chunk_size, t)
+    n = -(-t // c)
+    pad = lambda z: F.pad(z, (0, 0, 0, n * c - t)).unflatten(2, (n, c))  # (b, h, n, c, d)
+    q, k, v, beta = pad(q), pad(k), pad(v), pad(beta[..., None])
+    causal = torch.ones(c, c, dtype=torch.bool, device=q.device).tril()
+    strict = causal.tril(-1)
+    if log_decay is None:
+        within = causal.to(q.dtype)  # e^{b_t - b_i} = 1 on and below the diagonal
+        gamma = last = None
+    else:
+        cum = pad(log_decay[..., None]).cumsum(3)  # b_t: (b, h, n, c, 1)
+        within = (cum - cum.transpose(-1, -2)).masked_fill(~causal, float("-inf")).exp()
+        gamma, last = cum.exp(), cum[:, :, :, -1:]
+    A = (beta * (k @ k.transpose(-1, -2)) * within).masked_fill(~strict, 0.0)
+    eye = torch.eye(c, dtype=q.dtype, device=q.device)
+    rhs = torch.cat([beta * v, beta * k * (1.0 if gamma is None else gamma)], dim=-1)
+    u, w = torch.linalg.solve_triangular(eye + A, rhs, upper=False, unitriangular=True).split([dv, dk], dim=-1)
+    scores = (q @ k.transpose(-1, -2)) * within
+    q_in = q if gamma is None else q * gamma
+    k_out = k if last is None else k * (last - cum).exp()
+    chunk_decay = None if last is None else last.exp()  # (b, h, n, 1, 1)
+    state, out = torch.zeros(b, h, dk, dv, dtype=v.dtype, device=v.device), []
+    for i in range(n):  # only the (dk, dv) state is carried from chunk to chunk
+        u_i = u[:, :, i] - w[:, :, i] @ state
+        out.append(q_in[:, :, i] @ state + scores[:, :, i] @ u_i)
+        if chunk_decay is not None:
+            state = chunk_decay[:, :, i] * state
+        state = state + k_out[:, :, i].transpose(-1, -2) @ u_i
+    return torch.stack(out, dim=2).flatten(2, 3)[:, :, :t]
+
+
+def recurrent_delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_decay: Tensor | None = None) -> Tensor:
+    """The same recurrence one token at a time (the RNN view): the reference for `chunked_delta_rule`."""
+    b, h, t, dk = k.shape
+    state, out = torch.zeros(b, h, dk, v.shape[-1], dtype=v.dtype, device=v.device), []
+    for i in range(t):
+        if log_decay is not None:
+            state = log_decay[:, :, i, None, None].exp() * state
+        k_i = k[:, :, i, :, None]
+        written = beta[:, :, i, None, None] * (v[:, :, i, None, :] - k_i.transpose(-1, -2) @ state)  # (b, h, 1, dv)
+        state = state + k_i @ written
+        out.append(q[:, :, i, None, :] @ state)
+    return torch.cat(out, dim=2)
+
+
+def delta_rule_flops(n_heads: int, dk: int, dv: int, chunk: int) -> int:
+    """Training FLOPs per token of `chunked_delta_rule` (x3 for forward + backward). Forward per head and token, C
+    the chunk: k k^T and q k^T 4 C dk; the triangular solve with dv + dk right-hand sides C (dk + dv); the
+    intra-chunk product with u 2 C dv; reading the state for u and o and writing it 6 dk dv."""
+    return 3 * n_heads * (chunk * (5 * dk + 3 * dv) + 6 * dk * dv)
+
+
+def l2_normalise(x: Tensor, eps: float = 1e-6) -> Tensor:
+    """x / sqrt(sum x^2 + eps) over the last axis: the formula of fla's l2norm kernel."""
+    return x * torch.rsqrt(x.square().sum(-1, keepdim=True) + eps)
+
+
+def check_kernel(kernel: str) -> None:
+    if kernel not in KERNELS:
+        raise ValueError(f"mixer.kernel={kernel!r} must be one of {', '.join(KERNELS)}")
+    if kernel == "fla" and not HAVE_FLA:
+        raise ValueError("mixer.kernel=fla needs flash-linear-attention: pip install 'archbench[gpu]'")
+
+
+def use_fla(kernel: str, x: Tensor) -> bool:
+    return kernel == "fla" or (kernel == "auto" and HAVE_FLA and x.is_cuda)
+
+
+def heads_last(z: Tensor) -> Tensor:
+    """(batch, heads, seq, ...) <-> (batch, seq, heads, ...): fla's layout."""
+    return z.transpose(1, 2).contiguous()
+
+
+class DeltaNet(Mixer):
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        max_seq_len: int,
+        layer_idx: int,
+        n_heads: Annotated[int, Ge(1)] = 4,
+        expand_k: Annotated[float, Gt(0)] = 1.0,
+        expand_v: Annotated[float, Gt(0)] = 1.0,
+        use_gate: bool = False,
+        use_short_conv: bool = True,
+        conv_size: Annotated[int, Ge(1)] = 4,
+        allow_neg_eigval: bool = False,
+        norm_eps: Annotated[float, Gt(0)] = 1e-5,
+        chunk_size: Annotated[int, Ge(1)] = 64,
+        kernel: Literal["auto", "torch", "fla"] = "auto",
+    ):
+        super().__init__(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx)
+        check_kernel(kernel)
+        if chunk_size < 1:
+            raise ValueError(f"mixer.chunk_size={chunk_size} must be positive")
+        key_dim, value_dim = check_dims(d_model, n_heads, expand_k, expand_v)
+        self.n_heads, self.chunk_size, self.kernel = n_heads, chunk_size, kernel
+        self.dk, self.dv = key_dim // n_heads, value_dim // n_heads
+        self.beta_scale = 2.0 if allow_neg_eigval else 1.0
+        self.q_proj = nn.Linear(d_model, key_dim, bias=False)
+        self.k_proj = nn.Linear(d_model, key_dim, bias=False)
+        self.v_proj = nn.Linear(d_model, value_dim, bias=False)
+        self.b_proj = nn.Linear(d_model, n_heads, bias=False)
+        self.convs = nn.ModuleList(ShortConv(dim, conv_size, bias=False) for dim in (key_dim, key_dim, value_dim)) \
+            if use_short_conv else None
+        self.g_proj = nn.Linear(d_model, value_dim, bias=False) if use_gate else None
+        self.o_norm = nn.RMSNorm(self.dv, eps=norm_eps)
+        self.o_proj = nn.Linear(value_dim, d_model, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if use_fla(self.kernel, x):
+            return self._mix(x, fla_delta_rule)
+        return self._mix(x, lambda q, k, v, beta: chunked_delta_rule(q, k, v, beta, chunk_size=self.chunk_size))
+
+    def transition_range(self) -> tuple[float, float]:
+        """The range of the eigenvalues of the state transition I - beta k k^T (times a_t <= 1 when gated)."""
+        return 1.0 - self.beta_scale, 1.0
+
+    def recurrent(self, x: Tensor) -> Tensor:
+        """The same map one token at a time (the RNN view)."""
+        return self._mix(x, recurrent_delta_rule)
+
+    def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        if self.convs is not None:
+            q, k, v = (conv(z) for conv, z in zip(self.convs, (q, k, v), strict=True))
+        return F.silu(q), F.silu(k), F.silu(v)
+
+    def _mix(self, x: Tensor, scan) -> Tensor:
+        b, t, _ = x.shape
+        heads = lambda z, dh: full_precision(z.view(b, t, self.n_heads, dh).transpose(1, 2))
+        q, k, v = self._qkv(x)
+        q, k, v = heads(q, self.dk), heads(k, self.dk), heads(v, self.dv)
+        q, k = l2_normalise(q) * self.dk**-0.5, l2_normalise(k)
+        beta = self.beta_scale * torch.sigmoid(full_precision(self.b_proj(x))).transpose(1, 2)  # (b, h, t)
+        with torch.autocast(x.device.type, enabled=False):
+            o = scan(q, k, v, beta)
+        return self.o_proj(output_norm(self, o, x).to(x.dtype))
+
+    def flops_per_token(self, seq_len: int) -> int:  # the same recurrence whichever kernel runs it
+        # the scan's: delta_rule_flops = 3 * H * (C (5 dk + 3 dv) + 6 dk dv), C = min(chunk, T)
+        return delta_rule_flops(self.n_heads, self.dk, self.dv, min(self.chunk_size, seq_len))
+
+
+def check_dims(d_model: int, n_heads: int, expand_k: float, expand_v: float | None) -> tuple[int, int | None]:
+    """The key and value dims d_model * expand_k and d_model * expand_v (None: not checked), multiples of n_heads."""
+    if n_heads < 1:
+        raise ValueError(f"mixer.n_heads={n_heads} must be positive")
+    dims = []
+    for name, expand in (("expand_k", expand_k), ("expand_v", expand_v)):
+        if expand is None:
+            dims.append(None)
+            continue
+        dim = round(d_model * expand)
+        if expand <= 0 or abs(dim - d_model * expand) > 1e-6 or dim % n_heads or dim < n_heads:
+            raise ValueError(f"mixer.{name}={expand} must make d_model*{name} (d_model={d_model}) an integer "
+                             f"multiple of n_heads={n_heads}")
+        dims.append(dim)
+    return dims[0], dims[1]
+
+
+def output_norm(mixer: nn.Module, o: Tensor, x: Tensor) -> Tensor:
+    """fla's output norm of the delta-rule layers: RMSNorm per head, or with an output gate rmsnorm(o) * swish(g)
+    (fla's FusedRMSNormGated); o: (batch, heads, seq, dv) -> (batch, seq, heads * dv)."""
+    b, h, t, dv = o.shape
+    o = mixer.o_norm(o.transpose(1, 2))  # (b, t, h, dv)
+    if mixer.g_proj is not None:
+        o = o * F.silu(full_precision(mixer.g_proj(x))).view(b, t, h, dv)
+    return o.reshape(b, t, h * dv)
+
+
+def fla_delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor) -> Tensor:
+    """fla's chunked delta-rule kernel on (batch, heads, seq, dim) tensors, q already normalised and scaled. It
+    refuses float32 (fla 0.6 asserts it), so float32 q, k, v go to it in bfloat16 and its output comes back in v's
+    dtype; the PyTorch form (kernel=torch) stays in float32."""
+    from fla.ops.delta_rule import chunk_delta_rule
+
+    dtype = v.dtype
+    low = (lambda z: z.to(torch.bfloat16)) if dtype == torch.float32 else (lambda z: z)
+    out = chunk_delta_rule(*(heads_last(low(z)) for z in (q, k, v)), heads_last(beta), scale=1.0)
+    return (out[0] if isinstance(out, tuple) else out).transpose(1, 2).to(dtype)
