@@ -54,7 +54,7 @@ SECTIONS = ("preflight", "pytest_gpu", "gpt2", "mqar", "concurrent", "determinis
 # Seconds per section on a GPU: 295 in all, so that the whole check fits in five minutes even if every section runs
 # out of time. --tiny uses the same budgets (a contended CPU runner needs them more than a GPU does).
 BUDGETS = {"preflight": 20, "pytest_gpu": 100, "gpt2": 70, "mqar": 45, "concurrent": 35, "deterministic": 25}
-GRACE = 5  # seconds a section gets after its deadline to write what it has, before it is killed
+GRACE = 3  # seconds past its deadline before a section is killed (it saves after every measurement)
 CONCURRENCY, CONCURRENCY_TINY = (1, 4, 8), (1, 2)
 WHEELS_HINT = ("install the packages that travel as wheels first (docs/gpu.md): "
                "pip install --no-index --find-links wheels/ -r benchmarks/gpu_requirements.txt")
@@ -193,8 +193,8 @@ def preflight(tiny: bool, peak_override: float | None) -> dict:
 class Recorder:
     """A section's results, rewritten to its file after every measurement (so a killed section leaves them)."""
 
-    def __init__(self, path: Path, planned: list[str]):
-        self.path = path
+    def __init__(self, path: Path, planned: list[str], deadline: float | None = None):
+        self.path, self.deadline = path, deadline
         self.data = {"status": "running", "results": {"runs": {k: {"status": "not reached"} for k in planned}}}
         self.save()
 
@@ -204,6 +204,10 @@ class Recorder:
 
     def run(self, key: str, fn) -> dict | None:
         """fn() -> dict of figures; its exception is recorded under `key` and the next measurement goes on."""
+        if self.deadline is not None and time.time() > self.deadline:
+            self.results["runs"][key] = {"status": "not reached (budget)"}
+            self.save()
+            return None
         t0 = time.perf_counter()
         try:
             out = {"status": "ok", **fn()}
@@ -519,7 +523,7 @@ def run_section(args) -> None:
     planned = PLANNED[args.section]
     if planned is None:
         planned = [str(n) for n in (CONCURRENCY_TINY if args.tiny else CONCURRENCY)]
-    rec = Recorder(Path(args.section_file), planned)
+    rec = Recorder(Path(args.section_file), planned, args.deadline)
     if args.tiny:
         import torch
 
@@ -577,20 +581,26 @@ def tail(path: Path, n: int = 1) -> str:
 
 def launch_section(name: str, out: Path, args, budget: float) -> dict:
     section_file = out / "sections" / f"{name}.json"
-    section_file.unlink(missing_ok=True)
     log_path = out / "logs" / f"{name}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.time() + budget
     cmd = [sys.executable, __file__, str(out), "--section", name, "--section-file", str(section_file),
            "--deadline", repr(deadline), *(["--tiny"] if args.tiny else []),
            *(["--peak-flops", repr(args.peak_flops)] if args.peak_flops else []),
            "--gpt2-steps", str(args.gpt2_steps), "--mqar-steps", str(args.mqar_steps),
            "--concurrent-steps", str(args.concurrent_steps)]
+    result = launch(cmd, section_file, log_path, budget, child_env(args.tiny))
+    return {**result, "log": str(log_path.relative_to(out))}
+
+
+def launch(cmd: list[str], section_file: Path, log_path: Path, budget: float, env: dict) -> dict:
+    """Run one section's process for at most `budget` (+ GRACE) seconds, stopping it and all it started past that;
+    what it wrote to `section_file` before is kept either way."""
+    section_file.unlink(missing_ok=True)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     t0, cpu0 = time.perf_counter(), cpu_seconds()
     timed_out = False
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=child_env(args.tiny),
-                                start_new_session=True)
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:
             rc = proc.wait(timeout=budget + GRACE)
         except subprocess.TimeoutExpired:
@@ -612,8 +622,7 @@ def launch_section(name: str, out: Path, args, budget: float) -> dict:
         if run.get("status") == "not reached":
             run["status"] = "not reached (budget)" if timed_out else "not reached"
     return {"status": data["status"], "error": data.get("error"), "seconds": round(seconds, 1),
-            "cpu_seconds": round(cpu, 1), "budget_seconds": round(budget, 1), "log": str(log_path.relative_to(out)),
-            "results": data["results"]}
+            "cpu_seconds": round(cpu, 1), "budget_seconds": round(budget, 1), "results": data.get("results", {})}
 
 
 def cpu_seconds() -> float:
