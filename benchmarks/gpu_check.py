@@ -456,7 +456,7 @@ def section_pytest_gpu(rec: Recorder, args) -> None:
     xml.unlink(missing_ok=True)
     log_path = Path(args.out) / "logs" / "pytest_gpu.out"
     cmd = [sys.executable, "-m", "pytest", "-o", "addopts=", "-m", "gpu", "--strict-markers", "-v", "-rfE",
-           "-p", "no:cacheprovider", f"--junitxml={xml}", *files]
+           "-p", "no:cacheprovider", "--continue-on-collection-errors", f"--junitxml={xml}", *files]
     rec.results.update(command=" ".join(cmd[1:]), files=files)
     rec.results.pop("runs")
     timed_out = False
@@ -489,7 +489,8 @@ def parse_junit(path: Path) -> tuple[dict, list]:
     counts = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
     failures = []
     for case in root.iter("testcase"):
-        name = f"{case.get('classname', '').replace('.', '/')}.py::{case.get('name')}"
+        module, test = case.get("classname") or "", case.get("name") or ""
+        name = f"{module.replace('.', '/')}.py::{test}" if module else f"{test.replace('.', '/')}.py (collection)"
         outcome = next((c for c in case if c.tag in ("failure", "error", "skipped")), None)
         if outcome is None:
             counts["passed"] += 1

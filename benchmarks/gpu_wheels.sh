@@ -4,7 +4,7 @@
 #
 #   pip install --no-index --find-links wheels/ -r benchmarks/gpu_requirements.txt
 #   pip install --no-index --find-links wheels/ --no-deps flash-linear-attention   # fla's layers; archbench needs fla-core
-#   pip install --no-index --find-links wheels/ --no-deps --no-build-isolation -e .
+#   pip install --no-index --find-links wheels/ --no-deps -e .   # its build backend, setuptools, is a wheel here
 #   python benchmarks/gpu_check.py gpu-check/
 #
 # Usage: benchmarks/gpu_wheels.sh [DEST]   DEST defaults to wheels/. The device's Python is not known in advance, so

@@ -109,11 +109,13 @@ def test_pytest_counts_come_from_its_junit_xml(tmp_path):
       <testcase classname="tests.test_gpu" name="test_b"><failure message="assert 1 == 2">trace</failure></testcase>
       <testcase classname="tests.test_gpu" name="test_c"><skipped message="needs a CUDA device"/></testcase>
       <testcase classname="tests.test_mfu" name="test_d"><error message="fixture broke"/></testcase>
+      <testcase classname="" name="tests.test_faults"><error message="collection failure"/></testcase>
     </testsuite></testsuites>""")
     counts, failures = gpu_check.parse_junit(xml)
-    assert counts == {"passed": 1, "failed": 1, "errors": 1, "skipped": 1}
+    assert counts == {"passed": 1, "failed": 1, "errors": 2, "skipped": 1}
     assert failures == [{"test": "tests/test_gpu.py::test_b", "message": "assert 1 == 2"},
-                        {"test": "tests/test_mfu.py::test_d", "message": "fixture broke"}]
+                        {"test": "tests/test_mfu.py::test_d", "message": "fixture broke"},
+                        {"test": "tests/test_faults.py (collection)", "message": "collection failure"}]
     verbose = "tests/test_gpu.py::test_a PASSED [ 50%]\ntests/test_gpu.py::test_b[x] FAILED [100%]\n"
     assert gpu_check.parse_verbose(verbose) == ({"passed": 1, "failed": 1, "errors": 0, "skipped": 0},
                                                 [{"test": "tests/test_gpu.py::test_b[x]", "message": ""}])
