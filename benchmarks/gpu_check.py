@@ -45,19 +45,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-for _p in (str(ROOT / "benchmarks"), str(ROOT)):  # archbench from this tree, installed or not; benchmarks/gpu.py
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+SITE = ROOT / ".gpu-site"  # where `benchmarks/gpu_wheels.sh --install` puts the carried wheels on a GPU machine
+# archbench from this tree (installed or not), benchmarks/gpu.py, and the carried packages where they were installed
+PATHS = [str(ROOT / "benchmarks"), str(ROOT), *([str(SITE)] if SITE.is_dir() else [])]
+sys.path[:0] = [p for p in PATHS if p not in sys.path]
 
 SCHEMA = "archbench-gpu-check/1"
 SECTIONS = ("preflight", "pytest_gpu", "gpt2", "mqar", "concurrent", "deterministic")
 # Seconds per section on a GPU: 295 in all, so that the whole check fits in five minutes even if every section runs
 # out of time. --tiny uses the same budgets (a contended CPU runner needs them more than a GPU does).
-BUDGETS = {"preflight": 20, "pytest_gpu": 100, "gpt2": 70, "mqar": 45, "concurrent": 35, "deterministic": 25}
+BUDGETS = {"preflight": 20, "pytest_gpu": 90, "gpt2": 75, "mqar": 45, "concurrent": 45, "deterministic": 20}
 GRACE = 3  # seconds past its deadline before a section is killed (it saves after every measurement)
 CONCURRENCY, CONCURRENCY_TINY = (1, 4, 8), (1, 2)
-WHEELS_HINT = ("install the packages that travel as wheels first (docs/gpu.md): "
-               "pip install --no-index --find-links wheels/ -r benchmarks/gpu_requirements.txt")
+WHEELS_HINT = ("install the packages that travel as wheels first (docs/gpu.md): benchmarks/gpu_wheels.sh --install "
+               "(from wheels/ into .gpu-site/, which this script then uses)")
 
 
 class PreflightError(RuntimeError):
@@ -103,7 +104,8 @@ def version_of(dist: str) -> str | None:
 
 def preflight(tiny: bool, peak_override: float | None) -> dict:
     """What the device and this tree are, or PreflightError naming what is missing."""
-    info: dict = {"python": platform.python_version(), "executable": sys.executable, "warnings": []}
+    info: dict = {"python": platform.python_version(), "executable": sys.executable, "warnings": [],
+                  "gpu_site": str(SITE) if SITE.is_dir() else None}
     try:
         import torch
     except ImportError as e:
@@ -549,7 +551,7 @@ def run_section(args) -> None:
 
 def child_env(tiny: bool) -> dict:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    env["PYTHONPATH"] = os.pathsep.join([*PATHS[1:], *filter(None, [env.get("PYTHONPATH")])])
     env.setdefault("HYDRA_FULL_ERROR", "1")
     env.setdefault("WANDB_MODE", "disabled")
     env.setdefault("ARCHBENCH_NO_CACHE", "1")  # the splits here are small; write nothing under ~/.cache
@@ -775,6 +777,12 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     sections: dict = {}
     info = None
+    def too_long(signum, frame):
+        raise PreflightError(f"the pre-flight took more than {limit} s (a CUDA driver or an import that hangs?)")
+
+    limit = 300 if args.tiny else int(max(60, 3 * budgets["preflight"]))  # a target, not a limit: this stops a hang
+    signal.signal(signal.SIGALRM, too_long)
+    signal.alarm(limit)
     try:
         info = preflight(args.tiny, args.peak_flops)
         sections["preflight"] = {"status": "ok", "error": None, "seconds": round(time.perf_counter() - t0, 1),
@@ -785,6 +793,8 @@ def main(argv: list[str] | None = None) -> int:
         summarise(out, args, started, t0, info, sections)
         print(f"gpu_check: stopped at the pre-flight: {e}", file=sys.stderr)
         return 2
+    finally:
+        signal.alarm(0)
     print(f"gpu_check: pre-flight ok in {sections['preflight']['seconds']} s: {info['device']}, torch "
           f"{info['torch']}, triton {info['triton']}, fla {info['fla']}", flush=True)
     for w in info["warnings"]:

@@ -79,7 +79,7 @@ def test_a_missing_package_stops_the_check_with_one_line(tmp_path, blocked):
     assert proc.returncode == 2
     [line] = proc.stderr.strip().splitlines()
     assert line.startswith("gpu_check: stopped at the pre-flight: cannot import") and blocked in line
-    assert "--find-links wheels/" in line
+    assert "gpu_wheels.sh --install" in line
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert list(summary["sections"]) == ["preflight"] and summary["sections"]["preflight"]["status"] == "failed"
 
