@@ -8,13 +8,14 @@ OUT/summary.json and OUT/summary.md (docs/gpu.md).
 Sections, in order, each with a time budget (seconds; what a section leaves unused goes to the next ones):
   preflight      device, torch/triton/fla versions, every module of harness/ models/ tasks/ imported, every mixer
                  composed through Hydra's compose API and built on the meta device. Stops everything on a failure.
-  pytest_gpu     `pytest -m gpu` in a subprocess: its pass/fail/skip counts and the failing tests.
   gpt2           GPT-2 small (12 layers, width 768, sequence 1,024, vocab 50,304): the archbench trainer and the bare
                  nanoGPT-style loop of benchmarks/gpu.py, compiled and eager: tokens/s, MFU, archbench/bare.
   mqar           Zoology's MQAR model (width 64, 2 layers, length 64, vocab 8,192, batch 512) in steps/s: eager,
                  compiled, CUDA graphs (compile_mode=reduce-overhead).
   concurrent     the same MQAR job as 1, 4 and 8 processes at once on the one GPU: aggregate steps/s.
   deterministic  one short `archbench` run twice with trainer.deterministic=true: identical metrics and curves.
+  pytest_gpu     `pytest -m gpu` in a subprocess: its pass/fail/skip counts and the failing tests. Last, since its
+                 time is the least predictable: it gets what the others left unused.
 
 Every section but the pre-flight runs in its own process (a CUDA error or a hang costs that section only), writes
 what it measured as it goes, and is stopped at its budget; the summary is rewritten after every section, so a lease
@@ -51,10 +52,11 @@ PATHS = [str(ROOT / "benchmarks"), str(ROOT), *([str(SITE)] if SITE.is_dir() els
 sys.path[:0] = [p for p in PATHS if p not in sys.path]
 
 SCHEMA = "archbench-gpu-check/1"
-SECTIONS = ("preflight", "pytest_gpu", "gpt2", "mqar", "concurrent", "deterministic")
+# The measurements first, whose cost is known; pytest last, whose cost is not: it gets whatever the others left.
+SECTIONS = ("preflight", "gpt2", "mqar", "concurrent", "deterministic", "pytest_gpu")
 # Seconds per section on a GPU: 295 in all, so that the whole check fits in five minutes even if every section runs
 # out of time. --tiny uses the same budgets (a contended CPU runner needs them more than a GPU does).
-BUDGETS = {"preflight": 20, "pytest_gpu": 90, "gpt2": 75, "mqar": 45, "concurrent": 45, "deterministic": 20}
+BUDGETS = {"preflight": 20, "gpt2": 75, "mqar": 45, "concurrent": 45, "deterministic": 20, "pytest_gpu": 90}
 GRACE = 3  # seconds past its deadline before a section is killed (it saves after every measurement)
 CONCURRENCY, CONCURRENCY_TINY = (1, 4, 8), (1, 2)
 WHEELS_HINT = ("install the packages that travel as wheels first (docs/gpu.md): benchmarks/gpu_wheels.sh --install "
@@ -102,10 +104,11 @@ def version_of(dist: str) -> str | None:
         return None
 
 
-def preflight(tiny: bool, peak_override: float | None) -> dict:
-    """What the device and this tree are, or PreflightError naming what is missing."""
-    info: dict = {"python": platform.python_version(), "executable": sys.executable, "warnings": [],
-                  "gpu_site": str(SITE) if SITE.is_dir() else None}
+def preflight(tiny: bool, peak_override: float | None, info: dict) -> dict:
+    """What the device and this tree are, into `info` (so that a failure keeps what was found before it), or
+    PreflightError naming what is missing."""
+    info.update(python=platform.python_version(), executable=sys.executable, warnings=[],
+                gpu_site=str(SITE) if SITE.is_dir() else None)
     try:
         import torch
     except ImportError as e:
@@ -463,13 +466,13 @@ def section_pytest_gpu(rec: Recorder, args) -> None:
     rec.results.pop("runs")
     timed_out = False
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=child_env(args.tiny),
-                                start_new_session=True)
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=child_env(args.tiny))
         try:
             rc = proc.wait(timeout=max(1.0, args.deadline - time.time() - 1))
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired:  # what pytest started goes with this section's process group
             timed_out = True
-            kill_group(proc)
+            proc.kill()
+            proc.wait()
             rc = None
     counts, failures = ({}, [])
     if xml.exists():
@@ -610,6 +613,8 @@ def launch(cmd: list[str], section_file: Path, log_path: Path, budget: float, en
             timed_out = True
             kill_group(proc)
             rc = proc.returncode
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # anything it left running holds the GPU
+            os.killpg(proc.pid, signal.SIGKILL)
     seconds, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
     try:
         data = json.loads(section_file.read_text())
@@ -656,7 +661,7 @@ def goals(sections: dict, tiny: bool) -> dict:
             for k, (value, goal, what) in measured.items()}
 
 
-def summarise(out: Path, args, started: str, t0: float, info: dict | None, sections: dict) -> dict:
+def summarise(out: Path, args, started: str, t0: float, info: dict, sections: dict) -> dict:
     summary = {"schema": SCHEMA, "tiny": args.tiny, "command": " ".join([Path(sys.executable).name, *sys.argv]),
                "started": started, "finished": now_iso(), "wall_seconds": round(time.perf_counter() - t0, 1),
                "env": info, "goals": goals(sections, args.tiny), "sections": sections}
@@ -678,6 +683,8 @@ def markdown(s: dict) -> str:
                      f"{env.get('triton')} · fla {env.get('fla')} · Python {env.get('python')} · git "
                      f"{(env.get('git_sha') or '?')[:10]}")
     lines += [f"started {s['started']}, {s['wall_seconds']} s in all", ""]
+    if sec.get("preflight", {}).get("status") == "failed":
+        lines += [f"**Stopped at the pre-flight**: {sec['preflight']['error']}", ""]
     for w in env.get("warnings", []):
         lines.append(f"- warning: {w}")
     lines += ["", "## Goals", "", "| goal | measured | target | met |", "|---|---|---|---|"]
@@ -776,7 +783,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.tiny:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     sections: dict = {}
-    info = None
+    info: dict = {}
     def too_long(signum, frame):
         raise PreflightError(f"the pre-flight took more than {limit} s (a CUDA driver or an import that hangs?)")
 
@@ -784,12 +791,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGALRM, too_long)
     signal.alarm(limit)
     try:
-        info = preflight(args.tiny, args.peak_flops)
+        preflight(args.tiny, args.peak_flops, info)
         sections["preflight"] = {"status": "ok", "error": None, "seconds": round(time.perf_counter() - t0, 1),
                                  "budget_seconds": BUDGETS["preflight"], "results": info}
     except PreflightError as e:
         sections["preflight"] = {"status": "failed", "error": str(e), "seconds": round(time.perf_counter() - t0, 1),
-                                 "budget_seconds": BUDGETS["preflight"], "results": {}}
+                                 "budget_seconds": BUDGETS["preflight"], "results": info}
         summarise(out, args, started, t0, info, sections)
         print(f"gpu_check: stopped at the pre-flight: {e}", file=sys.stderr)
         return 2

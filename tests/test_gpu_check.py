@@ -87,10 +87,11 @@ def test_a_missing_package_stops_the_check_with_one_line(tmp_path, blocked):
 def test_a_section_past_its_budget_is_stopped_and_keeps_what_it_measured(tmp_path):
     """The section (here a stand-in that hangs after one measurement, with a child of its own) is killed with what
     it started, shortly after its budget, and its first measurement survives."""
-    section_file = tmp_path / "section.json"
+    section_file, child_pid = tmp_path / "section.json", tmp_path / "child.pid"
     hang = textwrap.dedent(f"""
         import json, subprocess, sys, time
-        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        open({str(child_pid)!r}, "w").write(str(child.pid))
         json.dump({{"status": "running", "results": {{"runs": {{"a": {{"status": "ok", "x": 1}},
                    "b": {{"status": "not reached"}}}}}}}}, open({str(section_file)!r}, "w"))
         time.sleep(60)
@@ -100,6 +101,19 @@ def test_a_section_past_its_budget_is_stopped_and_keeps_what_it_measured(tmp_pat
     assert time.perf_counter() - t0 < 1.0 + gpu_check.GRACE + 6
     assert r["status"] == "timeout" and "budget" in r["error"]
     assert r["results"]["runs"] == {"a": {"status": "ok", "x": 1}, "b": {"status": "not reached (budget)"}}
+    assert not alive(int(child_pid.read_text()))  # nothing it started is left holding the device
+
+
+def alive(pid: int) -> bool:
+    for _ in range(50):
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return False
+        if state in ("Z", "X"):
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def test_pytest_counts_come_from_its_junit_xml(tmp_path):
