@@ -7,6 +7,7 @@ users know what a small sweep costs.
     python benchmarks/gpu.py --tiny          # a CPU-sized smoke run of the same code paths
 
 Both loops are timed over all their steps after `--warmup` untimed steps (compilation happens there).
+benchmarks/gpu_check.py runs these measurements, and the rest of the GPU check, under time budgets (docs/gpu.md).
 """
 
 import argparse
