@@ -140,6 +140,11 @@ def preflight(tiny: bool, peak_override: float | None, info: dict) -> dict:
     if info["fla"] is None:
         info["warnings"].append("flash-linear-attention is not installed: GLA runs its PyTorch form and the fla test "
                                 "skips (" + WHEELS_HINT + ")")
+    elif not tiny:
+        try:  # what models/mixers/gla.py calls on CUDA
+            from fla.ops.gla import chunk_gla  # noqa: F401
+        except Exception as e:
+            info["warnings"].append(f"fla is installed but its GLA kernel does not import: {one_line(e)}")
 
     # Every module of archbench, so that a package missing on this machine is named now, not in a section.
     import pkgutil
@@ -148,7 +153,7 @@ def preflight(tiny: bool, peak_override: float | None, info: dict) -> dict:
     for package in ("harness", "models", "tasks"):
         try:
             pkg = importlib.import_module(package)
-        except ImportError as e:
+        except Exception as e:  # ImportError mostly; any exception at import time breaks every run
             failed.append((package, e))
             continue
         names = [package] + [m.name for m in pkgutil.walk_packages(pkg.__path__, package + ".")]
@@ -156,7 +161,7 @@ def preflight(tiny: bool, peak_override: float | None, info: dict) -> dict:
             try:
                 importlib.import_module(name)
                 modules.append(name)
-            except ImportError as e:
+            except Exception as e:
                 failed.append((name, e))
     if failed:
         missing = sorted({e.name for _, e in failed if getattr(e, "name", None)})
@@ -231,8 +236,11 @@ class Recorder:
 
 
 def free_memory() -> None:
-    gc.collect()
+    """Between measurements: compiled graphs (and CUDA graphs' memory pools) dropped, the allocator's cache freed."""
     torch = sys.modules.get("torch")
+    if "torch._dynamo" in sys.modules:
+        torch._dynamo.reset()
+    gc.collect()
     if torch is not None and torch.cuda.is_initialized():
         torch.cuda.empty_cache()
 
