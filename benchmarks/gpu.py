@@ -7,6 +7,7 @@ users know what a small sweep costs.
     python benchmarks/gpu.py --tiny          # a CPU-sized smoke run of the same code paths
 
 Both loops are timed over all their steps after `--warmup` untimed steps (compilation happens there).
+benchmarks/gpu_check.py runs these measurements, and the rest of the GPU check, under time budgets (docs/gpu.md).
 """
 
 import argparse
@@ -23,6 +24,12 @@ from models import ffn, norms, positions
 from models.backbone import LanguageModel
 from models.mixers.attention import Attention
 from tasks.base import Split
+
+# GPT-2 small (nanoGPT's, vocab padded to 50,304) and Zoology's MQAR model; the tiny sizes run the same code on a CPU.
+GPT2 = dict(vocab=50304, d=768, layers=12, heads=12, seq=1024, batch=16)
+GPT2_TINY = dict(vocab=512, d=64, layers=2, heads=2, seq=64, batch=8)
+MQAR_SIZES = dict(vocab=8192, seq=64, batch=512)
+MQAR_TINY = dict(vocab=512, seq=64, batch=32)
 
 
 def gpt(vocab: int, d: int, layers: int, heads: int, seq: int) -> LanguageModel:
@@ -75,6 +82,28 @@ def archbench_loop(model, data: Split, steps: int, warmup: int, batch: int, devi
     return out["cost"]["tokens_per_second"]
 
 
+def mqar_model(vocab: int, seq: int) -> LanguageModel:
+    """Zoology's MQAR model: width 64, 2 layers, one attention head, no MLP, learned positions."""
+    return LanguageModel(vocab_size=vocab, d_model=64, n_layers=2, max_seq_len=seq,
+                         mixer=functools.partial(Attention, n_heads=1), norm=norms.layernorm, ffn=ffn.none,
+                         position=functools.partial(positions.LearnedPosition))
+
+
+def mqar_split(vocab: int, seq: int, batch: int) -> Split:
+    from tasks.mqar import MQAR
+
+    return MQAR(vocab_size=vocab, seq_len=seq, num_kv_pairs=4, num_train=batch * 4, num_val=batch,
+                num_test=batch).split("train", 0)
+
+
+def mqar_steps_per_second(vocab: int, seq: int, batch: int, steps: int, warmup: int, device, compiled: bool,
+                          mode: str | None) -> float:
+    seed_everything(0)
+    tps = archbench_loop(mqar_model(vocab, seq), mqar_split(vocab, seq, batch), steps, warmup, batch, device,
+                         compiled, mode)
+    return tps / (batch * seq)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--tiny", action="store_true", help="CPU-sized model and steps, to check the code paths")
@@ -87,7 +116,7 @@ def main():
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    vocab, d, layers, heads, seq, batch = (50304, 768, 12, 12, 1024, 16) if not args.tiny else (512, 64, 2, 2, 64, 8)
+    vocab, d, layers, heads, seq, batch = (GPT2_TINY if args.tiny else GPT2).values()
     steps, warmup = (args.steps, args.warmup) if not args.tiny else (5, 1)
     data = lm_data(batch * 8, seq, vocab)
     results = {}
@@ -105,18 +134,11 @@ def main():
     print(f"ratio archbench / bare: {results['archbench trainer'] / results['bare nanoGPT-style']:.3f}")
 
     # Zoology's MQAR model (one head, no MLP, learned positions): what a small sweep costs per step.
-    from tasks.mqar import MQAR
-
     modes = [(False, None), (True, None), (True, "reduce-overhead")] if device.type == "cuda" else [(False, None)]
+    v, L, b = (MQAR_TINY if args.tiny else MQAR_SIZES).values()
     for compiled, mode in modes:
-        seed_everything(0)
-        v, L, b = (8192, 64, 512) if not args.tiny else (512, 64, 32)
-        model = LanguageModel(vocab_size=v, d_model=64, n_layers=2, max_seq_len=L,
-                              mixer=functools.partial(Attention, n_heads=1), norm=norms.layernorm, ffn=ffn.none,
-                              position=functools.partial(positions.LearnedPosition))
-        split = MQAR(vocab_size=v, seq_len=L, num_kv_pairs=4, num_train=b * 4, num_val=b, num_test=b).split("train", 0)
-        tps = archbench_loop(model, split, steps, warmup, b, device, compiled, mode)
-        print(f"MQAR d64 2 layers L{L} V{v} batch {b} compile={compiled} mode={mode}: {tps / (b * L):,.1f} steps/s")
+        sps = mqar_steps_per_second(v, L, b, steps, warmup, device, compiled, mode)
+        print(f"MQAR d64 2 layers L{L} V{v} batch {b} compile={compiled} mode={mode}: {sps:,.1f} steps/s")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +57,8 @@ def load_or_make(task, split: str, seed: int, n: int, make: Callable[[], tuple[n
     threshold = min_tokens(task)
     if threshold is None or n * task.max_seq_len < threshold:
         return make()
+    import pyarrow as pa  # here, not at the top: a run whose splits are too small to cache never needs it
+
     path = path_for(task, split, seed, n)
     if path.exists():
         try:
@@ -73,6 +74,8 @@ def load_or_make(task, split: str, seed: int, n: int, make: Callable[[], tuple[n
 
 
 def write(path: Path, inputs: np.ndarray, targets: np.ndarray) -> None:
+    import pyarrow as pa
+
     n, width = inputs.shape
     big = max(int(inputs.max(initial=0)), int(targets.max(initial=0))) > np.iinfo(np.int16).max
     dtype = np.int32 if big else np.int16
@@ -95,6 +98,8 @@ def write(path: Path, inputs: np.ndarray, targets: np.ndarray) -> None:
 
 
 def read(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    import pyarrow as pa
+
     with pa.memory_map(str(path)) as source:
         table = pa.ipc.open_stream(source).read_all()
     out = []

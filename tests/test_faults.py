@@ -36,6 +36,11 @@ def archbench(tmp_path, monkeypatch):
     return call
 
 
+def installed(module: str) -> bool:
+    """find_spec of a.b raises where a itself is missing (hydra_plugins, with no Hydra plugin installed)."""
+    return importlib.util.find_spec(module.split(".")[0]) is not None and importlib.util.find_spec(module) is not None
+
+
 def records(root: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(root.rglob(results.RECORD))]
 
@@ -282,7 +287,7 @@ def test_seed_everything_switches_deterministic_kernels_off_again():
 
 
 @pytest.mark.slow  # three processes start torch: ~15 s on 2 cores
-@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None,
+@pytest.mark.skipif(not installed("hydra_plugins.hydra_joblib_launcher"),
                     reason="hydra-joblib-launcher is not installed (pip install -e '.[parallel]')")
 def test_four_jobs_on_two_joblib_workers_leave_four_intact_records_equal_to_serial_runs(tmp_path, compose):
     env = {**os.environ, "ARCHBENCH_RESULTS": str(tmp_path / "results"), "OMP_NUM_THREADS": "1"}
@@ -312,7 +317,7 @@ def test_four_jobs_on_two_joblib_workers_leave_four_intact_records_equal_to_seri
 
 
 def test_the_slurm_preset_composes(compose):
-    if importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
+    if not installed("hydra_plugins.hydra_submitit_launcher"):
         pytest.skip("hydra-submitit-launcher is not installed (pip install -e '.[slurm]')")
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
