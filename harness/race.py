@@ -14,6 +14,7 @@ column got was marked worse at the round it stopped; the others are tested afres
 """
 
 import logging
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -69,10 +70,8 @@ def decisions_markdown(long, alpha: float, min_seeds: int, max_seeds: int, highe
 
     d = decide(long, alpha, min_seeds, max_seeds, higher_is_better)
 
-    def text(r) -> str:
+    def text(r) -> str:  # a worse cell with fewer seeds than its column's most was marked at the round it stopped
         mean = "" if pd.isna(r["mean"]) else f"{r['mean']:.3f} "
-        if r["decision"] == "worse" and pd.isna(r["p"]):
-            return f"{mean}worse (out after {r['seeds']}) · {r['seeds']} seeds"
         p = "" if pd.isna(r["p"]) else f" p={r['p']:.2g}"
         return f"{mean}{r['decision']}{p} · {r['seeds']} seeds"
 
@@ -84,7 +83,8 @@ def decisions_markdown(long, alpha: float, min_seeds: int, max_seeds: int, highe
     legend = [
         f"Race (docs/racing.md): seeds {min_seeds}..{max_seeds}, {looks} looks; a cell is worse once a one-sided "
         f"Welch t-test puts it below its column's leader at level α/(looks·rivals) ({levels}); the best of a "
-        f"column is marked worse with probability ≤ α = {alpha}. tied: not (yet) separable from the leader.",
+        f"column is marked worse with probability ≤ α = {alpha}. tied: not (yet) separable from the leader; a worse "
+        "cell with fewer seeds than its column was marked at the round it stopped; p: vs the leader, one-sided.",
         f"runs spent: {spent}; a fixed allocation reaching the same decisions would have needed {len(d) * most} "
         f"(= {len(d)} cells × {most} seeds)",
     ]
@@ -99,11 +99,6 @@ class RaceSweeper(Sweeper):
 
     def __init__(self, min_seeds: int = 2, max_seeds: int = 8, budget: int | None = None, alpha: float = 0.05,
                  metric: str = "accuracy", split: str = "test", params: dict | None = None) -> None:
-        if not 2 <= min_seeds <= max_seeds:
-            raise HydraException(f"hydra.sweeper: race needs 2 <= min_seeds <= max_seeds (got {min_seeds}, "
-                                 f"{max_seeds}): Welch's test needs two seeds a side")
-        if not 0 < alpha < 1:
-            raise HydraException(f"hydra.sweeper.alpha={alpha} must be in (0, 1)")
         self.min_seeds, self.max_seeds, self.budget, self.alpha = min_seeds, max_seeds, budget, alpha
         self.metric, self.split, self.params = metric, split, dict(params or {})
         self.config = self.launcher = self.hydra_context = None
@@ -111,6 +106,11 @@ class RaceSweeper(Sweeper):
     def setup(self, *, hydra_context, task_function, config) -> None:
         from hydra.core.plugins import Plugins
 
+        if not 2 <= self.min_seeds <= self.max_seeds:  # checked here: Hydra would wrap an error of __init__
+            raise HydraException(f"hydra.sweeper.min_seeds={self.min_seeds}, max_seeds={self.max_seeds}: a race "
+                                 "needs 2 <= min_seeds <= max_seeds (Welch's test needs two seeds a side)")
+        if not 0 < self.alpha < 1:
+            raise HydraException(f"hydra.sweeper.alpha={self.alpha} must be in (0, 1)")
         self.hydra_context, self.config = hydra_context, config
         self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
                                                                 task_function=task_function, config=config)
@@ -127,8 +127,9 @@ class RaceSweeper(Sweeper):
         return [tuple(job) for job in jobs]
 
     def sweep(self, arguments: list[str]):
-        from harness import stats
+        from harness import results, stats
 
+        started = datetime.now(timezone.utc).isoformat()  # as the records' timestamps
         cells = self.cells(arguments)
         if "*" in self.split:
             raise HydraException(f"hydra.sweeper.split={self.split}: a race decides on one split")
@@ -163,7 +164,9 @@ class RaceSweeper(Sweeper):
                 break
             target += 1
         text = decisions_markdown(long, self.alpha, self.min_seeds, self.max_seeds, higher)
-        text += f"\nstopped: {reason}"
+        fresh = sum((results.load_record(p) or {}).get("timestamps", {}).get("started", "") >= started
+                    for paths in written.values() for p in paths)
+        text += f" ({fresh} trained by this call, the others completed before); stopped: {reason}"
         (sweep_dir / "race.md").write_text(text + "\n")
         print(f"\n{text}\n")
         return returns
