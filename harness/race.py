@@ -30,9 +30,9 @@ TARGET = "hydra_plugins.archbench_race.RaceSweeper"  # Hydra instantiates plugin
 
 # --- the procedure: pure functions of the board's long table ------------------------------------------------------
 
-def level(alpha: float, looks: int, variants: int) -> float:
+def level(alpha: float, looks: int, variants):
     """The level of each one-sided test: alpha spread over every look and every rival of the best (Bonferroni)."""
-    return alpha / (looks * max(variants - 1, 1))
+    return alpha / (looks * np.maximum(np.asarray(variants) - 1, 1))
 
 
 def decide(long, alpha: float, min_seeds: int, max_seeds: int, higher_is_better: bool = True):
@@ -54,8 +54,7 @@ def decide(long, alpha: float, min_seeds: int, max_seeds: int, higher_is_better:
     two_sided = stats.welch_p(out["mean"], out["std"], out["n"], lead["mean"].to_numpy(), lead["std"].to_numpy(),
                               lead["n"].to_numpy())
     out["p"] = np.where(testable & ~is_leader, two_sided / 2, np.nan)  # the leader's mean is the higher one
-    k = out.groupby("column")["variant"].transform("size")
-    out["level"] = level(alpha, max_seeds - min_seeds + 1, 1) / (k - 1).clip(lower=1)
+    out["level"] = level(alpha, max_seeds - min_seeds + 1, out.groupby("column")["variant"].transform("size"))
     worse = ~alive | (out["p"] < out["level"])
     out["decision"] = np.select([is_leader, worse, testable], ["leader", "worse", "tied"], "untested")
     survivors = (~worse).groupby(out["column"]).transform("sum")
