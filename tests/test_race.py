@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats as sps
 
 from harness import cli, race
@@ -89,6 +91,23 @@ def test_decisions_follow_the_long_table_alone():
     assert not alone["open"].any()  # one survivor: the column is decided
     text = race.decisions_markdown(long, ALPHA, 2, 8)
     assert "| a " in text and "leader" in text and "runs spent: 22" in text and "(= 6 cells × 5 seeds)" in text
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("xyz"), st.floats(0, 1), st.floats(0, 0.3), st.integers(0, 8),
+                          st.integers(0, 2)), min_size=1, max_size=12))
+def test_every_column_has_one_leader_and_only_open_cells_get_seeds(rows):
+    long = pd.DataFrame(rows, columns=["column", "mean", "std", "n", "failed"]).assign(
+        variant=lambda f: [f"v{i}" for i in range(len(f))])
+    long["mean"], long["std"] = long["mean"].where(long.n > 0), long["std"].where(long.n > 1)
+    d = race.decide(long, ALPHA, 2, 8)
+    for _, col in d.groupby("column"):
+        alive = col.seeds == col.seeds.max()
+        assert (col.decision == "leader").sum() == int((alive & (col.n >= 2)).any())
+        assert (col.decision[~alive] == "worse").all()
+        lead = col[col.decision == "leader"]
+        assert (col["mean"][alive & (col.n >= 2)] <= lead["mean"].max()).all()
+    assert not (d.open & ((d.decision == "worse") | (d.seeds >= 8))).any()
 
 
 def test_loss_is_raced_downwards():
