@@ -120,7 +120,7 @@ def test_loss_is_raced_downwards():
 SMOKE = ["trainer=smoke", "model/ffn=none", "model.d_model=32", "task.num_train=64", "task.num_val=16",
          "task.num_test=16"]
 RACE = ["-m", "hydra/sweeper=race", "model/mixer=attention,gqa", "task=mqar", "hydra.sweeper.min_seeds=2",
-        "hydra.sweeper.max_seeds=3", "hydra.callbacks.leaderboard.plots=false", *SMOKE]
+        "hydra.sweeper.max_seeds=3", "+hydra.callbacks.leaderboard.plots=false", *SMOKE]
 
 
 def test_a_real_race_gives_consecutive_seeds_and_its_decisions_and_a_rerun_trains_nothing(tmp_path, monkeypatch,
@@ -147,6 +147,11 @@ def test_a_real_race_gives_consecutive_seeds_and_its_decisions_and_a_rerun_train
     assert sorted((r["run_id"], r["timestamps"]["started"]) for r in again) == \
         sorted((r["run_id"], r["timestamps"]["started"]) for r in recs)
     assert "(0 trained by this call" in out
+
+    monkeypatch.setattr(sys, "argv", ["archbench", *RACE, "hydra.sweeper.budget=5"])
+    cli.main()  # a budget that the second round would pass: the race stops after the first
+    out = capsys.readouterr().out
+    assert "stopped: budget (5 runs)" in out and "runs spent: 4;" in out and "(0 trained by this call" in out
 
 
 @pytest.mark.parametrize("args, message", [
