@@ -119,9 +119,12 @@ class RaceSweeper(Sweeper):
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        overrides = parser.parse_overrides([*(f"{k}={v}" for k, v in self.params.items()), *arguments])
-        if any(o.get_key_element() == "seed" for o in overrides):
+        if any(o.get_key_element() == "seed" for o in parser.parse_overrides(arguments)):
             raise HydraException("seed: a race sets the seeds itself (0, 1, ... per cell); leave seed out")
+        if "seed" in self.params:  # a suite's seeds (suite=quick hydra/sweeper=race): the race's replace them
+            log.info("race: the seeds of hydra.sweeper.params (%s) are replaced by the race's", self.params["seed"])
+        params = [f"{k}={v}" for k, v in self.params.items() if k != "seed"]
+        overrides = parser.parse_overrides([*params, *arguments])
         [jobs] = BasicSweeper.split_arguments(overrides, None)
         return [tuple(job) for job in jobs]
 
