@@ -162,7 +162,8 @@ class RaceSweeper(Sweeper):
             decided = decide(long, self.alpha, self.min_seeds, self.max_seeds, higher)
             todo = [cell for cell in cells if decided["open"].iloc[row[cell]]]
             if not todo:
-                reason = "every column decided" if target < self.max_seeds else "max_seeds"
+                left = (decided["decision"] != "worse").groupby(decided["column"]).sum()
+                reason = "every column decided" if (left == 1).all() else "max_seeds"
                 break
             target += 1
         text = decisions_markdown(long, self.alpha, self.min_seeds, self.max_seeds, higher)
@@ -179,7 +180,10 @@ class RaceSweeper(Sweeper):
         from harness import board, results
 
         records = results.load_records([self.config.hydra.sweep.dir])
-        b = board.build(records, self.metric, self.split)
+        try:
+            b = board.build(records, self.metric, self.split)
+        except SystemExit as e:  # the board's one-line complaint (e.g. no such metric), as a config error
+            raise HydraException(f"race: {e}") from None
         position = {key: i for i, key in enumerate(zip(b.long["variant"], b.long["column"], strict=True))}
         of_run = {rid: position[(v, c)] for rid, v, c in zip(b.runs["run_id"], b.runs["variant"], b.runs["column"],
                                                          strict=True)}
