@@ -26,7 +26,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
-from harness import results, schema, search
+from harness import race, results, schema, search
 from harness.checkpoint import FILE as CHECKPOINT
 from harness.checkpoint import Checkpointer
 from harness.hybrid import build_model
@@ -151,7 +151,8 @@ class Preflight(Callback):
             log.info("search over %d parameters: options, objectives and fixed overrides checked; a trial that "
                      "cannot be built is a failed trial with the worst value", n)
             return
-        if config.hydra.sweeper.get("_target_") != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
+        basic = f"{BasicSweeper.__module__}.{BasicSweeper.__name__}"
+        if config.hydra.sweeper.get("_target_") not in (basic, race.TARGET):  # a race's cells: the same grammar
             log.info("sweeper %s: jobs are checked as they start", config.hydra.sweeper.get("_target_"))
             return
         loader = GlobalHydra.instance().config_loader()

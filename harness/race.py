@@ -1,0 +1,202 @@
+"""Racing (`archbench -m hydra/sweeper=race ...`): seeds go where the verdict is still open (docs/racing.md).
+
+The sweep grammar is the ordinary one (`model/mixer=a,b,c task=x,y`); every combination is a cell. Each cell first
+gets seeds 0..min_seeds-1; after each round the records are read back and, per column of the board (a task
+setting), every variant is tested against the column's leader: one-sided Welch t-test at level
+alpha / (looks x rivals), looks = max_seeds - min_seeds + 1 (Bonferroni over the rounds and the rivals), so the
+best variant of a column is marked worse with probability at most alpha however many rounds the race looks at.
+A cell marked worse gets no more seeds; the others get one more seed each round, until their column has a single
+survivor, max_seeds, or the budget. Seeds are consecutive, so every run is an ordinary run of an ordinary sweep:
+skip-completed, resume, launchers and wandb work unchanged, and a rerun replays the race from its records.
+
+The decisions are a function of the board's long table alone (`decide`): a cell with fewer seeds than the most its
+column got was marked worse at the round it stopped; the others are tested afresh. Nothing else is remembered.
+"""
+
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from hydra.plugins.sweeper import Sweeper
+from omegaconf import OmegaConf
+
+log = logging.getLogger("archbench")
+
+TARGET = "hydra_plugins.archbench_race.RaceSweeper"  # Hydra instantiates plugins only from hydra_plugins.*
+
+
+# --- the procedure: pure functions of the board's long table ------------------------------------------------------
+
+def level(alpha: float, looks: int, variants):
+    """The level of each one-sided test: alpha spread over every look and every rival of the best (Bonferroni)."""
+    return alpha / (looks * np.maximum(np.asarray(variants) - 1, 1))
+
+
+def decide(long, alpha: float, min_seeds: int, max_seeds: int, higher_is_better: bool = True):
+    """Per cell of `long` (columns variant, column, mean, std, n, failed): seeds (runs launched = n + failed),
+    decision (leader | tied | worse | untested), p (one-sided Welch p-value of the leader being better; NaN where
+    not tested), level (the test's level) and open (gets another seed). See the module docstring."""
+    from harness import stats
+
+    out = long[["variant", "column", "mean", "std", "n"]].copy()
+    out["seeds"] = long["n"] + long.get("failed", 0)
+    most = out.groupby("column")["seeds"].transform("max")
+    alive = out["seeds"] == most                           # the others stopped at an earlier round: marked worse
+    testable = alive & (out["n"] >= 2)
+    score = out["mean"].where(testable) * (1 if higher_is_better else -1)
+    best = score.groupby(out["column"]).transform("max")
+    is_leader = testable & (score == best)
+    is_leader &= ~is_leader.groupby(out["column"]).cumsum().gt(1)  # equal means: the first one leads
+    lead = out[is_leader].set_index("column").reindex(out["column"])
+    two_sided = stats.welch_p(out["mean"], out["std"], out["n"], lead["mean"].to_numpy(), lead["std"].to_numpy(),
+                              lead["n"].to_numpy())
+    out["p"] = np.where(testable & ~is_leader, two_sided / 2, np.nan)  # the leader's mean is the higher one
+    out["level"] = level(alpha, max_seeds - min_seeds + 1, out.groupby("column")["variant"].transform("size"))
+    worse = ~alive | (out["p"] < out["level"])
+    out["decision"] = np.select([is_leader, worse, testable], ["leader", "worse", "tied"], "untested")
+    survivors = (~worse).groupby(out["column"]).transform("sum")
+    out["open"] = ~worse & (survivors > 1) & (out["seeds"] < max_seeds)
+    return out
+
+
+def decisions_markdown(long, alpha: float, min_seeds: int, max_seeds: int, higher_is_better: bool = True) -> str:
+    """The decisions table (rows variants, columns as on the board), its legend and the runs spent against the runs
+    a fixed allocation reaching the same decisions would have needed (every cell at the most seeds any cell got)."""
+    import pandas as pd
+
+    d = decide(long, alpha, min_seeds, max_seeds, higher_is_better)
+
+    def text(r) -> str:  # a worse cell with fewer seeds than its column's most was marked at the round it stopped
+        mean = "" if pd.isna(r["mean"]) else f"{r['mean']:.3f} "
+        p = "" if pd.isna(r["p"]) else f" p={r['p']:.2g}"
+        return f"{mean}{r['decision']}{p} · {r['seeds']} seeds"
+
+    table = d.assign(text=d.apply(text, axis=1)).pivot(index="variant", columns="column", values="text")
+    table = table.reindex(index=list(dict.fromkeys(d["variant"])), columns=list(dict.fromkeys(d["column"])))
+    looks = max_seeds - min_seeds + 1
+    levels = ", ".join(f"{c}: {v:.3g}" for c, v in d.groupby("column", sort=False)["level"].first().items())
+    spent, most = int(d["seeds"].sum()), int(d["seeds"].max())
+    legend = [
+        f"Race (docs/racing.md): seeds {min_seeds}..{max_seeds}, {looks} looks; a cell is worse once a one-sided "
+        f"Welch t-test puts it below its column's leader at level α/(looks·rivals) ({levels}); the best of a "
+        f"column is marked worse with probability ≤ α = {alpha}. tied: not (yet) separable from the leader; a worse "
+        "cell with fewer seeds than its column was marked at the round it stopped; p: vs the leader, one-sided.",
+        f"runs spent: {spent}; a fixed allocation reaching the same decisions would have needed {len(d) * most} "
+        f"(= {len(d)} cells × {most} seeds)",
+    ]
+    return table.fillna("").to_markdown() + "\n\n" + "\n".join(legend)
+
+
+# --- the sweeper ---------------------------------------------------------------------------------------------------
+
+class RaceSweeper(Sweeper):
+    """Hydra sweeper: see the module docstring. Options (hydra.sweeper.*): min_seeds, max_seeds, budget (runs in
+    all, None for no limit), alpha, metric and split (what the board reports and the race decides on), params."""
+
+    def __init__(self, min_seeds: int = 2, max_seeds: int = 8, budget: int | None = None, alpha: float = 0.05,
+                 metric: str = "accuracy", split: str = "test", params: dict | None = None) -> None:
+        self.min_seeds, self.max_seeds, self.budget, self.alpha = min_seeds, max_seeds, budget, alpha
+        self.metric, self.split, self.params = metric, split, dict(params or {})
+        self.config = self.launcher = self.hydra_context = None
+
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        from hydra.core.plugins import Plugins
+
+        if not 2 <= self.min_seeds <= self.max_seeds:  # checked here: Hydra would wrap an error of __init__
+            raise HydraException(f"hydra.sweeper.min_seeds={self.min_seeds}, max_seeds={self.max_seeds}: a race "
+                                 "needs 2 <= min_seeds <= max_seeds (Welch's test needs two seeds a side)")
+        if not 0 < self.alpha < 1:
+            raise HydraException(f"hydra.sweeper.alpha={self.alpha} must be in (0, 1)")
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
+                                                                task_function=task_function, config=config)
+
+    def cells(self, arguments: list[str]) -> list[tuple[str, ...]]:
+        """Every combination of the sweep's overrides, without a seed: the race sets the seeds."""
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        if any(o.get_key_element() == "seed" for o in parser.parse_overrides(arguments)):
+            raise HydraException("seed: a race sets the seeds itself (0, 1, ... per cell); leave seed out")
+        if "seed" in self.params:  # a suite's seeds (suite=quick hydra/sweeper=race): the race's replace them
+            log.info("race: the seeds of hydra.sweeper.params (%s) are replaced by the race's", self.params["seed"])
+        params = [f"{k}={v}" for k, v in self.params.items() if k != "seed"]
+        overrides = parser.parse_overrides([*params, *arguments])
+        [jobs] = BasicSweeper.split_arguments(overrides, None)
+        return [tuple(job) for job in jobs]
+
+    def sweep(self, arguments: list[str]):
+        from harness import results, stats
+
+        started = datetime.now(timezone.utc).isoformat()  # as the records' timestamps
+        cells = self.cells(arguments)
+        if "*" in self.split:
+            raise HydraException(f"hydra.sweeper.split={self.split}: a race decides on one split")
+        if self.budget is not None and self.budget < len(cells) * self.min_seeds:
+            raise HydraException(f"hydra.sweeper.budget={self.budget} is less than the first round: {len(cells)} "
+                                 f"cells x {self.min_seeds} seeds")
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        higher = self.metric not in stats.LOWER_IS_BETTER
+        seeds, todo, returns, reason = dict.fromkeys(cells, 0), list(cells), [], "max_seeds"
+        written: dict[tuple, list[Path]] = {cell: [] for cell in cells}  # the record each job of a cell wrote
+        target = self.min_seeds
+        while True:
+            batch = [[*cell, f"seed={s}"] for cell in todo for s in range(seeds[cell], target)]
+            if self.budget is not None and sum(seeds.values()) + len(batch) > self.budget:
+                reason = f"budget ({self.budget} runs)"
+                break
+            log.info("race: round to %d seeds, %d runs for %d cells", target, len(batch), len(todo))
+            self.validate_batch_is_legal(batch)
+            returns.append(self.launcher.launch(batch, initial_job_idx=sum(seeds.values())))
+            for job, ret in zip(batch, returns[-1], strict=True):
+                _ = ret.return_value  # re-raises what escaped a job, as Hydra's basic sweeper does
+                written[tuple(job[:-1])].append(Path(ret.hydra_cfg.hydra.runtime.output_dir) / "result.json")
+            for cell in todo:
+                seeds[cell] = target
+            long, row = self.board(written)
+            decided = decide(long, self.alpha, self.min_seeds, self.max_seeds, higher)
+            todo = [cell for cell in cells if decided["open"].iloc[row[cell]]]
+            if not todo:
+                left = (decided["decision"] != "worse").groupby(decided["column"]).sum()
+                reason = "every column decided" if (left == 1).all() else "max_seeds"
+                break
+            target += 1
+        text = decisions_markdown(long, self.alpha, self.min_seeds, self.max_seeds, higher)
+        fresh = sum((results.load_record(p) or {}).get("timestamps", {}).get("started", "") >= started
+                    for paths in written.values() for p in paths)
+        text += f" ({fresh} trained by this call, the others completed before); stopped: {reason}"
+        (sweep_dir / "race.md").write_text(text + "\n")
+        print(f"\n{text}\n")
+        return returns
+
+    def board(self, written: dict[tuple, list[Path]]):
+        """The board's long table of the race's records and, per cell, the position of its row there. A cell is
+        found through the records its jobs wrote (a skipped run's is a copy of the earlier record)."""
+        from harness import board, results
+
+        records = results.load_records([self.config.hydra.sweep.dir])
+        try:
+            b = board.build(records, self.metric, self.split)
+        except SystemExit as e:  # the board's one-line complaint (e.g. no such metric), as a config error
+            raise HydraException(f"race: {e}") from None
+        position = {key: i for i, key in enumerate(zip(b.long["variant"], b.long["column"], strict=True))}
+        of_run = {rid: position[(v, c)] for rid, v, c in zip(b.runs["run_id"], b.runs["variant"], b.runs["column"],
+                                                         strict=True)}
+        row, owner = {}, {}
+        for cell, paths in written.items():
+            own = [results.load_record(p) for p in paths]
+            if None in own:
+                raise HydraException(f"race: a run of {' '.join(cell)} wrote no readable record")
+            rows = {of_run[r["run_id"]] for r in own}
+            if len(rows) != 1:
+                raise HydraException(f"race: the runs of {' '.join(cell)} fall into several cells of the board")
+            [row[cell]] = rows
+            if owner.setdefault(row[cell], cell) != cell:
+                raise HydraException(f"race: {' '.join(cell)} and {' '.join(owner[row[cell]])} are one cell of "
+                                     "the board; make what tells them apart a config group choice or a swept field")
+        return b.long, row
