@@ -16,16 +16,18 @@ from tasks.length_generalization import LengthGeneralizationTask, even_lengths
 from tests.conftest import CONF, options
 
 
-def length_tasks() -> list[str]:
+def length_tasks(package: str = "") -> list[str]:
     out = []
     for name in options("task"):
         target = OmegaConf.load(CONF / "task" / f"{name}.yaml").get("_target_")
-        if target and issubclass(get_class(target), LengthGeneralizationTask):
+        if target and issubclass(get_class(target), LengthGeneralizationTask) and target.startswith(package):
             out.append(name)
     return out
 
 
-TASKS = length_tasks()
+ALL = length_tasks()
+TASKS = length_tasks("tasks.chomsky.")  # input, then blanks for the answer
+STATE = length_tasks("tasks.state_tracking.")
 MOD = 5
 
 
@@ -177,12 +179,13 @@ def test_input_lengths_of_each_split(compose, name):
         assert splits[f"test@{length}"].inputs.shape[1] == task.width(length) <= task.max_seq_len
 
 
-@pytest.mark.parametrize("name", TASKS)
+@pytest.mark.parametrize("name", ALL)
 def test_padding_is_never_scored_and_never_reaches_a_scored_output(compose, name):
     """Changing the padding (to random tokens) never changes the logits at scored positions of a causal model."""
     from harness.hybrid import build_model
 
-    cfg = compose([f"task={name}", "model.d_model=16", "model.n_layers=2", "task.test_lengths=[41]"])
+    cfg = compose([f"task={name}", "model.d_model=16", "model.n_layers=2", "task.test_lengths=[41]",
+                   "task.train_min_length=3"])
     task = instantiate(cfg.task)
     task.num_train = 64
     split = task.split("train", 0)
@@ -231,3 +234,69 @@ def test_impossible_settings_name_the_field(kwargs, field):
 
     with pytest.raises(ValueError, match=field):
         ParityCheck(**kwargs).check()
+
+
+def compose_perm(a: tuple, b: tuple) -> tuple:
+    """a, then b."""
+    return tuple(b[a[i]] for i in range(len(a)))
+
+
+def is_even(p: tuple) -> bool:
+    seen, transpositions = set(), 0
+    for start in range(len(p)):  # a cycle of length k is k - 1 transpositions
+        k, i = 0, start
+        while i not in seen:
+            seen.add(i)
+            i, k = p[i], k + 1
+        transpositions += max(k - 1, 0)
+    return transpositions % 2 == 0
+
+
+@pytest.mark.parametrize("name", [n for n in STATE if n.startswith("word_problem")])
+def test_word_problem_labels_are_running_products_of_tuples(compose, name):
+    task = make(compose, name, test_lengths=[24])
+    kind, order = task.group[0], int(task.group[1:])
+    if kind == "Z":
+        elements, op = list(range(order)), lambda a, b: (a + b) % order
+    else:
+        elements = sorted(p for p in __import__("itertools").permutations(range(order)) if kind == "S" or is_even(p))
+        op = compose_perm
+    assert len(elements) == task.input_size == task.vocab_size - 1
+    for split_name in ("train", "test@24"):
+        split = task.splits(0)[split_name]
+        for x, y in zip(split.inputs.tolist(), split.targets.tolist(), strict=True):
+            state = None
+            for t, token in enumerate(x):
+                if token == task.pad:
+                    assert y[t] == IGNORE
+                    continue
+                state = elements[token] if state is None else op(state, elements[token])
+                assert y[t] == elements.index(state)
+    abelian = (task.table == task.table.T).all()
+    assert abelian == (kind == "Z"), "S5 and A5 do not commute; Z60 does"
+
+
+def test_grazzi_parity_and_modular_arithmetic_follow_their_code(compose):
+    parity = make(compose, "grazzi_parity", num_train=2000, test_lengths=[40, 57])
+    for split_name in ("train", "test@57"):
+        split = parity.splits(0)[split_name]
+        for x, y in zip(split.inputs.tolist(), split.targets.tolist(), strict=True):
+            bits = [t for t in x if t != 0]
+            assert set(bits) <= {1, 2} and x[: len(bits)] == bits
+            assert 2 <= len(bits) <= 39 if split_name == "train" else len(bits) == 56
+            assert [t for t in y if t != IGNORE] == [1 + bits.count(2) % 2] and y[len(bits) - 1] != IGNORE
+    mod = make(compose, "grazzi_mod_arithmetic", num_train=2000, test_lengths=[40, 57])
+    for split_name in ("train", "test@40", "test@57"):
+        split = mod.splits(0)[split_name]
+        lengths = set()
+        for x, y in zip(split.inputs.tolist(), split.targets.tolist(), strict=True):
+            body = [t for t in x if t != 0]
+            assert body[-1] == 4 and y[len(body) - 1] != IGNORE and sum(t != IGNORE for t in y) == 1
+            text = "".join("+-*"[t - 1] if t < 4 else str(t - 5) for t in body[:-1])
+            assert y[len(body) - 1] == 5 + eval(text) % 5
+            lengths.add(len(body) + 1)  # their s: the expression, `=` and the answer
+        assert all(s % 2 == 1 for s in lengths)
+        assert lengths == ({39} if split_name == "test@40" else {57}) if split_name != "train" else \
+            lengths == set(range(3, 40, 2))
+    out = mod.derived_metrics({f"test@{length}/accuracy": 0.6 for length in mod.test_lengths})
+    assert out["test/length_mean_scaled_accuracy"] == pytest.approx((0.6 - 0.2) / 0.8)
