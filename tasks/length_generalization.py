@@ -211,12 +211,13 @@ def carry(columns: np.ndarray) -> np.ndarray:
     output has room for every carry (columns' width plus enough bits for the largest column sum)."""
     n, w = columns.shape
     extra = int(np.ceil(np.log2(columns.max(initial=1) + 1))) + 1
-    out = np.zeros((n, w + extra), dtype=np.int64)
+    cols = np.zeros((w + extra, n), dtype=np.int64)  # position-major: each step reads and writes contiguous rows
+    cols[:w] = columns.T
     c = np.zeros(n, dtype=np.int64)
     for k in range(w + extra):
-        s = c + (columns[:, k] if k < w else 0)
-        out[:, k], c = s & 1, s >> 1
-    return out
+        s = c + cols[k]
+        cols[k], c = s & 1, s >> 1
+    return cols.T.copy()
 
 
 def digits_length(little_endian: np.ndarray) -> np.ndarray:
