@@ -16,6 +16,7 @@ import numpy as np
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
+import harness  # noqa: F401  (registers the config resolvers, e.g. ${task_width:...})
 from tasks.lm_text import LMText
 from tasks.mqar import MQAR
 

@@ -77,6 +77,10 @@ class Task:
         """Examples in a split; extra held-out splits are as large as test."""
         return {"train": self.num_train, "val": self.num_val}.get(name, self.num_test)
 
+    def split_width(self, name: str) -> int:
+        """The sequence length of a split's arrays: seq_len, or <length> for an extra split `test@<length>`."""
+        return int(name.removeprefix("test@")) if name.startswith("test@") else self.seq_len
+
     def generate_split(self, name: str, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """The arrays of one split; tasks whose train split differs from the held-out ones override this."""
         return self.generate(n, rng)

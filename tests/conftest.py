@@ -23,6 +23,8 @@ def compose():
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
 
+    import harness  # noqa: F401  (registers the config resolvers, e.g. ${task_width:...})
+
     def make(overrides=()):
         with initialize_config_module(config_module="conf", version_base="1.3"):
             return hydra_compose(config_name="config", overrides=list(overrides))

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from harness.reproduce import cards, claims, compare
 from harness.reproduce.cli import check_claims
 from harness.train import TrainConfig
+from tests.conftest import options
 
 NAMES = cards.names()
 
@@ -80,9 +81,23 @@ def test_zoology_runs_at_ci_scale_and_prints_ours_beside_the_paper(tmp_path):
     assert_comparison(reproduce(tmp_path, "zoology_mqar"), tmp_path, "zoology_mqar")
 
 
+def missing_mixers(name: str) -> list[str]:
+    """Mixer options a card's ci sweep runs (its own model/mixer override, else its experiment's) that this tree's
+    conf/model/mixer/ lacks: a card may name mixers another branch adds."""
+    card = cards.load(name)
+    mixers = next((str(o).partition("=")[2] for o in card["scales"]["ci"] if str(o).startswith("model/mixer=")), None)
+    if mixers is None:
+        experiment = OmegaConf.load(cards.PAPERS.parents[2] / "conf" / "experiment" / f"{card['experiment']}.yaml")
+        mixers = str(OmegaConf.select(experiment, "hydra.sweeper.params", default={}).get("model/mixer", ""))
+    have = set(options("model/mixer"))
+    return [m.strip() for m in mixers.split(",") if m.strip() and m.strip() not in have]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in NAMES if n != "zoology_mqar"])
 def test_every_reproduction_runs_at_ci_scale(tmp_path, name):
+    if missing := missing_mixers(name):
+        pytest.skip(f"{name} runs mixers not in conf/model/mixer/: {', '.join(missing)}")
     assert_comparison(reproduce(tmp_path, name), tmp_path, name)
 
 

@@ -33,7 +33,7 @@ def test_every_task_is_deterministic_with_independent_splits(compose, name):
             assert torch.equal(a[split].inputs, other[split].inputs)
         else:
             assert not torch.equal(a[split].inputs, other[split].inputs)
-        width = int(split.removeprefix("test@")) if split.startswith("test@") else task.seq_len
+        width = task.split_width(split)
         assert a[split].inputs.shape == a[split].targets.shape == (len(a[split]), width) and width <= task.max_seq_len
         assert a[split].inputs.min() >= 0 and a[split].inputs.max() < task.vocab_size
         scored = a[split].targets[a[split].targets != IGNORE]
