@@ -20,7 +20,7 @@ from tasks.base import IGNORE, SPLITS, Task
 @dataclass
 class InductionHeads(Task):
     vocab_size: int = 16
-    seq_len: int = 64
+    seq_len: int = 32  # CPU-sized, as conf/task/induction_heads.yaml; Mamba's 256: induction_heads_mamba.yaml
     num_train: int = 20_000
     num_val: int = 1_000
     num_test: int = 1_000
