@@ -166,7 +166,11 @@ def _checked(init):
 
     @functools.wraps(init)
     def checked_init(self, *args, **kwargs):
-        for name, value in signature.bind(self, *args, **kwargs).arguments.items():
+        try:
+            bound = signature.bind(self, *args, **kwargs)
+        except TypeError as e:  # an unknown option: name the class, as Python's own message does
+            raise TypeError(f"{init.__qualname__}() {e}") from None
+        for name, value in bound.arguments.items():
             if name in hints and (error := check_option(name, value, hints[name])) is not None:
                 raise ValueError(error)
         init(self, *args, **kwargs)
