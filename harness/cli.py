@@ -32,6 +32,7 @@ from harness.checkpoint import Checkpointer
 from harness.hybrid import build_model
 from harness.record import labels_of
 from harness.train import Diverged, TrainConfig, seed_everything, train
+from models.mixers.base import contract_errors
 
 log = logging.getLogger("archbench")
 
@@ -62,6 +63,8 @@ def build(cfg: DictConfig, meta: bool = False):
     _check("", lambda: train_cfg.check(task.num_train))
     with torch.device("meta") if meta else contextlib.nullcontext():
         model = _instantiate("model", cfg, build_model)  # model.pattern: harness/hybrid.py
+    if errors := [e for mixer in {type(b.mixer) for b in model.blocks} for e in contract_errors(mixer)]:
+        raise ConfigError(f"model.mixer: {'; '.join(errors)} (models/mixers/base.py)")
     if model.max_seq_len < task.max_seq_len:  # the longest split, e.g. an extrapolation test length
         what = "task.seq_len" if task.max_seq_len == task.seq_len else "task.max_seq_len (longest test split)"
         raise ConfigError(f"{what}={task.max_seq_len} is longer than model.max_seq_len={model.max_seq_len}")

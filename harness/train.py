@@ -82,14 +82,18 @@ def resolve_device(name: str) -> torch.device:
 
 
 def configure_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW; weight decay only on matrices of linear layers and mixers, never on norms, biases or embeddings."""
-    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    """AdamW; weight decay only on matrices of linear layers and mixers, never on norms, biases, embeddings, nor on
+    any parameter a module's `no_weight_decay()` names (Mamba's A_log and D, S4D's A and dt: models/mixers/base.py)."""
+    excluded = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    for m in model.modules():
+        if hasattr(m, "no_weight_decay"):
+            excluded.update(id(p) for p in m.no_weight_decay())
     decay, no_decay, seen = [], [], set()
     for p in model.parameters():
         if id(p) in seen or not p.requires_grad:
             continue
         seen.add(id(p))
-        (decay if p.dim() >= 2 and id(p) not in embeddings else no_decay).append(p)
+        (decay if p.dim() >= 2 and id(p) not in excluded else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=device.type == "cuda")
 

@@ -3,6 +3,8 @@
 `forward` returns hidden states, not logits: the trainer applies `head` only at scored positions, which on the
 synthetic tasks is most of the saving (MQAR scores 4 of 64 positions; an 8,192-way head at all 64 dominates a step).
 The parts arrive as factories (Hydra `_partial_: true`) and are called with the dimensions the backbone owns.
+Each part initialises its own parameters as its reference does (docs/init_and_decay.md); the backbone initialises
+only what it creates, the token embedding and the head, N(0, init_std) as GPT-2.
 """
 
 from collections.abc import Callable, Sequence
@@ -73,7 +75,8 @@ class LanguageModel(nn.Module):
             raise ValueError(f"{type(self.position).__name__} acts inside attention, but no mixer takes positions")
         self.final_norm = nn.Identity() if norm_placement == "post" else norm(d_model)
         self.head = nn.Linear(d_model, vocab_size, bias=False)
-        self.apply(lambda m: _init(m, init_std))
+        for own in (self.embedding, self.head):  # the parts (mixers, ffns, norms, positions) initialised themselves
+            torch.nn.init.normal_(own.weight, mean=0.0, std=init_std)
         if tie_embeddings:
             self.head.weight = self.embedding.weight
 
@@ -106,9 +109,3 @@ class LanguageModel(nn.Module):
 def _accepts_position(factory: Callable) -> bool:
     return getattr(getattr(factory, "func", factory), "accepts_position", False)
 
-
-def _init(module: nn.Module, std: float) -> None:
-    if isinstance(module, nn.Linear | nn.Embedding):
-        torch.nn.init.normal_(module.weight, mean=0.0, std=std)
-        if getattr(module, "bias", None) is not None:
-            torch.nn.init.zeros_(module.bias)

@@ -1,10 +1,13 @@
-"""Feed-forward layers. Each factory takes `d_model` and returns an nn.Module (or None for no feed-forward)."""
+"""Feed-forward layers. Each factory takes `d_model` and returns an nn.Module (or None for no feed-forward).
+Weights N(0, 0.02), biases zero, as GPT-2 (nanoGPT `_init_weights`) and T5/Shazeer's GLU variants train them."""
 
 from typing import Annotated
 
 import torch.nn.functional as F
 from annotated_types import Gt
 from torch import Tensor, nn
+
+from models.init import normal_init_
 
 ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu, "silu": F.silu, "relu2": lambda x: F.relu(x).square()}
 
@@ -25,6 +28,7 @@ class MLP(nn.Module):
         self.act = _activation(activation)
         self.up = nn.Linear(d_model, hidden, bias=bias)
         self.down = nn.Linear(hidden, d_model, bias=bias)
+        normal_init_(self)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.down(self.act(self.up(x)))
@@ -45,6 +49,7 @@ class GLU(nn.Module):
         self.gate = nn.Linear(d_model, hidden, bias=bias)
         self.up = nn.Linear(d_model, hidden, bias=bias)
         self.down = nn.Linear(hidden, d_model, bias=bias)
+        normal_init_(self)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.down(self.act(self.gate(x)) * self.up(x))

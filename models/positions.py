@@ -16,13 +16,14 @@ from torch import Tensor, nn
 
 
 class LearnedPosition(nn.Module):
-    """A learned absolute position embedding (GPT-2)."""
+    """A learned absolute position embedding (GPT-2): N(0, 0.02), as GPT-2's wpe (nanoGPT `_init_weights`)."""
 
     kind = "embedding"
 
     def __init__(self, d_model: int, *, max_seq_len: int):
         super().__init__()
         self.embedding = nn.Embedding(max_seq_len, d_model)
+        nn.init.normal_(self.embedding.weight, mean=0.0, std=0.02)
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.embedding.weight[: x.shape[1]]

@@ -18,6 +18,7 @@ cached on disk (tasks/cache.py).
 """
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -40,7 +41,7 @@ class ListOps(Task):
     num_train: Count = 96_000
     num_val: Count = 2_000
     num_test: Count = 2_000
-    cache_min_tokens: int = 1 << 22  # tree generation costs more per token than the other generators
+    cache_min_tokens: ClassVar[int] = 1 << 22  # tree generation costs more per token than the other generators
     roots_per_batch: Count = 50_000
 
     def check(self) -> None:

@@ -17,6 +17,7 @@ Training is scored the same way as the held-out splits.
 """
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -37,7 +38,7 @@ class SelectiveCopying(MADTask):
     num_test: Count = 1_280
     family: str = "selective_copying"
     setting: str = "baseline"
-    version: int = 2  # 2: placement mamba is S4's layout (k markers), not one copy token and k blanks
+    version: ClassVar[int] = 2  # 2: placement mamba is S4's layout (k markers), not one copy token and k blanks
 
     def check(self) -> None:
         super().check()

@@ -1,9 +1,5 @@
-"""Sequence mixers, one per file. Each is an nn.Module with
-
-    __init__(self, d_model: int, *, max_seq_len: int, layer_idx: int, **options)
-    forward(self, x: Tensor) -> Tensor        # (batch, seq, d_model) -> same shape, strictly causal
-    flops_per_token(self, seq_len: int) -> int # training FLOPs per token NOT counted by 6 * parameters
-
-and is registered by a YAML file in conf/model/mixer/. Mixers that set `accepts_position = True` also take a
-`position=` module (rope) that acts on their queries and keys.
+"""Sequence mixers, one per file, each a subclass of `models.mixers.base.Mixer` (the contract, as code: constructor
+signature with every option named, typed and its range declared, forward, flops_per_token, no_weight_decay) and
+registered by a YAML file in conf/model/mixer/ that lists every option with the class's default. Mixers that set
+`accepts_position = True` also take a `position=` module (rope, ALiBi) that acts on their queries and keys.
 """

@@ -8,16 +8,23 @@ F.scaled_dot_product_attention runs with is_causal=True and no mask, so CUDA tak
 explicit bias mask elsewhere; `kernel=sdpa` or `kernel=flex` forces one.
 """
 
+from typing import Annotated, Literal
+
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge
 from torch import Tensor, nn
 
+from models.init import normal_init_
 from models.mixers import _flex
+from models.mixers.base import Mixer
 
-KERNELS = ("auto", "sdpa", "flex")
+Kernel = Literal["auto", "sdpa", "flex"]
 
 
-class Attention(nn.Module):
+class Attention(Mixer):
+    """Weights: GPT-2's N(0, 0.02), biases zero (nanoGPT `_init_weights`)."""
+
     accepts_position = True
 
     def __init__(
@@ -26,21 +33,19 @@ class Attention(nn.Module):
         *,
         max_seq_len: int,
         layer_idx: int,
-        n_heads: int = 4,
-        n_kv_heads: int | None = None,
+        n_heads: Annotated[int, Ge(1)] = 1,
+        n_kv_heads: Annotated[int, Ge(1)] | None = None,
         bias: bool = False,
         qk_norm: bool = False,
-        kernel: str = "auto",
+        kernel: Kernel = "auto",
         position: nn.Module | None = None,
     ):
-        super().__init__()
-        if kernel not in KERNELS:
-            raise ValueError(f"mixer.kernel={kernel!r} must be one of {', '.join(KERNELS)}")
+        super().__init__(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx)
         self.kernel = kernel
         n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
-        if n_heads < 1 or d_model % n_heads:
+        if d_model % n_heads:
             raise ValueError(f"mixer.n_heads={n_heads} must divide d_model={d_model}")
-        if n_kv_heads < 1 or n_heads % n_kv_heads:
+        if n_heads % n_kv_heads:
             raise ValueError(f"mixer.n_kv_heads={n_kv_heads} must divide mixer.n_heads={n_heads}")
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, d_model // n_heads
         self.score_bias = position if hasattr(position, "bias") else None  # ALiBi-like: added to the scores
@@ -51,6 +56,7 @@ class Attention(nn.Module):
         self.out = nn.Linear(d_model, d_model, bias=bias)
         self.q_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else None
         self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else None
+        normal_init_(self)
 
     def forward(self, x: Tensor) -> Tensor:
         b, t, _ = x.shape

@@ -16,10 +16,17 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from models.init import normal_init_
 from models.mixers._conv import ImplicitFilter, ShortConv, fft_conv, fft_conv_flops
+from models.mixers.base import Mixer
 
 
-class BaseConv(nn.Module):
+class BaseConv(Mixer):
+    """Init: the projection N(0, 0.02) with zero bias, as Zoology's model init gives every linear layer
+    (zoology/model.py `_init_weights`); the short conv nn.Conv1d's default; the implicit filter PyTorch's default
+    uniform (Zoology's model init would give its MLP N(0, 0.02) too: docs/init_and_decay.md). Zoology decays every
+    parameter (zoology/train.py AdamW over model.parameters()): no exclusions here."""
+
     def __init__(
         self,
         d_model: int,
@@ -30,13 +37,13 @@ class BaseConv(nn.Module):
         implicit_long_conv: bool = True,
         residual: bool = True,
     ):
-        super().__init__()
+        super().__init__(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx)
         sizes = [kernel_size] if isinstance(kernel_size, int) else list(kernel_size)
         if not sizes or any(k == 0 or k < -1 for k in sizes):
             raise ValueError(f"mixer.kernel_size={kernel_size} must be a positive size or -1 (long), or a list of them")
         self.kernel_size = sizes[layer_idx % len(sizes)]
-        self.d_model, self.residual = d_model, residual
-        self.projection = nn.Linear(d_model, d_model)
+        self.residual = residual
+        self.projection = normal_init_(nn.Linear(d_model, d_model))
         if self.kernel_size > 0:
             self.conv = ShortConv(d_model, self.kernel_size)
         elif implicit_long_conv:

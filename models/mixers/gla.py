@@ -6,13 +6,17 @@ installed (`pip install 'archbench[gpu]'`), `kernel=auto` runs the same recurren
 the pure-PyTorch form stays the reference (`kernel=torch`), and tests/test_gpu.py compares the two."""
 
 import importlib.util
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge, Gt
 from torch import Tensor, nn
 
+from models.init import normal_init_
+from models.mixers.base import Mixer
 from models.mixers.linear_attention import (
-    check_chunk_size,
+    ChunkSize,
     chunked_linear_attention,
     full_precision,
     recurrent_linear_attention,
@@ -21,36 +25,32 @@ from models.mixers.linear_attention import (
 HAVE_FLA = importlib.util.find_spec("fla") is not None
 
 
-class GatedLinearAttention(nn.Module):
+class GatedLinearAttention(Mixer):
+    """Weights: N(0, 0.02), biases zero, as flash-linear-attention's GLA model initialises its layers
+    (fla/models/gla/modeling_gla.py `_init_weights`, initializer_range 0.02)."""
+
     def __init__(
         self,
         d_model: int,
         *,
         max_seq_len: int,
         layer_idx: int,
-        n_heads: int = 4,
-        expand_k: float = 0.5,
-        gate_rank: int = 16,
-        gate_temperature: float = 16.0,
-        chunk_size: int = 8,
-        kernel: str = "auto",
+        n_heads: Annotated[int, Ge(1)] = 4,
+        expand_k: Annotated[float, Gt(0)] = 0.5,
+        gate_rank: Annotated[int, Ge(1)] = 16,
+        gate_temperature: Annotated[float, Gt(0)] = 16.0,
+        chunk_size: ChunkSize = 8,
+        kernel: Literal["auto", "torch", "fla"] = "auto",
     ):
-        super().__init__()
-        if kernel not in ("auto", "torch", "fla"):
-            raise ValueError(f"mixer.kernel={kernel!r} must be one of auto, torch, fla")
+        super().__init__(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx)
         if kernel == "fla" and not HAVE_FLA:
             raise ValueError("mixer.kernel=fla needs flash-linear-attention: pip install 'archbench[gpu]'")
         self.kernel = kernel
         key_dim = int(d_model * expand_k)
-        if n_heads < 1 or d_model % n_heads:
+        if d_model % n_heads:
             raise ValueError(f"mixer.n_heads={n_heads} must divide d_model={d_model}")
         if key_dim < n_heads or key_dim % n_heads:
             raise ValueError(f"mixer.n_heads={n_heads} must divide the key dim d_model*expand_k={key_dim}")
-        if gate_rank < 1:
-            raise ValueError(f"mixer.gate_rank={gate_rank} must be positive")
-        if gate_temperature <= 0:
-            raise ValueError(f"mixer.gate_temperature={gate_temperature} must be positive")
-        check_chunk_size(chunk_size)
         self.n_heads, self.key_dim, self.chunk_size = n_heads, key_dim, chunk_size
         self.dk, self.dv = key_dim // n_heads, d_model // n_heads
         self.tau = gate_temperature
@@ -61,6 +61,7 @@ class GatedLinearAttention(nn.Module):
         self.gate = nn.Sequential(nn.Linear(d_model, gate_rank, bias=False), nn.Linear(gate_rank, key_dim))
         self.norm = nn.RMSNorm(self.dv, eps=1e-6)
         self.out = nn.Linear(d_model, d_model, bias=False)
+        normal_init_(self)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.kernel == "fla" or (self.kernel == "auto" and HAVE_FLA and x.is_cuda):

@@ -9,28 +9,39 @@ the S4D kernel of models/mixers/s4d.py. Together they let H3 remember a key and 
 query, which is what lets it recall.
 """
 
+from collections.abc import Iterable
+from typing import Annotated
+
 import torch
+from annotated_types import Ge
 from torch import Tensor, nn
 
+from models.init import normal_init_
 from models.mixers._conv import fft_conv, fft_conv_flops
-from models.mixers.s4d import S4DKernel
+from models.mixers.base import Mixer
+from models.mixers.s4d import S4DKernel, StateSize, Step
 
 
-class H3(nn.Module):
+class H3(Mixer):
+    """Init as HazyResearch/H3: projections N(0, 0.02) with zero biases (src/models/ssm_seq.py `_init_weights`),
+    the shift SSM's taps as nn.Conv1d's default (src/models/ssm/ss_kernel.py, mode 'shift'), the diagonal SSM as
+    S4D (S4DKernel), the skips D standard normal. The diagonal kernel's dt and A are registered with weight_decay 0
+    there (ssm_utils.OptimModule.register): `no_weight_decay` returns them."""
+
     def __init__(
         self,
         d_model: int,
         *,
         max_seq_len: int,
         layer_idx: int,
-        d_state: int = 64,
-        head_dim: int = 1,
-        dt_min: float = 1e-3,
-        dt_max: float = 1e-1,
+        d_state: StateSize = 64,
+        head_dim: Annotated[int, Ge(1)] = 1,
+        dt_min: Step = 1e-3,
+        dt_max: Step = 1e-1,
         bias: bool = True,
     ):
-        super().__init__()
-        if head_dim < 1 or d_model % head_dim:
+        super().__init__(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx)
+        if d_model % head_dim:
             raise ValueError(f"mixer.head_dim={head_dim} must divide d_model={d_model}")
         self.d_model, self.head_dim, self.n_heads = d_model, head_dim, d_model // head_dim
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
@@ -40,6 +51,10 @@ class H3(nn.Module):
         self.diag = S4DKernel(self.n_heads, d_state, dt_min, dt_max)
         self.diag_skip = nn.Parameter(torch.randn(self.n_heads))
         self.out = nn.Linear(d_model, d_model, bias=bias)
+        normal_init_(self)
+
+    def no_weight_decay(self) -> Iterable[nn.Parameter]:
+        return self.diag.no_weight_decay()
 
     def forward(self, x: Tensor) -> Tensor:
         b, t, _ = x.shape

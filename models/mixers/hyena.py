@@ -7,37 +7,52 @@ b_n a learned per-channel skip. This is the reference code's (safari, Zoology) c
 three projections and one long convolution between two gates, y = x_0 (h * (x_1 v) + b x_1 v).
 """
 
+from collections.abc import Iterable
+from typing import Annotated
+
 import torch
+from annotated_types import Ge
 from torch import Tensor, nn
 
+from models.init import normal_init_
 from models.mixers._conv import ImplicitFilter, ShortConv, fft_conv, fft_conv_flops
+from models.mixers.base import Mixer
 
 
-class Hyena(nn.Module):
+class Hyena(Mixer):
+    """Init: in_proj and out_proj N(0, 0.02) with zero biases (safari src/models/sequence/long_conv_lm.py
+    `_init_weights`), the short conv nn.Conv1d's default, the skips standard normal (safari hyena.py HyenaFilter
+    `bias`). The filter MLP keeps PyTorch's default uniform init (see docs/init_and_decay.md: safari's LM init
+    would also give it N(0, 0.02)). safari trains the filter MLP with weight_decay `wd=0` (HyenaFilter's `_optim`):
+    `no_weight_decay` returns the filter's parameters."""
+
     def __init__(
         self,
         d_model: int,
         *,
         max_seq_len: int,
         layer_idx: int,
-        order: int = 2,
-        short_kernel: int = 3,
-        filter_emb_dim: int = 5,
-        filter_width: int = 64,
-        filter_depth: int = 2,
+        order: Annotated[int, Ge(2)] = 2,  # at least one long convolution between two gates
+        short_kernel: Annotated[int, Ge(1)] = 3,
+        filter_emb_dim: Annotated[int, Ge(3)] = 5,  # odd: time plus sine and cosine bands
+        filter_width: Annotated[int, Ge(1)] = 64,
+        filter_depth: Annotated[int, Ge(0)] = 2,
         filter_frequency: float = 1.0,
         bias: bool = True,
     ):
-        super().__init__()
-        if order < 2:
-            raise ValueError(f"mixer.order={order} must be at least 2 (one long convolution between two gates)")
-        self.d_model, self.order = d_model, order
+        super().__init__(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx)
+        self.order = order
         self.in_proj = nn.Linear(d_model, (order + 1) * d_model, bias=bias)
         self.short = ShortConv((order + 1) * d_model, short_kernel)
         self.filter = ImplicitFilter((order - 1) * d_model, max_seq_len, emb_dim=filter_emb_dim,
                                      width=filter_width, depth=filter_depth, frequency=filter_frequency)
         self.skip = nn.Parameter(torch.randn((order - 1) * d_model))
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+        normal_init_(self.in_proj)
+        normal_init_(self.out_proj)
+
+    def no_weight_decay(self) -> Iterable[nn.Parameter]:
+        return self.filter.parameters()
 
     def forward(self, x: Tensor) -> Tensor:
         b, t, d = x.shape

@@ -6,35 +6,37 @@ y_t = q_t^T S_t that Based, retention and GLA share (Yang et al. 2023's chunk-wi
 """
 
 import math
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge, Gt
 from torch import Tensor, nn
 
-FEATURE_MAPS = ("elu", "taylor")
+from models.init import normal_init_
+from models.mixers.base import Mixer
+
+ChunkSize = Annotated[int, Ge(1)]  # tokens per chunk of the chunked forms: exact for any size
 
 
-class LinearAttention(nn.Module):
+class LinearAttention(Mixer):
+    """Weights: N(0, 0.02), as Zoology's model init gives every linear layer (zoology/model.py `_init_weights`)."""
+
     def __init__(
         self,
         d_model: int,
         *,
         max_seq_len: int,
         layer_idx: int,
-        n_heads: int = 1,
-        feature_map: str = "elu",
-        feature_dim: int | None = None,
-        chunk_size: int = 64,
-        eps: float = 1e-6,
+        n_heads: Annotated[int, Ge(1)] = 1,
+        feature_map: Literal["elu", "taylor"] = "elu",
+        feature_dim: Annotated[int, Ge(1)] | None = None,
+        chunk_size: ChunkSize = 64,
+        eps: Annotated[float, Gt(0)] = 1e-6,
     ):
-        super().__init__()
-        if n_heads < 1 or d_model % n_heads:
+        super().__init__(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx)
+        if d_model % n_heads:
             raise ValueError(f"mixer.n_heads={n_heads} must divide d_model={d_model}")
-        if feature_map not in FEATURE_MAPS:
-            raise ValueError(f"mixer.feature_map={feature_map!r} must be one of {', '.join(FEATURE_MAPS)}")
-        if feature_dim is not None and feature_dim < 1:
-            raise ValueError(f"mixer.feature_dim={feature_dim} must be positive (or null for d_model/n_heads)")
-        check_chunk_size(chunk_size)
         self.n_heads, self.head_dim = n_heads, d_model // n_heads
         self.qk_dim = self.head_dim if feature_dim is None else feature_dim  # q, k per head before the feature map
         self.feature_map, self.chunk_size, self.eps = feature_map, chunk_size, eps
@@ -42,6 +44,7 @@ class LinearAttention(nn.Module):
         self.k = nn.Linear(d_model, n_heads * self.qk_dim, bias=False)
         self.v = nn.Linear(d_model, d_model, bias=False)
         self.out = nn.Linear(d_model, d_model, bias=False)
+        normal_init_(self)
 
     @property
     def state_dim(self) -> int:
@@ -143,7 +146,3 @@ def full_precision(z: Tensor) -> Tensor:
     """Scans accumulate over the whole sequence: run them in float32 even when autocast hands over bf16."""
     return z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
 
-
-def check_chunk_size(chunk_size: int) -> None:
-    if chunk_size < 1:
-        raise ValueError(f"mixer.chunk_size={chunk_size} must be positive")

@@ -8,12 +8,16 @@
 """
 
 import math
+from collections.abc import Iterable
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge, Gt
 from torch import Tensor, nn
 
 from models.mixers._conv import ShortConv
+from models.mixers.base import Mixer
 
 
 def selective_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int | None = None) -> Tensor:
@@ -63,46 +67,48 @@ def selective_scan_recurrent(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Ten
     return torch.stack(ys, 1)
 
 
-class Mamba(nn.Module):
+class Mamba(Mixer):
+    """Init as mamba_ssm (state-spaces/mamba mamba_ssm/modules/mamba_simple.py, Mamba.__init__): in_proj, x_proj,
+    out_proj and the conv keep PyTorch's defaults; dt_proj's weight uniform(+-dt_rank^-0.5), its bias
+    softplus^-1(dt) with dt log-uniform in [dt_min, dt_max], floored at dt_floor; A_log = log(1..N) (S4D-real);
+    D = 1. A_log and D take no weight decay (`_no_weight_decay` there; `no_weight_decay` here). Not done: the
+    LM's rescale of out_proj by 1/sqrt(n_layer) (mixer_seq_simple.py `_init_weights`), which needs the depth."""
+
     def __init__(
         self,
         d_model: int,
         *,
         max_seq_len: int,
         layer_idx: int,
-        d_state: int = 16,
-        d_conv: int = 4,
-        expand: float = 2,
-        dt_rank: int | None = None,
-        dt_min: float = 1e-3,
-        dt_max: float = 1e-1,
-        dt_floor: float = 1e-4,
-        chunk_size: int | None = None,
+        d_state: Annotated[int, Ge(1)] = 16,
+        d_conv: Annotated[int, Ge(1)] = 4,
+        expand: Annotated[float, Gt(0)] = 2,
+        dt_rank: Annotated[int, Ge(1)] | None = None,  # None: ceil(d_model / 16)
+        dt_min: Annotated[float, Gt(0)] = 1e-3,
+        dt_max: Annotated[float, Gt(0)] = 1e-1,
+        dt_floor: Annotated[float, Ge(0)] = 1e-4,
+        chunk_size: Annotated[int, Ge(1)] | None = None,  # None: about sqrt(seq_len)
     ):
-        super().__init__()
-        for name, value in [("d_state", d_state), ("d_conv", d_conv), ("expand", expand)]:
-            if value <= 0:
-                raise ValueError(f"mixer.{name}={value} must be positive")
-        if chunk_size is not None and chunk_size < 1:
-            raise ValueError(f"mixer.chunk_size={chunk_size} must be positive or null (about sqrt(seq_len))")
-        if not 0 < dt_min <= dt_max:
-            raise ValueError(f"mixer.dt_min={dt_min} and dt_max={dt_max} must satisfy 0 < dt_min <= dt_max")
+        super().__init__(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx)
+        if not dt_min <= dt_max:
+            raise ValueError(f"mixer.dt_min={dt_min} and dt_max={dt_max} must satisfy dt_min <= dt_max")
         self.d_inner, self.d_state, self.chunk_size = int(expand * d_model), d_state, chunk_size
         self.dt_rank = dt_rank or math.ceil(d_model / 16)
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=False)
         self.conv = ShortConv(self.d_inner, d_conv)
         self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
-        # dt_proj as bare Parameters: the backbone's init (std 0.02, zero bias) would undo Mamba's dt init, which
-        # puts softplus(bias) log-uniform in [dt_min, dt_max].
-        bound = self.dt_rank**-0.5
-        self.dt_weight = nn.Parameter(torch.empty(self.d_inner, self.dt_rank).uniform_(-bound, bound))
-        dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        dt = dt.clamp(min=dt_floor)
-        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
+        self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
+        with torch.no_grad():  # in the reference's order, so that a seed draws the same numbers
+            self.dt_proj.weight.uniform_(-self.dt_rank**-0.5, self.dt_rank**-0.5)
+            dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+            dt = dt.clamp(min=dt_floor)
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
         self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(self.d_inner, 1))
         self.D = nn.Parameter(torch.ones(self.d_inner))
-        self.A_log._no_weight_decay = self.D._no_weight_decay = True  # as in the reference code
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
+
+    def no_weight_decay(self) -> Iterable[nn.Parameter]:
+        return (self.A_log, self.D)
 
     def forward(self, u: Tensor) -> Tensor:
         return self._block(u, lambda *args: selective_scan(*args, chunk_size=self.chunk_size))
@@ -115,7 +121,7 @@ class Mamba(nn.Module):
         x, z = self.in_proj(u).chunk(2, dim=-1)
         x = F.silu(self.conv(x))
         delta, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        dt = F.softplus(F.linear(delta, self.dt_weight, self.dt_bias))
+        dt = F.softplus(self.dt_proj(delta))
         A = -torch.exp(self.A_log.float())
         y = scan(x.float(), dt.float(), A, B.float(), C.float()).to(x.dtype) + self.D * x
         return self.out_proj(y * F.silu(z))

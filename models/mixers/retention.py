@@ -4,13 +4,17 @@ swish output gate: out = W_o (swish(x W_g) * GroupNorm(y)). Trained in the chunk
 (the paper doubles it), and the paper's extra scale normalisations are left out: the group norm undoes them."""
 
 import math
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge
 from torch import Tensor, nn
 
+from models.init import normal_init_
+from models.mixers.base import Mixer
 from models.mixers.linear_attention import (
-    check_chunk_size,
+    ChunkSize,
     chunked_linear_attention,
     full_precision,
     recurrent_linear_attention,
@@ -18,15 +22,18 @@ from models.mixers.linear_attention import (
 from models.positions import RotaryPosition
 
 
-class Retention(nn.Module):
-    def __init__(self, d_model: int, *, max_seq_len: int, layer_idx: int, n_heads: int = 4, chunk_size: int = 64):
-        super().__init__()
-        if n_heads < 1 or d_model % n_heads:
+class Retention(Mixer):
+    """Weights: N(0, 0.02), biases zero, as flash-linear-attention's RetNet model initialises its layers
+    (fla/models/retnet/modeling_retnet.py `_init_weights`, initializer_range 0.02)."""
+
+    def __init__(self, d_model: int, *, max_seq_len: int, layer_idx: int, n_heads: Annotated[int, Ge(1)] = 4,
+                 chunk_size: ChunkSize = 64):
+        super().__init__(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx)
+        if d_model % n_heads:
             raise ValueError(f"mixer.n_heads={n_heads} must divide d_model={d_model}")
         self.n_heads, self.head_dim = n_heads, d_model // n_heads
         if self.head_dim % 2:
             raise ValueError(f"retention rotates q and k: d_model/n_heads={self.head_dim} must be even")
-        check_chunk_size(chunk_size)
         self.chunk_size = chunk_size
         self.qkvg = nn.Linear(d_model, 4 * d_model, bias=False)
         self.out = nn.Linear(d_model, d_model, bias=False)
@@ -34,6 +41,7 @@ class Retention(nn.Module):
         self.group_norm = nn.GroupNorm(n_heads, d_model)
         gamma = 1 - 2.0 ** (-5.0 - torch.arange(n_heads, dtype=torch.float64))
         self.register_buffer("log_gamma", gamma.log().float().view(1, n_heads, 1, 1), persistent=False)
+        normal_init_(self)
 
     def forward(self, x: Tensor) -> Tensor:
         return self._mix(x, lambda q, k, v, g: chunked_linear_attention(q, k, v, g, chunk_size=self.chunk_size))

@@ -8,18 +8,27 @@ RWKV-4 kernel, every exponent relative to a running maximum, so e^{k} never over
 """
 
 import math
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.mixers.linear_attention import check_chunk_size, full_precision
+from models.init import normal_init_
+from models.mixers.base import Mixer
+from models.mixers.linear_attention import ChunkSize, full_precision
 
 
-class RWKVTimeMix(nn.Module):
-    def __init__(self, d_model: int, *, max_seq_len: int, layer_idx: int, chunk_size: int = 8):
-        super().__init__()
-        check_chunk_size(chunk_size)
+class RWKVTimeMix(Mixer):
+    """Init: time_decay, time_first and the time_mix ratios as RWKV-4 (RWKV-LM RWKV-v4/src/model.py,
+    RWKV_TimeMix.__init__); the four linear layers N(0, 0.02). RWKV-4 zero-initialises key, receptance and output
+    (`scale_init = 0` in RWKV_Init), which makes the mixer's output identically zero at init; archbench keeps the
+    small normal init so that every mixer passes the same causality check from its first step. RWKV-4 trains
+    without weight decay at all (its configure_optimizers puts every parameter in a weight_decay 0 group): the
+    decay and bonus are excluded here (`no_weight_decay`); the linear layers follow archbench's recipe."""
+
+    def __init__(self, d_model: int, *, max_seq_len: int, layer_idx: int, chunk_size: ChunkSize = 8):
+        super().__init__(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx)
         self.chunk_size = chunk_size
         # RWKV-4's initialisation with its depth ratios fixed at mid-depth (the mixer does not know n_layers).
         ratio_0_to_1, ratio_1_to_almost0 = 0.5, 0.5
@@ -35,6 +44,10 @@ class RWKVTimeMix(nn.Module):
         self.value = nn.Linear(d_model, d_model, bias=False)
         self.receptance = nn.Linear(d_model, d_model, bias=False)
         self.output = nn.Linear(d_model, d_model, bias=False)
+        normal_init_(self)
+
+    def no_weight_decay(self) -> Iterable[nn.Parameter]:
+        return (self.time_decay, self.time_first)
 
     def forward(self, x: Tensor) -> Tensor:
         return self._mix(x, lambda w, u, k, v: wkv_chunked(w, u, k, v, chunk_size=self.chunk_size))

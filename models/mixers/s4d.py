@@ -9,31 +9,43 @@ block follows the paper's standalone layer: y -> GELU -> linear to 2d -> GLU.
 """
 
 import math
+from collections.abc import Iterable
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge, Gt, MultipleOf
 from torch import Tensor, nn
 
 from models.mixers._conv import fft_conv, fft_conv_flops
+from models.mixers.base import Mixer
+
+StateSize = Annotated[int, Ge(2), MultipleOf(2)]  # N: complex modes come in conjugate pairs
+Step = Annotated[float, Gt(0)]
 
 
 class S4DKernel(nn.Module):
-    """Diagonal SSM kernels for `channels` channels with d_state/2 complex modes each (conjugate pairs give N)."""
+    """Diagonal SSM kernels for `channels` channels with d_state/2 complex modes each (conjugate pairs give N).
+
+    Init as the S4 repository's S4DKernel (state-spaces/s4 models/s4/s4d.py): log dt uniform in
+    [log dt_min, log dt_max], C complex standard normal, A = -1/2 + i pi n (S4D-Lin). log_dt, log_a and a_im are
+    registered there with weight_decay 0 (`register`): `no_weight_decay` returns them."""
 
     def __init__(self, channels: int, d_state: int = 64, dt_min: float = 1e-3, dt_max: float = 1e-1):
         super().__init__()
         if d_state < 2 or d_state % 2:
             raise ValueError(f"mixer.d_state={d_state} must be even and >= 2 (complex modes come in conjugate pairs)")
-        if not 0 < dt_min <= dt_max:
-            raise ValueError(f"mixer.dt_min={dt_min} and dt_max={dt_max} must satisfy 0 < dt_min <= dt_max")
+        if not dt_min <= dt_max:
+            raise ValueError(f"mixer.dt_min={dt_min} and dt_max={dt_max} must satisfy dt_min <= dt_max")
         modes = d_state // 2
         log_dt = torch.rand(channels) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
         self.log_dt = nn.Parameter(log_dt)
         self.C = nn.Parameter(torch.randn(channels, modes, 2) * math.sqrt(0.5))  # complex normal, as real pairs
         self.log_a = nn.Parameter(torch.full((channels, modes), math.log(0.5)))
         self.a_im = nn.Parameter(math.pi * torch.arange(modes, dtype=torch.float32).repeat(channels, 1))
-        for p in (self.log_dt, self.log_a, self.a_im):
-            p._no_weight_decay = True  # the paper trains A and dt without weight decay
+
+    def no_weight_decay(self) -> Iterable[nn.Parameter]:
+        return (self.log_dt, self.log_a, self.a_im)
 
     def _discrete(self) -> tuple[Tensor, Tensor, Tensor]:
         """(dt A, B-bar = (exp(dt A) - 1) / A, C), complex, each (channels, modes)."""
@@ -59,14 +71,20 @@ class S4DKernel(nn.Module):
         return torch.stack(ys, -1).to(u.dtype)
 
 
-class S4D(nn.Module):
-    def __init__(self, d_model: int, *, max_seq_len: int, layer_idx: int, d_state: int = 64, dt_min: float = 1e-3,
-                 dt_max: float = 1e-1):
-        super().__init__()
-        self.d_model = d_model
+class S4D(Mixer):
+    """Init as the S4 repository's standalone S4D (state-spaces/s4 models/s4/s4d.py): the kernel's (S4DKernel),
+    D standard normal, and the output map PyTorch's default (there a Conv1d of kernel 1, here the same nn.Linear).
+    No weight decay on the kernel's A and dt, as there; C, D and the output map follow archbench's recipe."""
+
+    def __init__(self, d_model: int, *, max_seq_len: int, layer_idx: int, d_state: StateSize = 64,
+                 dt_min: Step = 1e-3, dt_max: Step = 1e-1):
+        super().__init__(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx)
         self.kernel = S4DKernel(d_model, d_state, dt_min, dt_max)
         self.D = nn.Parameter(torch.randn(d_model))
         self.out = nn.Linear(d_model, 2 * d_model)
+
+    def no_weight_decay(self) -> Iterable[nn.Parameter]:
+        return self.kernel.no_weight_decay()
 
     def forward(self, x: Tensor) -> Tensor:
         u = x.transpose(1, 2)  # (b, d, L)

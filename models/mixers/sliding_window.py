@@ -6,19 +6,36 @@ cost is O(seq * window) instead of O(seq^2). On CUDA (`kernel=auto`) FlexAttenti
 mask instead (models/mixers/_flex.py). Everything else (heads, GQA, QK-norm, rope, ALiBi) is `Attention`'s.
 """
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from annotated_types import Ge
+from torch import Tensor, nn
 
 from models.mixers import _flex
-from models.mixers.attention import Attention
+from models.mixers.attention import Attention, Kernel
 
 
 class SlidingWindowAttention(Attention):
-    def __init__(self, d_model: int, *, max_seq_len: int, layer_idx: int, window: int = 32, **options):
-        if window < 1:
-            raise ValueError(f"mixer.window={window} must be positive")
-        super().__init__(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx, **options)
+    """Weights: `Attention`'s (GPT-2's N(0, 0.02))."""
+
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        max_seq_len: int,
+        layer_idx: int,
+        window: Annotated[int, Ge(1)] = 32,
+        n_heads: Annotated[int, Ge(1)] = 1,
+        n_kv_heads: Annotated[int, Ge(1)] | None = None,
+        bias: bool = False,
+        qk_norm: bool = False,
+        kernel: Kernel = "auto",
+        position: nn.Module | None = None,
+    ):
+        super().__init__(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx, n_heads=n_heads,
+                         n_kv_heads=n_kv_heads, bias=bias, qk_norm=qk_norm, kernel=kernel, position=position)
         self.window = window
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
