@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 SCHEMA = 1
 RECORD = "result.json"
 STATUSES = ("completed", "failed", "diverged")
-NOT_IN_RUN_ID = ("paths", "logger", "name", "skip_completed", "resume", "search")  # keys that do not change results
+NOT_IN_RUN_ID = ("paths", "logger", "name", "skip_completed", "resume", "search", "resources")  # not changing results
 # resume is exact, so checkpoints do not change results; the peak FLOP/s only changes the MFU printed
 NOT_IN_RUN_ID_TRAINER = ("progress", "checkpoint_every", "peak_flops")
 
