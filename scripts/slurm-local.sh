@@ -37,10 +37,13 @@ CredType=cred/munge
 # a requeued job may start again once its credential expired: 10 s instead of 120
 AuthInfo=cred_expire=10
 MpiDefault=none
+MailProg=/bin/true
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
 SchedulerType=sched/backfill
+# schedule every 2 s, not 60: a requeued job starts again soon after its credential expired
+SchedulerParameters=sched_interval=2,bf_interval=2
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU_Memory
 SlurmdParameters=config_overrides
@@ -110,7 +113,7 @@ env_lines() {
 }
 
 stop() {
-  scancel --quiet --full -u root 2>/dev/null || true
+  if alive "$DIR/slurmctld.pid"; then timeout 20 scancel --quiet --full -u root 2>/dev/null || true; fi
   local pidfile pid
   for pidfile in "$DIR/slurmd.pid" "$DIR/slurmctld.pid"; do
     if alive "$pidfile"; then
