@@ -32,10 +32,13 @@ SMOKE = ["trainer=smoke", "model/ffn=none", "model.d_model=32", "task.num_train=
 ON_SLURM = ["hydra/launcher=slurm", "resources.gpus=0", "resources.cpus=1", "resources.mem_gb=1",
             "resources.time_min=5"]
 LONG = [*SMOKE, "trainer.max_steps=600", "trainer.eval_every=300", "trainer.checkpoint_every=20"]
-# Each training step of a job sleeps 20 ms (numerics untouched, as in test_resume.py), so that a requeue, a cancel or
-# a time limit lands mid-run on a fast machine too: harness.train.scored_loss is wrapped when it is first imported.
+# Each training step of a job sleeps (launch's `slow` seconds; numerics untouched, as in test_resume.py), so that a
+# requeue, a cancel or a time limit lands mid-run on a fast machine too: harness.train.scored_loss is wrapped when it
+# is first imported.
 SLOW_STEPS = """
-import importlib.abc, importlib.util, sys, time
+import importlib.abc, importlib.util, os, sys, time
+
+SLEEP = float(os.environ.get("SLOW_STEP_S", "0.02"))
 
 class _Slow(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
@@ -48,7 +51,7 @@ class _Slow(importlib.abc.MetaPathFinder):
         def exec_module(module):
             run(module)
             loss = module.scored_loss
-            module.scored_loss = lambda *a: (time.sleep(0.02) if a[0].training else None, loss(*a))[1]
+            module.scored_loss = lambda *a: (time.sleep(SLEEP) if a[0].training else None, loss(*a))[1]
 
         spec.loader.exec_module = exec_module
         return spec
@@ -89,7 +92,7 @@ def slurm(tmp_path_factory):
         subprocess.run([str(SCRIPT), "stop"], env=env, capture_output=True, timeout=120)
 
 
-def launch(env: dict, root: Path, *args: str, slow: bool = False, log: str = "archbench.log") -> subprocess.Popen:
+def launch(env: dict, root: Path, *args: str, slow: float = 0, log: str = "archbench.log") -> subprocess.Popen:
     """`archbench -m ARGS paths.results=ROOT` in the background, its output in ROOT/../LOG."""
     root.mkdir(parents=True, exist_ok=True)
     env = dict(env)
@@ -97,6 +100,7 @@ def launch(env: dict, root: Path, *args: str, slow: bool = False, log: str = "ar
         (root.parent / "hooks").mkdir(exist_ok=True)
         (root.parent / "hooks" / "sitecustomize.py").write_text("import slow_steps  # noqa: F401\n")
         env["PYTHONPATH"] = os.pathsep.join([str(root.parent / "hooks"), env.pop("SLOW_HOOKS"), env["PYTHONPATH"]])
+        env["SLOW_STEP_S"] = str(slow)
     out = open(root.parent / log, "w")
     return subprocess.Popen([sys.executable, "-m", "harness.cli", "-m", *args, f"paths.results={root}"],
                             cwd=root.parent, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
@@ -205,7 +209,7 @@ def test_a_four_job_sweep_on_slurm_ends_as_on_the_local_launcher(slurm, tmp_path
 def test_a_job_requeued_mid_training_resumes_from_its_checkpoint_bitwise(slurm, tmp_path, compose):
     root = tmp_path / "results"
     t0 = time.perf_counter()
-    proc = launch(slurm, root, *ON_SLURM, *LONG, slow=True)
+    proc = launch(slurm, root, *ON_SLURM, *LONG, slow=0.02)
     wait_for(lambda: in_progress(root))  # its first checkpoint is written: mid-training
     [job] = running_jobs(slurm)
     subprocess.run(["scontrol", "requeue", job], env=slurm, check=True)  # what preemption does
@@ -225,13 +229,13 @@ def test_a_job_requeued_mid_training_resumes_from_its_checkpoint_bitwise(slurm, 
 
 def test_a_job_at_its_time_limit_is_requeued_by_submitit_and_resumes(slurm, tmp_path):
     # A 1-minute limit; slurmctld checks limits every 30 s and sends SIGUSR1 at the first check within
-    # signal_delay_s + 30 s of the limit: 25-55 s into the job. Submitit requeues it and exits; 3,000 slowed steps
-    # (at least 60 s) need two attempts or more.
+    # signal_delay_s + 30 s of the limit: 25-55 s into the job. Submitit requeues it and exits; 1,000 steps of 60 ms
+    # or more need two attempts or more.
     root = tmp_path / "results"
     limits = ["resources.time_min=1", "hydra.launcher.signal_delay_s=5", "hydra.launcher.max_num_timeout=8"]
     t0 = time.perf_counter()
-    proc = launch(slurm, root, *ON_SLURM, *limits, *SMOKE, "trainer.max_steps=3000", "trainer.eval_every=1500",
-                  "trainer.checkpoint_every=50", slow=True)
+    proc = launch(slurm, root, *ON_SLURM, *limits, *SMOKE, "trainer.max_steps=1000", "trainer.eval_every=500",
+                  "trainer.checkpoint_every=25", slow=0.06)
     [job] = wait_for(lambda: running_jobs(slurm))
     assert finish(proc, timeout=540) == 0, (tmp_path / "archbench.log").read_text()[-3000:]
     wall = time.perf_counter() - t0
@@ -245,13 +249,13 @@ def test_a_job_at_its_time_limit_is_requeued_by_submitit_and_resumes(slurm, tmp_
     assert rec["cost"]["resumed_from_step"] is not None and rec["cost"]["resumed_from_step"] > 0
     intact(root)
     print(f"\njob {job} hit its 1-minute limit and was requeued {restarts} time(s); the last attempt resumed from "
-          f"step {rec['cost']['resumed_from_step']} of 3000; {wall:.0f} s")
+          f"step {rec['cost']['resumed_from_step']} of 1000; {wall:.0f} s")
 
 
 def test_a_cancelled_job_leaves_no_record_and_rerunning_the_sweep_resumes_it(slurm, tmp_path, compose):
     root = tmp_path / "results"
     t0 = time.perf_counter()
-    proc = launch(slurm, root, *ON_SLURM, *LONG, slow=True)
+    proc = launch(slurm, root, *ON_SLURM, *LONG, slow=0.02)
     [marker] = wait_for(lambda: in_progress(root))
     [job] = running_jobs(slurm)
     subprocess.run(["scancel", job], env=slurm, check=True)
@@ -261,7 +265,7 @@ def test_a_cancelled_job_leaves_no_record_and_rerunning_the_sweep_resumes_it(slu
     checkpoint = Path(marker.read_text())
     assert checkpoint.exists() and torch.load(checkpoint, weights_only=True)["step"] % 20 == 0
 
-    again = launch(slurm, root, *ON_SLURM, *LONG, slow=True, log="rerun.log")  # the same command again
+    again = launch(slurm, root, *ON_SLURM, *LONG, slow=0.02, log="rerun.log")  # the same command again
     assert finish(again) == 0, (tmp_path / "rerun.log").read_text()[-3000:]
     wall = time.perf_counter() - t0
     first, second = sweeps(root)
