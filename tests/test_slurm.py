@@ -3,7 +3,8 @@ starts on this machine (Debian's slurm-wlm and munge, as root), and the four thi
 its jobs side by side, requeues one mid-training (preemption), stops one at its time limit, cancels one.
 
 Run with `pytest -m slurm` (left out of the default run). Skips, with the reason, where the cluster cannot start: not
-root, the packages or hydra-submitit-launcher not installed, a daemon that fails."""
+root, the packages or hydra-submitit-launcher not installed, a daemon that fails. The first test, that the cluster
+presets ask for `resources:`, needs no cluster and runs by default."""
 
 import csv
 import importlib.util
@@ -17,11 +18,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from harness import cli, results
 from harness.train import seed_everything
-
-pytestmark = pytest.mark.slurm
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "slurm-local.sh"
@@ -58,6 +58,29 @@ class _Slow(importlib.abc.MetaPathFinder):
 
 sys.meta_path.insert(0, _Slow())
 """
+
+
+@pytest.mark.filterwarnings(r"ignore:\s*'hydra/launcher/ray' is validated")  # as harness/__init__.py, undone here
+@pytest.mark.parametrize("preset", ["slurm", "ray"])
+def test_the_cluster_presets_ask_for_what_resources_says_and_run_id_ignores_it(preset, compose):
+    plugin = {"slurm": "hydra_submitit_launcher", "ray": "hydra_ray_launcher"}[preset]
+    if importlib.util.find_spec(f"hydra_plugins.{plugin}") is None:
+        pytest.skip(f"{plugin} is not installed (pip install -e '.[{preset}]')")
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    resources = ["resources.gpus=2", "resources.cpus=3", "resources.mem_gb=5", "resources.time_min=7"]
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        cfg = hydra_compose(config_name="config", return_hydra_config=True,
+                            overrides=[f"hydra/launcher={preset}", *resources])
+    launcher = cfg.hydra.launcher
+    if preset == "slurm":
+        assert (launcher.gpus_per_node, launcher.cpus_per_task, launcher.mem_gb, launcher.timeout_min) == (2, 3, 5, 7)
+    else:
+        assert dict(launcher.ray.remote) == {"num_cpus": 3, "num_gpus": 2, "memory": 5 * 2**30, "max_retries": 0}
+    plain = OmegaConf.to_container(compose(), resolve=True)
+    asked = OmegaConf.to_container(compose(resources), resolve=True)
+    assert plain["resources"] != asked["resources"] and results.run_id(plain) == results.run_id(asked)
 
 
 @pytest.fixture(scope="module")
@@ -184,6 +207,7 @@ def board(sweep: Path) -> list[dict]:
         return [{k: row[k] for k in BOARD_COLUMNS} for row in csv.DictReader(f)]
 
 
+@pytest.mark.slurm
 def test_a_four_job_sweep_on_slurm_ends_as_on_the_local_launcher(slurm, tmp_path):
     sweep = ["model/mixer=attention,gqa", "seed=0,1", *SMOKE]
     t0 = time.perf_counter()
@@ -206,6 +230,7 @@ def test_a_four_job_sweep_on_slurm_ends_as_on_the_local_launcher(slurm, tmp_path
     intact(tmp_path / "slurm" / "results")
 
 
+@pytest.mark.slurm
 def test_a_job_requeued_mid_training_resumes_from_its_checkpoint_bitwise(slurm, tmp_path, compose):
     root = tmp_path / "results"
     t0 = time.perf_counter()
@@ -227,6 +252,7 @@ def test_a_job_requeued_mid_training_resumes_from_its_checkpoint_bitwise(slurm, 
           f"uninterrupted run; {wall:.0f} s")
 
 
+@pytest.mark.slurm
 def test_a_job_at_its_time_limit_is_requeued_by_submitit_and_resumes(slurm, tmp_path):
     # A 1-minute limit; slurmctld checks limits every 30 s and sends SIGUSR1 at the first check within
     # signal_delay_s + 30 s of the limit: 25-55 s into the job. Submitit requeues it and exits; 1,000 steps of 60 ms
@@ -252,6 +278,7 @@ def test_a_job_at_its_time_limit_is_requeued_by_submitit_and_resumes(slurm, tmp_
           f"step {rec['cost']['resumed_from_step']} of 1000; {wall:.0f} s")
 
 
+@pytest.mark.slurm
 def test_a_cancelled_job_leaves_no_record_and_rerunning_the_sweep_resumes_it(slurm, tmp_path, compose):
     root = tmp_path / "results"
     t0 = time.perf_counter()
