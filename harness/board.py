@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 VARIANT_LABELS = ("model", "mixer", "norm", "ffn", "position")
 NOT_VARIANT = ("seed", "task", "name", "paths", "logger", "hydra", "trainer.progress", "skip_completed", "suite",
-               "experiment", "hparams_search", "resume", "trainer.checkpoint_every",
+               "experiment", "hparams_search", "resume", "trainer.checkpoint_every", "resources",
                "model/")  # model group choices come from labels; task fields name the column
 SIZE_KEYS = ("model.d_model", "model.n_layers")
 # cost columns of a cell: mean over its chosen runs; train_flops = flops_per_token * tokens_seen per run

@@ -11,7 +11,7 @@ COST_KEYS = ("params", "params_non_embedding", "flops_per_token", "tokens_seen",
              "resumed_from_step")
 STATUS = {"finished": "completed", "failed": "failed", "crashed": "failed", "killed": "failed"}  # else: skipped
 HISTORY_KEYS = ("train/loss", "val/loss", "val/accuracy", "lr", "tokens")
-NOT_SWEPT = ("seed", "name", "paths", "logger", "skip_completed", "trainer.progress", "_wandb")
+NOT_SWEPT = ("seed", "name", "paths", "logger", "skip_completed", "trainer.progress", "_wandb", "resources")
 
 
 def _config(run) -> dict:
