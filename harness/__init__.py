@@ -1,6 +1,7 @@
 """The glue: CLI, trainer, result records and leaderboards. The only package that knows Hydra, wandb and files."""
 
 import sysconfig
+import warnings
 
 from omegaconf import OmegaConf
 
@@ -14,3 +15,8 @@ OmegaConf.register_new_resolver("python_stdlib", lambda: sysconfig.get_paths()["
 # (tasks/length_generalization.py), so that its YAML hands the model (model.max_seq_len) the right number whatever
 # test lengths are chosen
 OmegaConf.register_new_resolver("task_width", max_width, replace=True)
+# ${gib_bytes:${resources.mem_gb}}: gigabytes as SLURM counts them (GiB), in bytes, as Ray asks for memory
+OmegaConf.register_new_resolver("gib_bytes", lambda gb: int(float(gb) * 2**30), replace=True)
+# conf/hydra/launcher/ray.yaml has the name of the Ray plugin's own config, on purpose (`hydra/launcher=ray`): Hydra
+# then checks it against the plugin's schema, and says on every sweep that this matching is deprecated
+warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/ray' is validated against ConfigStore schema")

@@ -40,6 +40,7 @@ KEYS = (
     Key("skip_completed", board="none", in_run_id=False),
     Key("resume", board="none", in_run_id=False),  # resume is exact: a resumed run equals an uninterrupted one
     Key("search", board="none", in_run_id=False),
+    Key("resources", board="none", in_run_id=False),  # what a cluster launcher asks for (conf/config.yaml)
     Key("trainer.progress", board="none", in_run_id=False),
     Key("trainer.checkpoint_every", board="none", in_run_id=False),
     Key("trainer.peak_flops", board="none", in_run_id=False),  # changes only the MFU printed

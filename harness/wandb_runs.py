@@ -4,6 +4,7 @@ from result.json files. Reads what harness/logger.py logs: config = the resolved
 
 import json
 
+from harness.record import board_role
 from harness.results import SCHEMA
 
 COST_KEYS = ("params", "params_non_embedding", "flops_per_token", "tokens_seen", "train_seconds", "wall_seconds",
@@ -11,7 +12,6 @@ COST_KEYS = ("params", "params_non_embedding", "flops_per_token", "tokens_seen",
              "resumed_from_step")
 STATUS = {"finished": "completed", "failed": "failed", "crashed": "failed", "killed": "failed"}  # else: skipped
 HISTORY_KEYS = ("train/loss", "val/loss", "val/accuracy", "lr", "tokens")
-NOT_SWEPT = ("seed", "name", "paths", "logger", "skip_completed", "trainer.progress", "_wandb")
 
 
 def _config(run) -> dict:
@@ -78,7 +78,7 @@ def records_from_runs(runs, history: bool = False) -> list[dict]:
     if missing:
         leaves = [_leaves(r["config"]) for r in missing]
         keys = sorted({k for leaf in leaves for k in leaf})
-        swept = [k for k in keys if not any(k == p or k.startswith(p + ".") for p in NOT_SWEPT)
+        swept = [k for k in keys if not k.startswith("_wandb") and board_role(k) not in ("seed", "none")
                  and len({json.dumps(leaf.get(k), sort_keys=True, default=str) for leaf in leaves}) > 1]
         for r, leaf in zip(missing, leaves, strict=True):
             r["overrides"] = [f"{k}={leaf.get(k)}" for k in swept]
