@@ -388,6 +388,12 @@ def main() -> None:
     except (HydraException, OmegaConfBaseException) as e:
         print(f"archbench: error: {one_line(e)}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
+    except Exception as e:  # a launcher's job lost to the cluster (submitit's UncompletedJobError after scancel)
+        if type(e).__name__ != "UncompletedJobError":
+            raise
+        print(f"archbench: failed: a job did not complete ({one_line(e)}); rerun the same command: completed runs "
+              "are skipped and interrupted ones resume from their checkpoints", file=sys.stderr)
+        sys.exit(EXIT_FAILED)
     if SWEEP_FAILED:
         sys.exit(EXIT_FAILED)
 
