@@ -57,7 +57,9 @@ class ImplicitFilter(nn.Module):
     c's filter has fallen to `target` after a fraction slow..fast of the maximum length.
 
     The MLP weights are plain Parameters, not nn.Linear, so that the backbone's small GPT-2 init (std 0.02) does
-    not flatten the filter: it keeps PyTorch's default uniform(+-1/sqrt(fan_in)) init, as in the reference code.
+    not flatten the filter: it keeps PyTorch's default uniform(+-1/sqrt(fan_in)) init, as the reference modules
+    declare it (safari's HyenaFilter, Zoology's Filter). Their language models then re-initialise every nn.Linear,
+    these included, N(0, 0.02): a known deviation (docs/fidelity.md).
     """
 
     def __init__(self, channels: int, max_seq_len: int, *, emb_dim: int = 5, width: int = 64, depth: int = 2,
