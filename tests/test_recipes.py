@@ -2,6 +2,7 @@
 defaults are unchanged, and every reproduction's full scale composes to its paper's recipe."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from models.backbone import LanguageModel
 from models.mixers.attention import Attention
 
 CPU = torch.device("cpu")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @settings(max_examples=50, deadline=None)
@@ -186,3 +188,21 @@ def test_zoologys_models_are_its_figure_2_configs(compose):
         if mixer._target_.endswith("BaseConv"):
             assert list(mixer.kernel_size) == [3, -1, 3, -1]
     assert seen == {"Attention", "BaseConv", "H3", "Hyena", "RWKVTimeMix"}
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "conf" / "model" / "zoology").glob("*.yaml")))
+def test_every_zoology_preset_builds_a_causal_model_with_its_dropout(compose, name):
+    from harness.hybrid import build_model
+
+    cfg = compose([f"model=zoology/{name}", "task=zoology/mqar_64", "task.vocab_size=32", "model.d_model=16",
+                   "model.dropout_embedding=0.1"])
+    model = build_model(cfg).eval()
+    idx = torch.randint(0, 32, (2, 64))
+    idx2 = idx.clone()
+    idx2[:, 40] = (idx2[:, 40] + 1) % 32
+    torch.testing.assert_close(model(idx2)[:, :40], model(idx)[:, :40], rtol=0, atol=1e-5)
+    model.train()
+    torch.manual_seed(0)
+    a = model(idx)
+    torch.manual_seed(0)
+    assert torch.equal(a, model(idx)) and not torch.allclose(a, model.eval()(idx))
