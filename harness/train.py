@@ -46,7 +46,8 @@ class TrainConfig:
     min_lr_ratio: Annotated[float, Ge(0), Le(1)] = 0.1  # the cosine's floor as a fraction of lr; 0: to zero (Zoology)
     min_lr: Annotated[float, Ge(0)] | None = None  # the floor as an absolute lr (MAD: 1e-6); overrides min_lr_ratio
     # false: weight decay on the matrices of linear layers and mixers only (nanoGPT's groups); true: on every
-    # parameter, norms, biases and embeddings included, as AdamW(model.parameters()) does (Zoology, MAD)
+    # parameter, norms, biases, embeddings and a mixer's no-decay parameters (Mamba's A_log) included, as
+    # AdamW(model.parameters()) does in Zoology's and MAD's trainers, which ignore such marks
     decay_all: bool = False
     grad_clip: Annotated[float, Ge(0)] = 1.0  # 0: no clipping
     eval_every: Positive = 100
