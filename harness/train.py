@@ -38,7 +38,17 @@ class TrainConfig:
     weight_decay: Annotated[float, Ge(0)] = 0.1
     betas: Annotated[list[Unit], Len(2, 2)] = field(default_factory=lambda: [0.9, 0.98])
     warmup_steps: Annotated[int, Ge(0)] = 100
-    min_lr_ratio: Annotated[float, Ge(0), Le(1)] = 0.1  # 0: cosine to zero (Zoology); 1: constant after warmup
+    # After the linear warmup: cosine from lr down to the floor at the end of training, or constant at lr.
+    schedule: Literal["cosine", "constant"] = "cosine"
+    # step: the cosine moves every step; epoch: it holds within an epoch and moves between epochs, as torch's
+    # CosineAnnealingLR(T_max=epochs) stepped once per epoch does (Zoology's and MAD's trainers)
+    schedule_unit: Literal["step", "epoch"] = "step"
+    min_lr_ratio: Annotated[float, Ge(0), Le(1)] = 0.1  # the cosine's floor as a fraction of lr; 0: to zero (Zoology)
+    min_lr: Annotated[float, Ge(0)] | None = None  # the floor as an absolute lr (MAD: 1e-6); overrides min_lr_ratio
+    # false: weight decay on the matrices of linear layers and mixers only (nanoGPT's groups); true: on every
+    # parameter, norms, biases, embeddings and a mixer's no-decay parameters (Mamba's A_log) included, as
+    # AdamW(model.parameters()) does in Zoology's and MAD's trainers, which ignore such marks
+    decay_all: bool = False
     grad_clip: Annotated[float, Ge(0)] = 1.0  # 0: no clipping
     eval_every: Positive = 100
     eval_batch_size: Positive = 512
@@ -61,6 +71,8 @@ class TrainConfig:
         """What relates several fields (each field's own range is declared above and checked by harness/schema.py)."""
         if self.steps_for(num_train) < 1:
             raise ValueError(f"trainer.max_steps={self.max_steps} must be positive")
+        if self.min_lr is not None and self.min_lr > self.lr:
+            raise ValueError(f"trainer.min_lr={self.min_lr} must not exceed trainer.lr={self.lr}")
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -83,7 +95,12 @@ def resolve_device(name: str) -> torch.device:
 
 def configure_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     """AdamW; weight decay only on matrices of linear layers and mixers, never on norms, biases, embeddings, nor on
-    any parameter a module's `no_weight_decay()` names (Mamba's A_log and D, S4D's A and dt: models/mixers/base.py)."""
+    any parameter a module's `no_weight_decay()` names (Mamba's A_log and D, S4D's A and dt: models/mixers/base.py).
+    With cfg.decay_all: on every parameter, as Zoology's and MAD's AdamW(model.parameters()) do."""
+    if cfg.decay_all:
+        params = list({id(p): p for p in model.parameters() if p.requires_grad}.values())  # tied weights once
+        groups = [{"params": params, "weight_decay": cfg.weight_decay}]
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=device.type == "cuda")
     excluded = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     for m in model.modules():
         if hasattr(m, "no_weight_decay"):
@@ -98,15 +115,27 @@ def configure_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=device.type == "cuda")
 
 
-def lr_lambda(cfg: TrainConfig, total_steps: int):
-    """Linear warmup to lr, then cosine down to min_lr_ratio * lr at the last step."""
+def lr_lambda(cfg: TrainConfig, total_steps: int, steps_per_epoch: int | None = None):
+    """Linear warmup to lr, then cosine down to the floor (min_lr, else min_lr_ratio * lr) at the last step, or
+    constant (schedule=constant). With schedule_unit=epoch the cosine's progress is epoch / epochs, epoch =
+    step // steps_per_epoch: lr_e = floor + (lr - floor) (1 + cos(pi e / E)) / 2, CosineAnnealingLR's closed form."""
     warmup = min(cfg.warmup_steps, total_steps)
+    floor = cfg.min_lr_ratio if cfg.min_lr is None else cfg.min_lr / cfg.lr
+    if cfg.schedule_unit == "epoch":
+        if not steps_per_epoch:
+            raise ValueError("trainer.schedule_unit=epoch needs the number of steps per epoch")
+        epochs = cfg.epochs if cfg.epochs is not None else total_steps / steps_per_epoch
 
     def f(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        if cfg.schedule == "constant":
+            return 1.0
+        if cfg.schedule_unit == "epoch":
+            progress = (step // steps_per_epoch) / epochs
+        else:
+            progress = (step - warmup) / max(1, total_steps - warmup)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
     return f
 
@@ -178,7 +207,8 @@ def train(model: nn.Module, splits: dict[str, Split], cfg: TrainConfig, *, seed:
     model.to(device)
     optimizer = configure_optimizer(model, cfg, device)
     total_steps = cfg.steps_for(len(train_split))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps))
+    batches_per_epoch = len(train_split) // min(cfg.batch_size, len(train_split))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps, batches_per_epoch))
     step_fn = torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model
     peak = peak_flops(device, cfg.peak_flops)
 

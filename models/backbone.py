@@ -11,18 +11,26 @@ from collections.abc import Callable, Sequence
 from typing import Annotated, Literal
 
 import torch
-from annotated_types import Ge, Gt
+from annotated_types import Ge, Gt, Lt
 from torch import Tensor, nn
 
 PLACEMENTS = ("pre", "post", "sandwich")
+Probability = Annotated[float, Ge(0), Lt(1)]
+
+
+def _dropout(p: float) -> nn.Module:
+    """nn.Dropout(p), or nothing at p = 0 (so the default costs no time and draws no random numbers)."""
+    return nn.Dropout(p) if p > 0 else nn.Identity()
 
 
 class Block(nn.Module):
     """pre: x + f(norm(x)); post: norm(x + f(x)) (Vaswani et al.); sandwich: x + norm(f(norm(x))) (Ding et al. 2021)."""
 
-    def __init__(self, d_model: int, mixer: nn.Module, ffn: nn.Module | None, norm: Callable, placement: str):
+    def __init__(self, d_model: int, mixer: nn.Module, ffn: nn.Module | None, norm: Callable, placement: str,
+                 dropout: float = 0.0):
         super().__init__()
         self.placement = placement
+        self.dropout = _dropout(dropout)  # on each sublayer's output, before it joins the residual (Zoology's resid)
         self.mixer, self.ffn = mixer, ffn
         n_sublayers = 1 if ffn is None else 2
         self.norms = nn.ModuleList(norm(d_model) for _ in range(n_sublayers))
@@ -31,11 +39,11 @@ class Block(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         for i, f in enumerate([self.mixer] if self.ffn is None else [self.mixer, self.ffn]):
             if self.placement == "post":
-                x = self.norms[i](x + f(x))
+                x = self.norms[i](x + self.dropout(f(x)))
             elif self.placement == "sandwich":
-                x = x + self.post_norms[i](f(self.norms[i](x)))
+                x = x + self.dropout(self.post_norms[i](f(self.norms[i](x))))
             else:
-                x = x + f(self.norms[i](x))
+                x = x + self.dropout(f(self.norms[i](x)))
         return x
 
 
@@ -55,6 +63,8 @@ class LanguageModel(nn.Module):
         tie_embeddings: bool = False,
         init_std: Annotated[float, Gt(0)] = 0.02,
         pattern: Sequence[str] | None = None,
+        dropout_embedding: Probability = 0.0,
+        dropout_residual: Probability = 0.0,
     ):
         super().__init__()
         if pattern is not None:  # names of config options: the harness turns them into `mixer` factories
@@ -69,8 +79,9 @@ class LanguageModel(nn.Module):
             make = mixers[i % len(mixers)]  # a hybrid's pattern repeats over depth
             kwargs = {"position": self.position} if in_attention and _accepts_position(make) else {}
             blocks.append(Block(d_model, make(d_model, max_seq_len=max_seq_len, layer_idx=i, **kwargs),
-                                ffn(d_model), norm, norm_placement))
+                                ffn(d_model), norm, norm_placement, dropout_residual))
         self.blocks = nn.ModuleList(blocks)
+        self.embedding_dropout = _dropout(dropout_embedding)  # after token + position embedding (Zoology's embed)
         if in_attention and not any(_accepts_position(m) for m in mixers):
             raise ValueError(f"{type(self.position).__name__} acts inside attention, but no mixer takes positions")
         self.final_norm = nn.Identity() if norm_placement == "post" else norm(d_model)
@@ -87,6 +98,7 @@ class LanguageModel(nn.Module):
         x = self.embedding(idx)
         if getattr(self.position, "kind", None) == "embedding":
             x = self.position(x)
+        x = self.embedding_dropout(x)
         for block in self.blocks:
             x = block(x)
         return self.final_norm(x)

@@ -57,7 +57,9 @@ class ImplicitFilter(nn.Module):
     c's filter has fallen to `target` after a fraction slow..fast of the maximum length.
 
     The MLP weights are plain Parameters, not nn.Linear, so that the backbone's small GPT-2 init (std 0.02) does
-    not flatten the filter: it keeps PyTorch's default uniform(+-1/sqrt(fan_in)) init, as in the reference code.
+    not flatten the filter: it keeps PyTorch's default uniform(+-1/sqrt(fan_in)) init, as the reference modules
+    declare it (safari's HyenaFilter, Zoology's Filter). Their language models then re-initialise every nn.Linear,
+    these included, N(0, 0.02): a known deviation (docs/fidelity.md).
     """
 
     def __init__(self, channels: int, max_seq_len: int, *, emb_dim: int = 5, width: int = 64, depth: int = 2,
@@ -68,11 +70,8 @@ class ImplicitFilter(nn.Module):
             raise ValueError(f"filter emb_dim={emb_dim} must be odd and >= 3 (time plus sine and cosine bands)")
         if width < 1 or depth < 0:
             raise ValueError(f"filter width={width} and depth={depth} must be positive and non-negative")
-        bands = (emb_dim - 1) // 2
-        pos = torch.arange(max_seq_len, dtype=torch.float32)[:, None]
-        angle = 2 * math.pi * pos / max_seq_len * torch.linspace(1e-4, bands - 1, bands)[None]
-        t = pos / max(max_seq_len - 1, 1)
-        self.register_buffer("z", torch.cat([t, angle.cos(), -angle.sin()], -1), persistent=False)  # (L, emb_dim)
+        z, t = filter_features(max_seq_len, emb_dim)
+        self.register_buffer("z", z, persistent=False)  # (L, emb_dim)
         self.register_buffer("t", t, persistent=False)  # (L, 1)
         max_rate, min_rate = -math.log(target) / fast_decay, -math.log(target) / slow_decay
         self.register_buffer("rates", torch.linspace(min_rate, max_rate, channels), persistent=False)
@@ -91,6 +90,16 @@ class ImplicitFilter(nn.Module):
         h = F.linear(h, self.out)  # (L, channels)
         decay = torch.exp(-self.t[:seq_len] * self.rates)
         return (h * (decay + self.shift)).T
+
+
+def filter_features(max_seq_len: int, emb_dim: int) -> tuple[Tensor, Tensor]:
+    """Hyena's positional features z(t) = [t, cos(2 pi f_j l / L), -sin(2 pi f_j l / L)], (L, emb_dim), bands
+    f_j = linspace(1e-4, B - 1, B), B = (emb_dim - 1) / 2, and t = l / (L - 1), (L, 1)."""
+    bands = (emb_dim - 1) // 2
+    pos = torch.arange(max_seq_len, dtype=torch.float32)[:, None]
+    angle = 2 * math.pi * pos / max_seq_len * torch.linspace(1e-4, bands - 1, bands)[None]
+    t = pos / max(max_seq_len - 1, 1)
+    return torch.cat([t, angle.cos(), -angle.sin()], -1), t
 
 
 def _uniform(*shape: int, fan_in: int | None = None) -> nn.Parameter:

@@ -5,14 +5,15 @@ n_kv_heads = n_heads is multi-head attention, 1 < n_kv_heads < n_heads is GQA, n
 2023, with RMSNorm as in OLMo 2). Positions: rope rotates q and k; ALiBi adds its bias to the scores. With no bias,
 F.scaled_dot_product_attention runs with is_causal=True and no mask, so CUDA takes the flash kernel. With ALiBi,
 `kernel=auto` uses FlexAttention on CUDA (a score modification, compiled: models/mixers/_flex.py) and SDPA with an
-explicit bias mask elsewhere; `kernel=sdpa` or `kernel=flex` forces one.
+explicit bias mask elsewhere; `kernel=sdpa` or `kernel=flex` forces one. `dropout` drops attention probabilities in
+training (Zoology's MHA: 0.1); FlexAttention has no dropout, so training with dropout runs on SDPA.
 """
 
 from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
-from annotated_types import Ge
+from annotated_types import Ge, Lt
 from torch import Tensor, nn
 
 from models.init import normal_init_
@@ -38,9 +39,11 @@ class Attention(Mixer):
         bias: bool = False,
         qk_norm: bool = False,
         kernel: Kernel = "auto",
+        dropout: Annotated[float, Ge(0), Lt(1)] = 0.0,
         position: nn.Module | None = None,
     ):
         super().__init__(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx)
+        self.dropout = dropout
         self.kernel = kernel
         n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
         if d_model % n_heads:
@@ -83,17 +86,22 @@ class Attention(Mixer):
         """Causal softmax attention over the whole prefix: (batch, heads, seq, head_dim) -> same shape as q."""
         gqa = self.n_kv_heads != self.n_heads
         if self.score_bias is None:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa, dropout_p=self.dropout_p)
         if self.flex(q):
             return _flex.attend(q, k, v, slopes=self.score_bias.slopes(self.n_heads, q.device))
         pos = torch.arange(q.shape[-2], device=q.device)
         scores_bias = self.score_bias.bias(self.n_heads, pos[:, None], pos[None, :])  # (heads, seq, seq)
         mask = scores_bias.masked_fill(pos[None, :] > pos[:, None], float("-inf")).to(q.dtype)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa, dropout_p=self.dropout_p)
+
+    @property
+    def dropout_p(self) -> float:
+        """The attention dropout in effect: `dropout` in training, 0 in evaluation."""
+        return self.dropout if self.training else 0.0
 
     def flex(self, q: Tensor) -> bool:
         """FlexAttention for a masked or biased pattern: always with kernel=flex, on CUDA with kernel=auto."""
-        usable = self.score_bias is None or hasattr(self.score_bias, "slopes")
+        usable = (self.score_bias is None or hasattr(self.score_bias, "slopes")) and self.dropout_p == 0
         return usable and (self.kernel == "flex" or (self.kernel == "auto" and q.is_cuda))
 
     def flops_per_token(self, seq_len: int) -> int:

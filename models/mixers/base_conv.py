@@ -4,7 +4,8 @@ semantics of zoology/mixers/base_conv.py: a gated convolution
     y = linear(x) * conv(x) + x
 
 where conv is a short causal depthwise convolution (kernel_size > 0) or a long one over the whole sequence
-(kernel_size = -1; an implicit Hyena-style filter by default, or an explicit learned filter of max_seq_len taps).
+(kernel_size = -1; Zoology's implicit filter by default, a small ReLU MLP over Hyena's positional features, or an
+explicit learned filter of max_seq_len taps).
 A list of kernel sizes is striped over layers by layer index, so the default [3, -1] alternates a short-conv layer
 with a long-conv layer, the combination Zoology found to recall best. The `+ x` is Zoology's own residual, kept so
 that published numbers compare (the backbone adds its residual on top).
@@ -17,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from models.init import normal_init_
-from models.mixers._conv import ImplicitFilter, ShortConv, fft_conv, fft_conv_flops
+from models.mixers._conv import ShortConv, fft_conv, fft_conv_flops, filter_features
 from models.mixers.base import Mixer
 
 
@@ -47,7 +48,7 @@ class BaseConv(Mixer):
         if self.kernel_size > 0:
             self.conv = ShortConv(d_model, self.kernel_size)
         elif implicit_long_conv:
-            self.filter = ImplicitFilter(d_model, max_seq_len, emb_dim=3, width=16, depth=2)  # Zoology's sizes
+            self.filter = ImplicitLongFilter(d_model, max_seq_len)
         else:
             # explicit taps; Zoology draws them from N(0, 1), scaled here by 1/sqrt(L) so the output's variance
             # does not grow with the length
@@ -61,10 +62,30 @@ class BaseConv(Mixer):
         if self.kernel_size > 0:
             return self.conv(x)
         t = x.shape[1]
-        k = self.filter(t) if isinstance(self.filter, ImplicitFilter) else self.filter[:, :t]
+        k = self.filter(t) if isinstance(self.filter, ImplicitLongFilter) else self.filter[:, :t]
         u = x.transpose(1, 2)
         return (fft_conv(u, k) + u).transpose(1, 2)  # Zoology's fft_conv adds u to the convolution
 
     def flops_per_token(self, seq_len: int) -> int:
         # A long layer does one FFT convolution per channel; a short one only uses its taps (counted by 6 * params).
         return self.d_model * fft_conv_flops(seq_len) if self.kernel_size < 0 else 0
+
+
+class ImplicitLongFilter(nn.Module):
+    """Zoology's implicit long filter (zoology/mixers/convolution.py, ImplicitLongConvolution): k(t) = MLP(z(t)),
+    Linear(emb_dim, hidden) -> ReLU -> Linear(hidden, channels), over Hyena's positional features z(t) (emb_dim 3:
+    t, cos, -sin), with neither Hyena's sine activations nor its decay modulation. Weights N(0, 0.02) and zero
+    biases: Zoology's LanguageModel re-initialises every nn.Linear so (zoology/model.py, _init_weights)."""
+
+    def __init__(self, channels: int, max_seq_len: int, emb_dim: int = 3, hidden: int = 16):
+        super().__init__()
+        z, _ = filter_features(max_seq_len, emb_dim)
+        self.register_buffer("z", z, persistent=False)  # (L, emb_dim)
+        self.mlp = nn.Sequential(nn.Linear(emb_dim, hidden), nn.ReLU(), nn.Linear(hidden, channels))
+        for layer in (self.mlp[0], self.mlp[2]):
+            nn.init.normal_(layer.weight, std=0.02)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, seq_len: int) -> Tensor:
+        """The filters for the first seq_len positions: (channels, seq_len)."""
+        return self.mlp(self.z[:seq_len]).T

@@ -5,7 +5,8 @@
     kv <- diag SSM(k (x) v) + D kv         per head, k v^T (head_dim x head_dim), an S4D kernel per head over time
     y  = W_o (q^T kv)                      per head, q^T kv; with head_dim 1 all products are elementwise gates
 Both SSMs are computed as FFT convolutions: the shift SSM's kernel is its d_state learned taps, the diagonal one's
-the S4D kernel of models/mixers/s4d.py. Together they let H3 remember a key and compare it with a later
+the S4D kernel of models/mixers/s4d.py, discretised bilinearly as H3's code does (SSKernelDiag's default, in
+HazyResearch/H3 and Zoology alike). Together they let H3 remember a key and compare it with a later
 query, which is what lets it recall.
 """
 
@@ -48,7 +49,7 @@ class H3(Mixer):
         bound = d_state**-0.5  # nn.Conv1d's default init for d_state taps
         self.shift = nn.Parameter(torch.empty(d_model, d_state).uniform_(-bound, bound))
         self.shift_skip = nn.Parameter(torch.randn(d_model))
-        self.diag = S4DKernel(self.n_heads, d_state, dt_min, dt_max)
+        self.diag = S4DKernel(self.n_heads, d_state, dt_min, dt_max, discretization="bilinear")  # as H3's code
         self.diag_skip = nn.Parameter(torch.randn(self.n_heads))
         self.out = nn.Linear(d_model, d_model, bias=bias)
         normal_init_(self)

@@ -2,7 +2,7 @@
 SSM per channel, computed as a convolution kernel through a Vandermonde product and applied by FFT.
 
 Per channel, N/2 complex modes with A_n = -exp(log_a_n) + i a_im_n (S4D-Lin init: -1/2 + i pi n), step
-dt = exp(log_dt) (log-uniform in [dt_min, dt_max]), B = 1, and zero-order hold:
+dt = exp(log_dt) (log-uniform in [dt_min, dt_max]), B = 1, and zero-order hold (H3 uses the bilinear transform):
     h_t = exp(dt A) h_{t-1} + (exp(dt A) - 1) / A * u_t,     y_t = 2 Re(C h_t) + D u_t
 unrolled, the kernel is K_l = 2 Re(sum_n C_n (exp(dt A_n) - 1) / A_n * exp(dt A_n l)), so y = K * u + D u. The
 block follows the paper's standalone layer: y -> GELU -> linear to 2d -> GLU.
@@ -31,8 +31,12 @@ class S4DKernel(nn.Module):
     [log dt_min, log dt_max], C complex standard normal, A = -1/2 + i pi n (S4D-Lin). log_dt, log_a and a_im are
     registered there with weight_decay 0 (`register`): `no_weight_decay` returns them."""
 
-    def __init__(self, channels: int, d_state: int = 64, dt_min: float = 1e-3, dt_max: float = 1e-1):
+    def __init__(self, channels: int, d_state: int = 64, dt_min: float = 1e-3, dt_max: float = 1e-1,
+                 discretization: str = "zoh"):
         super().__init__()
+        if discretization not in ("zoh", "bilinear"):
+            raise ValueError(f"discretization={discretization!r} must be zoh or bilinear")
+        self.discretization = discretization
         if d_state < 2 or d_state % 2:
             raise ValueError(f"mixer.d_state={d_state} must be even and >= 2 (complex modes come in conjugate pairs)")
         if not dt_min <= dt_max:
@@ -48,21 +52,26 @@ class S4DKernel(nn.Module):
         return (self.log_dt, self.log_a, self.a_im)
 
     def _discrete(self) -> tuple[Tensor, Tensor, Tensor]:
-        """(dt A, B-bar = (exp(dt A) - 1) / A, C), complex, each (channels, modes)."""
+        """(log A-bar, B-bar, C), complex, each (channels, modes). Zero-order hold (S4D): A-bar = exp(dt A),
+        B-bar = (exp(dt A) - 1) / A. Bilinear (H3's SSKernelDiag default): A-bar = (1 + dt A/2) / (1 - dt A/2),
+        B-bar = dt / (1 - dt A/2)."""
         A = torch.complex(-torch.exp(self.log_a), self.a_im)
-        dtA = A * torch.exp(self.log_dt)[:, None]
+        dt = torch.exp(self.log_dt)[:, None]
+        dtA = A * dt
+        if self.discretization == "bilinear":
+            return torch.log((1 + dtA / 2) / (1 - dtA / 2)), dt / (1 - dtA / 2), torch.view_as_complex(self.C)
         return dtA, (torch.exp(dtA) - 1) / A, torch.view_as_complex(self.C)
 
     def forward(self, seq_len: int) -> Tensor:
         """The kernel K: (channels, seq_len)."""
-        dtA, B, C = self._discrete()
-        vandermonde = torch.exp(dtA[..., None] * torch.arange(seq_len, device=dtA.device))  # (channels, modes, L)
+        log_a_bar, B, C = self._discrete()
+        vandermonde = torch.exp(log_a_bar[..., None] * torch.arange(seq_len, device=B.device))  # (channels, modes, L)
         return 2 * torch.einsum("hn,hnl->hl", C * B, vandermonde).real
 
     def recurrent(self, u: Tensor) -> Tensor:
         """The same map as fft_conv(u, forward(L)), one step at a time: u (..., channels, L) -> (..., channels, L)."""
-        dtA, B, C = self._discrete()
-        a = torch.exp(dtA)
+        log_a_bar, B, C = self._discrete()
+        a = torch.exp(log_a_bar)
         h = torch.zeros(*u.shape[:-1], a.shape[-1], dtype=a.dtype, device=u.device)
         ys = []
         for u_t in u.unbind(-1):

@@ -62,7 +62,8 @@ class SlidingWindowAttention(Attention):
         else:
             bias = self.score_bias.bias(h, w + a, j)  # (h, w, 2w): depends only on the distance
             mask = bias.masked_fill(~visible, float("-inf")).to(q.dtype)
-        y = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask, enable_gqa=self.n_kv_heads != h)
+        y = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask, enable_gqa=self.n_kv_heads != h,
+                                           dropout_p=self.dropout_p)
         return y.transpose(1, 2).reshape(b, h, n * w, d)[:, :, :t]
 
     def flops_per_token(self, seq_len: int) -> int:
