@@ -158,7 +158,7 @@ def test_a_real_race_gives_consecutive_seeds_and_its_decisions_and_a_rerun_train
     (["seed=0,1"], "a race sets the seeds itself"),
     (["hydra.sweeper.min_seeds=1"], "min_seeds"),
     (["hydra.sweeper.budget=3"], "less than the first round"),
-    (["suite=quick", "hydra.sweeper.budget=7"], "4 cells x 2 seeds"),  # the suite's positions; its seeds dropped
+    (["suite=quick", "hydra.sweeper.budget=7"], "6 cells x 2 seeds"),  # the suite's cells; its seeds dropped
 ])
 def test_a_race_that_cannot_run_stops_before_training(tmp_path, monkeypatch, capsys, args, message):
     monkeypatch.setenv("ARCHBENCH_RESULTS", str(tmp_path / "results"))

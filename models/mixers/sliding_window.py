@@ -10,7 +10,7 @@ from typing import Annotated
 
 import torch
 import torch.nn.functional as F
-from annotated_types import Ge
+from annotated_types import Ge, Lt
 from torch import Tensor, nn
 
 from models.mixers import _flex
@@ -32,9 +32,10 @@ class SlidingWindowAttention(Attention):
         bias: bool = False,
         qk_norm: bool = False,
         kernel: Kernel = "auto",
+        dropout: Annotated[float, Ge(0), Lt(1)] = 0.0,
         position: nn.Module | None = None,
     ):
-        super().__init__(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx, n_heads=n_heads,
+        super().__init__(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx, n_heads=n_heads, dropout=dropout,
                          n_kv_heads=n_kv_heads, bias=bias, qk_norm=qk_norm, kernel=kernel, position=position)
         self.window = window
 
