@@ -9,7 +9,8 @@ import torch
 from hydra.utils import instantiate
 
 D, T, B = 32, 37, 2  # T is no multiple of the chunk sizes, so a padded last chunk is exercised
-NAMES = ["lstm", "gru"]
+NAMES = ["lstm", "gru", "rglru"]
+SCANS = ["rglru"]  # the chunked or parallel forms with log-space decays
 TOL = {"rtol": 1e-6, "atol": 1e-7}  # float64: a wrong recurrence is off by O(1)
 
 
@@ -30,3 +31,38 @@ def test_forward_and_recurrent_forms_agree_in_value_and_gradient(compose, name):
     g_recurrent = torch.autograd.grad(y_recurrent.square().sum(), wrt)
     for a, b in zip(g_parallel, g_recurrent, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", SCANS)
+def test_long_extreme_inputs_stay_finite(compose, name):
+    """Large activations and strong decays over 1024 steps: log-space decays and maxima keep every exp finite."""
+    mixer = build(compose, name, seq_len=1024)
+    with torch.no_grad():
+        for p in mixer.parameters():
+            p.mul_(20)
+    x = (5 * torch.randn(1, 1024, D)).requires_grad_()
+    y = mixer(x)
+    y.square().mean().backward()
+    assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("seq_len,chunk_size", [(1, 4), (37, 1), (37, 8), (200, 3), (64, 64)])
+def test_chunked_diagonal_scan_equals_the_loop(seq_len, chunk_size):
+    from models.mixers._scan import diagonal_scan, diagonal_scan_recurrent
+
+    torch.manual_seed(0)
+    x = torch.randn(2, seq_len, 5, dtype=torch.float64)
+    log_a = -torch.rand(2, seq_len, 5, dtype=torch.float64) * 30  # decays down to e^-30 per step
+    torch.testing.assert_close(diagonal_scan(x, log_a, chunk_size), diagonal_scan_recurrent(x, log_a), **TOL)
+
+
+def test_rglru_initialises_its_decay_as_recurrentgemma(compose):
+    """sigma(-Lambda) = exp(-softplus(Lambda)) lies in [0.9, 0.999] with its square uniform (recurrentgemma's
+    rnn_param_init); every RG-LRU parameter is kept from weight decay."""
+    mixer = build(compose, "rglru", d_model=4096)
+    a = torch.exp(-torch.nn.functional.softplus(mixer.a_param.double()))
+    assert 0.9 <= a.min() and a.max() <= 0.999
+    squares = (a.square() - 0.9**2) / (0.999**2 - 0.9**2)  # uniform on [0, 1]: mean 1/2, quartiles 1/4, 3/4
+    assert abs(squares.mean() - 0.5) < 0.02 and abs(squares.quantile(0.25) - 0.25) < 0.03
+    assert {id(p) for p in mixer.no_weight_decay()} == {id(mixer.a_param)} | {
+        id(p) for m in (mixer.input_gate, mixer.a_gate) for p in m.parameters()}
