@@ -9,8 +9,8 @@ import torch
 from hydra.utils import instantiate
 
 D, T, B = 32, 37, 2  # T is no multiple of the chunk sizes, so a padded last chunk is exercised
-NAMES = ["lstm", "gru", "rglru"]
-SCANS = ["rglru"]  # the chunked or parallel forms with log-space decays
+NAMES = ["lstm", "gru", "rglru", "mlstm"]
+SCANS = ["rglru", "mlstm"]  # the chunked or parallel forms with log-space decays
 TOL = {"rtol": 1e-6, "atol": 1e-7}  # float64: a wrong recurrence is off by O(1)
 
 
@@ -66,3 +66,65 @@ def test_rglru_initialises_its_decay_as_recurrentgemma(compose):
     assert abs(squares.mean() - 0.5) < 0.02 and abs(squares.quantile(0.25) - 0.25) < 0.03
     assert {id(p) for p in mixer.no_weight_decay()} == {id(mixer.a_param)} | {
         id(p) for m in (mixer.input_gate, mixer.a_gate) for p in m.parameters()}
+
+
+def _mlstm_inputs(seed=0, b=2, h=3, t=T, dh=8):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(b, h, t, dh, generator=g, dtype=torch.float64) for _ in range(3))
+    i_pre = 3 * torch.randn(b, h, t, 1, generator=g, dtype=torch.float64)  # exp(i~) from e^-9 to e^9
+    f_pre = 3 * torch.randn(b, h, t, 1, generator=g, dtype=torch.float64)
+    return q, k, v, i_pre, f_pre
+
+
+def test_mlstm_cell_forms_equal_xlstm_backends():
+    """NX-AI/xlstm's backends (pip install xlstm): parallel_stabilized_simple against mlstm_parallel, and its
+    recurrent_step_stabilized_simple (stabiliser from m = 0) against mlstm_recurrent from m = 0."""
+    backends = pytest.importorskip("xlstm.blocks.mlstm.backends")
+    from models.mixers.mlstm import mlstm_parallel, mlstm_recurrent
+
+    q, k, v, i_pre, f_pre = _mlstm_inputs()
+    ref = backends.parallel_stabilized_simple(q, k, v, i_pre, f_pre)
+    torch.testing.assert_close(mlstm_parallel(q, k, v, i_pre, f_pre), ref, rtol=1e-12, atol=1e-12)
+    b, h, t, dh = q.shape
+    state = (q.new_zeros(b, h, dh, dh), q.new_zeros(b, h, dh, 1), q.new_zeros(b, h, 1, 1))
+    steps = []
+    for s in range(t):
+        y, state = backends.recurrent_step_stabilized_simple(
+            *state, q[:, :, s : s + 1].clone(), k[:, :, s : s + 1].clone(), v[:, :, s : s + 1].clone(),
+            i_pre[:, :, s : s + 1], f_pre[:, :, s : s + 1])
+        steps.append(y)
+    torch.testing.assert_close(mlstm_recurrent(q, k, v, i_pre, f_pre, m0=0.0), torch.cat(steps, 2),
+                               rtol=1e-12, atol=1e-12)
+    # the reference's two forms themselves differ only through eps in the normaliser (m0 = 0 vs the row maximum)
+    torch.testing.assert_close(torch.cat(steps, 2), ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("d_model,n_heads", [(32, 4), (48, 2)])
+def test_mlstm_layer_equals_xlstm_mlstm_layer(compose, d_model, n_heads):
+    """The whole layer against xlstm's mLSTMLayer with the same weights (its state dict loads unchanged), in value
+    and in the gradient with respect to the input; and archbench's init draws from the reference's distributions."""
+    pytest.importorskip("xlstm")
+    from xlstm.blocks.mlstm.layer import mLSTMLayer, mLSTMLayerConfig
+
+    mixer = build(compose, "mlstm", f"n_heads={n_heads}", d_model=d_model).double()
+    torch.manual_seed(1)
+    ref = mLSTMLayer(mLSTMLayerConfig(embedding_dim=d_model, num_heads=n_heads, context_length=T, proj_factor=2.0,
+                                      conv1d_kernel_size=4, qkv_proj_blocksize=4, bias=False)).double()
+    ref_shapes = {n: p.shape for n, p in ref.state_dict().items()}
+    assert {n: p.shape for n, p in mixer.state_dict().items()} == ref_shapes
+    for name, p in mixer.state_dict().items():  # same init: equal stds and constant parts, not equal draws
+        r = ref.state_dict()[name]
+        if r.numel() > 64 and r.std() > 0:
+            assert abs(p.std() / r.std() - 1) < 0.15, name
+        else:
+            assert torch.equal(p, r) or "igate.bias" in name or "conv1d" in name, name
+    with torch.no_grad():
+        for p in mixer.parameters():
+            p.add_(0.2 * torch.randn_like(p))  # away from the init's zeros and ones
+    ref.load_state_dict(mixer.state_dict())
+    x = torch.randn(B, T, d_model, dtype=torch.float64, requires_grad=True)
+    y, y_ref = mixer(x), ref(x)
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-12)
+    g, = torch.autograd.grad(y.square().sum(), x)
+    g_ref, = torch.autograd.grad(y_ref.square().sum(), x)
+    torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-12)
