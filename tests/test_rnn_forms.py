@@ -9,8 +9,8 @@ import torch
 from hydra.utils import instantiate
 
 D, T, B = 32, 37, 2  # T is no multiple of the chunk sizes, so a padded last chunk is exercised
-NAMES = ["lstm", "gru", "rglru", "mlstm"]
-SCANS = ["rglru", "mlstm"]  # the chunked or parallel forms with log-space decays
+NAMES = ["lstm", "gru", "rglru", "mlstm", "fox"]
+SCANS = ["rglru", "mlstm", "fox"]  # the chunked or parallel forms with log-space decays
 TOL = {"rtol": 1e-6, "atol": 1e-7}  # float64: a wrong recurrence is off by O(1)
 
 
@@ -128,3 +128,86 @@ def test_mlstm_layer_equals_xlstm_mlstm_layer(compose, d_model, n_heads):
     g, = torch.autograd.grad(y.square().sum(), x)
     g_ref, = torch.autograd.grad(y_ref.square().sum(), x)
     torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-12)
+
+
+def _fox_inputs(seed=0, b=2, h=3, t=T, dh=8):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(b, h, t, dh, generator=g, dtype=torch.float64) for _ in range(3))
+    log_f = torch.nn.functional.logsigmoid(2 * torch.randn(b, h, t, generator=g, dtype=torch.float64))
+    return q, k, v, log_f
+
+
+@pytest.mark.parametrize("kernel", ["sdpa", "flex"])
+def test_forgetting_attention_equals_fla_naive(compose, kernel):
+    """flash-linear-attention's fla/ops/forgetting_attn/naive.py (inputs (batch, seq, heads, dim), log gates g)
+    against both kernels of the FoX mixer, in value and in the gradients with respect to q, k, v and the gates.
+    The reference computes in float32 whatever its inputs: float32 tolerances (a wrong decay is off by O(1)).
+    FlexAttention has no backward on CPU: there the flex kernel is checked in value only (gradients: test_gpu)."""
+    naive = pytest.importorskip("fla.ops.forgetting_attn.naive")
+    mixer = build(compose, "fox", f"kernel={kernel}", "n_heads=4")
+    q, k, v, log_f = (z.float().requires_grad_(kernel == "sdpa") for z in _fox_inputs())
+    out = mixer.attend(q, k, v, log_f)
+    tr = lambda z: z.transpose(1, 2)
+    ref = tr(naive.naive_forgetting_attn(tr(q), tr(k), tr(v), tr(log_f), scale=8**-0.5))
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+    if kernel == "flex":
+        return
+    g_out = torch.autograd.grad(out.square().sum(), [q, k, v, log_f])
+    g_ref = torch.autograd.grad(ref.square().sum(), [q, k, v, log_f])
+    for a, b in zip(g_out, g_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("position", ["rope", "alibi"])
+@pytest.mark.parametrize("options", [[], ["model.mixer.qk_norm=true", "model.mixer.output_gate=true"]])
+def test_fox_takes_positions_and_its_pro_options_causally(compose, position, options):
+    cfg = compose(["model/mixer=fox", f"model/position={position}", "model.mixer.n_heads=4", *options,
+                   "model.d_model=32", "task.vocab_size=50", "task.seq_len=16", "task.num_kv_pairs=2"])
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).double()
+    fox = model.blocks[0].mixer
+    assert (fox.rotation is not None) == (position == "rope") and (fox.score_bias is not None) == (position == "alibi")
+    x = torch.randn(B, 16, 32, dtype=torch.float64)
+    torch.testing.assert_close(fox(x), fox.recurrent(x), **TOL)
+    fox.kernel = "flex"
+    with torch.no_grad():  # FlexAttention has no backward on CPU
+        torch.testing.assert_close(fox(x), fox.recurrent(x), **TOL)
+    fox.kernel = "sdpa"
+    idx = torch.randint(0, 50, (B, 16))
+    idx2 = idx.clone()
+    idx2[:, 8] = (idx2[:, 8] + 1) % 50
+    torch.testing.assert_close(model(idx2)[:, :8], model(idx)[:, :8], rtol=0, atol=1e-12)
+
+
+def test_forget_gates_near_zero_forget_the_past(compose):
+    """With f ~ 0 (gate bias -30) each query sees only its own key: the output at t is W_o v_t."""
+    mixer = build(compose, "fox").double()
+    with torch.no_grad():
+        mixer.fgate_proj.bias.fill_(-30.0)
+        mixer.fgate_proj.weight.zero_()
+    x = torch.randn(B, T, D, dtype=torch.float64)
+    torch.testing.assert_close(mixer(x), mixer.o_proj(mixer.v_proj(x)), rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("position", [None, "alibi"])
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fox_flex_kernel_matches_sdpa_on_cuda(position):
+    """The compiled FlexAttention path (kernel=auto on CUDA) against the SDPA mask, outputs and gradients, fp32."""
+    from models.mixers.fox import ForgettingAttention
+    from models.positions import AlibiPosition
+
+    pos = AlibiPosition(256, max_seq_len=512) if position else None
+    torch.manual_seed(0)
+    ref = ForgettingAttention(256, max_seq_len=512, layer_idx=0, n_heads=4, kernel="sdpa", position=pos).cuda()
+    fast = ForgettingAttention(256, max_seq_len=512, layer_idx=0, n_heads=4, kernel="auto", position=pos).cuda()
+    fast.load_state_dict(ref.state_dict())
+    with torch.no_grad():
+        ref.fgate_proj.bias.fill_(2.0), fast.fgate_proj.bias.fill_(2.0)  # decays that matter over 500 steps
+    x = torch.randn(2, 500, 256, device="cuda")
+    y_ref, y_fast = ref(x), fast(x)
+    torch.testing.assert_close(y_fast, y_ref, rtol=1e-3, atol=1e-4)
+    g_ref = torch.autograd.grad(y_ref.square().mean(), list(ref.parameters()))
+    g_fast = torch.autograd.grad(y_fast.square().mean(), list(fast.parameters()))
+    for a, b in zip(g_fast, g_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
