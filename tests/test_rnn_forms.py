@@ -9,8 +9,8 @@ import torch
 from hydra.utils import instantiate
 
 D, T, B = 32, 37, 2  # T is no multiple of the chunk sizes, so a padded last chunk is exercised
-NAMES = ["lstm", "gru", "rglru", "mlstm", "fox"]
-SCANS = ["rglru", "mlstm", "fox"]  # the chunked or parallel forms with log-space decays
+NAMES = ["lstm", "gru", "rglru", "mlstm", "fox", "hgrn2"]
+SCANS = ["rglru", "mlstm", "fox", "hgrn2"]  # the chunked or parallel forms with log-space decays
 TOL = {"rtol": 1e-6, "atol": 1e-7}  # float64: a wrong recurrence is off by O(1)
 
 
@@ -66,6 +66,44 @@ def test_rglru_initialises_its_decay_as_recurrentgemma(compose):
     assert abs(squares.mean() - 0.5) < 0.02 and abs(squares.quantile(0.25) - 0.25) < 0.03
     assert {id(p) for p in mixer.no_weight_decay()} == {id(mixer.a_param)} | {
         id(p) for m in (mixer.input_gate, mixer.a_gate) for p in m.parameters()}
+
+
+@pytest.mark.parametrize("name,overrides", [("hgrn2", ["use_short_conv=true"])])
+def test_forms_agree_with_options_and_deeper_layers(compose, name, overrides):
+    """Layer 2 of 3 (HGRN2's lower bound is on there) and the non-default options, in value."""
+    cfg = compose([f"model/mixer={name}", *(f"model.mixer.{o}" for o in overrides), "model.n_layers=3"])
+    torch.manual_seed(0)
+    mixer = instantiate(cfg.model.mixer)(D, max_seq_len=T, layer_idx=2).double()
+    x = 2 * torch.randn(B, T, D, dtype=torch.float64)
+    torch.testing.assert_close(mixer(x), mixer.recurrent(x), **TOL)
+
+
+@pytest.mark.parametrize("layer_idx", [0, 1])
+def test_hgrn2_layer_equals_fla_hgrn2_attention(compose, monkeypatch, layer_idx):
+    """fla's HGRN2Attention (fla/layers/hgrn2.py) with the same weights and lower bound, its Triton pieces replaced
+    by their PyTorch equivalents (the recurrence by fla's own naive_recurrent_gla, swish by SiLU, the fused
+    norm + linear by RMSNorm then Linear at fla's eps): the layer's glue (gates, bound, k = 1 - f, heads, norm) is
+    fla's. float32, as the naive reference computes."""
+    hgrn2 = pytest.importorskip("fla.layers.hgrn2")
+    from fla.ops.gla.naive import naive_recurrent_gla
+
+    monkeypatch.setattr(hgrn2, "fused_recurrent_gla", lambda q, k, v, gk, **_: naive_recurrent_gla(q, k, v, gk))
+    monkeypatch.setattr(hgrn2, "swish", torch.nn.functional.silu)
+    monkeypatch.setattr(hgrn2, "rms_norm_linear", lambda x, w, b, lw, lb, eps=1e-5: torch.nn.functional.linear(
+        torch.nn.functional.rms_norm(x, x.shape[-1:], w, eps), lw, lb))
+    cfg = compose(["model/mixer=hgrn2", "model.mixer.expand_ratio=8", "model.n_layers=2"])
+    torch.manual_seed(0)
+    mixer = instantiate(cfg.model.mixer)(D, max_seq_len=T, layer_idx=layer_idx)
+    with torch.no_grad():
+        for p in mixer.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    ref = hgrn2.HGRN2Attention(hidden_size=D, expand_ratio=8, layer_idx=layer_idx)
+    ref.load_state_dict({n: p for n, p in mixer.state_dict().items() if n != "lower_bound"})
+    lower_bound = None if mixer.lower_bound is None else torch.sigmoid(mixer.lower_bound)
+    x = torch.randn(B, 40, D)  # <= 64 tokens: fla's layer takes its fused_recurrent path
+    y_ref = ref(x, lower_bound=lower_bound)[0]
+    torch.testing.assert_close(mixer(x), y_ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(mixer.recurrent(x), y_ref, rtol=1e-4, atol=1e-5)
 
 
 def _mlstm_inputs(seed=0, b=2, h=3, t=T, dh=8):
@@ -211,3 +249,23 @@ def test_fox_flex_kernel_matches_sdpa_on_cuda(position):
     g_fast = torch.autograd.grad(y_fast.square().mean(), list(fast.parameters()))
     for a, b in zip(g_fast, g_ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_hgrn2_on_flash_linear_attention_matches_the_pytorch_reference():
+    """fla's chunk_gla kernel (kernel=auto on CUDA) against HGRN2's own chunked form: outputs and gradients, fp32."""
+    pytest.importorskip("fla")
+    from models.mixers.hgrn2 import HGRN2
+
+    torch.manual_seed(0)
+    ref = HGRN2(256, max_seq_len=512, layer_idx=1, n_layers=2, kernel="torch").cuda()
+    fast = HGRN2(256, max_seq_len=512, layer_idx=1, n_layers=2, kernel="fla").cuda()
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 500, 256, device="cuda")  # not a multiple of fla's chunk
+    y_ref, y_fast = ref(x), fast(x)
+    torch.testing.assert_close(y_fast, y_ref, rtol=1e-3, atol=1e-3)
+    g_ref = torch.autograd.grad(y_ref.square().mean(), list(ref.parameters()))
+    g_fast = torch.autograd.grad(y_fast.square().mean(), list(fast.parameters()))
+    for a, b in zip(g_fast, g_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-4)
