@@ -10,22 +10,27 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from models.canon import Canon
+
 PLACEMENTS = ("pre", "post", "sandwich")
 
 
 class Block(nn.Module):
     """pre: x + f(norm(x)); post: norm(x + f(x)) (Vaswani et al.); sandwich: x + norm(f(norm(x))) (Ding et al. 2021)."""
 
-    def __init__(self, d_model: int, mixer: nn.Module, ffn: nn.Module | None, norm: Callable, placement: str):
+    def __init__(self, d_model: int, mixer: nn.Module, ffn: nn.Module | None, norm: Callable, placement: str,
+                 canon: int = 0):
         super().__init__()
         self.placement = placement
         self.mixer, self.ffn = mixer, ffn
+        self.canon = Canon(d_model, canon) if canon else None  # Canon-A: on the mixer's input (models/canon.py)
         n_sublayers = 1 if ffn is None else 2
         self.norms = nn.ModuleList(norm(d_model) for _ in range(n_sublayers))
         self.post_norms = nn.ModuleList(norm(d_model) for _ in range(n_sublayers if placement == "sandwich" else 0))
 
     def forward(self, x: Tensor) -> Tensor:
-        for i, f in enumerate([self.mixer] if self.ffn is None else [self.mixer, self.ffn]):
+        mixer = self.mixer if self.canon is None else lambda h: self.mixer(self.canon(h))
+        for i, f in enumerate([mixer] if self.ffn is None else [mixer, self.ffn]):
             if self.placement == "post":
                 x = self.norms[i](x + f(x))
             elif self.placement == "sandwich":
@@ -51,6 +56,7 @@ class LanguageModel(nn.Module):
         tie_embeddings: bool = False,
         init_std: float = 0.02,
         pattern: Sequence[str] | None = None,
+        canon: int = 0,
     ):
         super().__init__()
         if pattern is not None:  # names of config options: the harness turns them into `mixer` factories
@@ -60,6 +66,8 @@ class LanguageModel(nn.Module):
         for name, value in [("d_model", d_model), ("n_layers", n_layers), ("max_seq_len", max_seq_len)]:
             if value < 1:
                 raise ValueError(f"{name}={value} must be positive")
+        if canon < 0:
+            raise ValueError(f"canon={canon} must be a kernel size >= 1, or 0 for no Canon layers")
         mixers = list(mixer) if isinstance(mixer, Sequence) else [mixer]
         self.d_model, self.max_seq_len, self.vocab_size = d_model, max_seq_len, vocab_size
         self.embedding = nn.Embedding(vocab_size, d_model)
@@ -70,7 +78,7 @@ class LanguageModel(nn.Module):
             make = mixers[i % len(mixers)]  # a hybrid's pattern repeats over depth
             kwargs = {"position": self.position} if in_attention and _accepts_position(make) else {}
             blocks.append(Block(d_model, make(d_model, max_seq_len=max_seq_len, layer_idx=i, **kwargs),
-                                ffn(d_model), norm, norm_placement))
+                                ffn(d_model), norm, norm_placement, canon))
         self.blocks = nn.ModuleList(blocks)
         if in_attention and not any(_accepts_position(m) for m in mixers):
             raise ValueError(f"{type(self.position).__name__} acts inside attention, but no mixer takes positions")
