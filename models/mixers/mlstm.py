@@ -13,6 +13,8 @@ parallel form with the row-wise maximum; recurrent_step_stabilized_simple for `r
 LayerNorm with weight 1 + w, no bias) and layer.py (inner width proj_factor * d_model rounded up to a multiple of 64;
 small init N(0, 2 / (5 d_model)) for W_up and the headwise q, k, v; Wang init N(0, 2 / (n_blocks sqrt(d_model))) for
 W_down; learnable skip at 1; no biases). Parameter names mirror the reference, so its state dict loads unchanged.
+Trained chunkwise by default (`chunk_size`: the quadratic form inside chunks, stabilised states across them, equal to
+the parallel form to rounding with memory linear in T); `chunk_size=null` runs parallel_stabilized_simple's form.
 The no-decay set is the reference's: everything without "weight" in its name (the learnable skip; biases anyway).
 `recurrent(x)` starts the stabiliser at m = -inf, which makes it the parallel form's row maximum exactly; the
 reference's step starts at m = 0, which differs only through eps = 1e-6 in the normaliser.
@@ -71,6 +73,43 @@ def mlstm_parallel(q: Tensor, k: Tensor, v: Tensor, i_pre: Tensor, f_pre: Tensor
     return (c / (normaliser + EPS)) @ v
 
 
+def mlstm_chunkwise(q: Tensor, k: Tensor, v: Tensor, i_pre: Tensor, f_pre: Tensor, chunk_size: int) -> Tensor:
+    """`mlstm_parallel`'s map chunk by chunk: the quadratic form within each chunk, the stabilised states (C, n)
+    carried across chunks with their exact running maximum M, so that every row's stabiliser is the parallel form's
+    row maximum m_t = max(intra-chunk max, c_t + M) and the outputs equal it to rounding (eps included). Memory
+    (batch, heads, T, chunk) instead of (batch, heads, T, T)."""
+    b, h, t, dh = q.shape
+    c = min(chunk_size, t)
+    n = -(-t // c)
+    pad = lambda z: F.pad(z, (0, 0, 0, n * c - t)).unflatten(2, (n, c))  # zero padding is future: no effect on t < T
+    q, k, v = pad(q), pad(k / math.sqrt(dh)), pad(v)
+    i_pre, log_f = pad(i_pre).squeeze(-1), pad(F.logsigmoid(f_pre)).squeeze(-1)  # (b, h, n, c)
+    cum = log_f.cumsum(-1)  # log f summed from the chunk's start to t, inclusive
+    causal = torch.ones(c, c, dtype=torch.bool, device=q.device).tril()
+    log_d = (cum[..., :, None] - cum[..., None, :] + i_pre[..., None, :]).masked_fill(~causal, float("-inf"))
+    m_intra = log_d.amax(-1)  # (b, h, n, c)
+    log_w = cum[..., -1:] - cum + i_pre  # each key's log weight in the state at its chunk's end
+    a = log_w.amax(-1)  # (b, h, n)
+    qk = q @ k.transpose(-1, -2)  # (b, h, n, c, c)
+    C, N = q.new_zeros(b, h, dh, dh), q.new_zeros(b, h, dh, 1)
+    M, ys = torch.full((b, h), float("-inf"), dtype=q.dtype, device=q.device), []
+    for j in range(n):
+        m_inter = cum[:, :, j] + M[..., None]  # (b, h, c): the carried states' log scale at each row
+        m = torch.maximum(m_intra[:, :, j], m_inter)
+        scores = qk[:, :, j] * (log_d[:, :, j] - m[..., None]).exp()
+        inter = (m_inter - m).exp()[..., None]  # (b, h, c, 1)
+        qj = q[:, :, j]
+        numerator = scores @ v[:, :, j] + inter * (qj @ C)
+        denominator = scores.sum(-1, keepdim=True) + inter * (qj @ N)
+        ys.append(numerator / (torch.maximum(denominator.abs(), torch.exp(-m)[..., None]) + EPS))
+        M_new = torch.maximum(cum[:, :, j, -1] + M, a[:, :, j])
+        decay, w = (cum[:, :, j, -1] + M - M_new).exp()[..., None, None], (log_w[:, :, j] - M_new[..., None]).exp()
+        C = decay * C + (k[:, :, j] * w[..., None]).transpose(-1, -2) @ v[:, :, j]
+        N = decay * N + (k[:, :, j] * w[..., None]).sum(-2)[..., None]
+        M = M_new
+    return torch.stack(ys, dim=2).flatten(2, 3)[:, :, :t]
+
+
 def mlstm_recurrent(q: Tensor, k: Tensor, v: Tensor, i_pre: Tensor, f_pre: Tensor, m0: float = float("-inf")):
     """The same cell one step at a time with states C (d_h x d_h), n (d_h) and the stabiliser m, from m0."""
     b, h, t, dh = q.shape
@@ -102,6 +141,7 @@ class MLSTM(Mixer):
         conv_size: Annotated[int, Ge(1)] = 4,
         qkv_blocksize: Annotated[int, Ge(1)] = 4,
         init_num_blocks: Annotated[int, Ge(1)] = 1,
+        chunk_size: Annotated[int, Ge(1)] | None = 64,
     ):
         super().__init__(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx)
         inner = round_to * math.ceil(proj_factor * d_model / round_to)
@@ -110,7 +150,9 @@ class MLSTM(Mixer):
                              f"(proj_factor * d_model rounded up to a multiple of mixer.round_to)")
         if inner % qkv_blocksize:
             raise ValueError(f"mixer.qkv_blocksize={qkv_blocksize} must divide the inner width {inner}")
-        self.inner, self.n_heads = inner, n_heads
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"mixer.chunk_size={chunk_size} must be positive (or null for the quadratic form)")
+        self.inner, self.n_heads, self.chunk_size = inner, n_heads, chunk_size
         small = math.sqrt(2 / (5 * d_model))
         self.proj_up = nn.Linear(d_model, 2 * inner, bias=False)
         self.q_proj, self.k_proj, self.v_proj = (HeadwiseLinear(inner, inner // qkv_blocksize, small) for _ in "qkv")
@@ -123,7 +165,9 @@ class MLSTM(Mixer):
             self.proj_down.weight.normal_(0.0, 2 / init_num_blocks / math.sqrt(d_model))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._block(x, mlstm_parallel)
+        if self.chunk_size is None:
+            return self._block(x, mlstm_parallel)
+        return self._block(x, lambda *args: mlstm_chunkwise(*args, chunk_size=self.chunk_size))
 
     def recurrent(self, x: Tensor) -> Tensor:
         """The same map one token at a time (the RNN view)."""
@@ -147,8 +191,11 @@ class MLSTM(Mixer):
         return [self.learnable_skip]
 
     def flops_per_token(self, seq_len: int) -> int:
-        # 6 * parameters counts the projections, gates and conv. The parallel form per token, forward: q k^T and
-        # C v over the prefix, 4 * T * inner (as attention, with T the full length: the masked half is computed),
-        # and the decay matrix D per head, ~8 T (difference of cumulated log gates, max, exp, product, row sum);
-        # x3 for forward + backward.
-        return 3 * seq_len * (4 * self.inner + 8 * self.n_heads)
+        # 6 * parameters counts the projections, gates and conv. Per token, forward, with L = T (quadratic form) or
+        # the chunk C = min(chunk, T): q k^T and the weighted sum of v over L keys, 4 L inner (the masked half is
+        # computed), the decay matrix D per head, ~8 L (difference of cumulated log gates, max, exp, product, sum);
+        # chunkwise also reading and updating the (d_h x d_h) state per head, 4 inner d_h + 4 inner; x3 for training.
+        if self.chunk_size is None:
+            return 3 * seq_len * (4 * self.inner + 8 * self.n_heads)
+        c, dh = min(self.chunk_size, seq_len), self.inner // self.n_heads
+        return 3 * (c * (4 * self.inner + 8 * self.n_heads) + 4 * self.inner * dh + 4 * self.inner)

@@ -69,7 +69,7 @@ class RGLRU(Mixer):
         lru_width: Annotated[int, Ge(1)] | None = None,
         conv_size: Annotated[int, Ge(1)] = 4,
         final_w_init_variance_scale: Annotated[float, Gt(0)] = 1.0,
-        chunk_size: Annotated[int, Ge(1)] = 16,
+        chunk_size: Annotated[int, Ge(1)] = 4,
     ):
         super().__init__(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx)
         width = d_model if lru_width is None else lru_width
