@@ -97,7 +97,8 @@ class ForgettingAttention(Mixer):
         q, k, v = heads(q), heads(k), heads(v)
         if self.rotation is not None:
             q, k = self.rotation(q, k)
-        log_f = F.logsigmoid(self.fgate_proj(x).float()).transpose(1, 2)  # (b, heads, t), in float32 at least
+        gate = self.fgate_proj(x)
+        log_f = F.logsigmoid(gate.to(torch.promote_types(gate.dtype, torch.float32))).transpose(1, 2)  # >= float32
         o = attend(q, k, v, log_f).transpose(1, 2).reshape(b, t, d)
         if self.ogate_proj is not None:
             o = self.output_norm(o) * torch.sigmoid(self.ogate_proj(x))

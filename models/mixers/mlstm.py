@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from models.mixers._conv import ShortConv
 from models.mixers.base import Mixer
+from models.mixers.linear_attention import full_precision
 
 EPS = 1e-6
 
@@ -182,10 +183,11 @@ class MLSTM(Mixer):
         heads = lambda u: u.view(b, t, self.n_heads, -1).transpose(1, 2)
         i_pre = self.mlstm_cell.igate(gates_in).transpose(1, 2)[..., None]  # (b, heads, t, 1)
         f_pre = self.mlstm_cell.fgate(gates_in).transpose(1, 2)[..., None]
-        h = cell(heads(q), heads(k), heads(v), i_pre, f_pre)  # (b, heads, t, d_h)
+        with torch.autocast(x.device.type, enabled=False):  # exp-gated sums over the sequence: float32 at least
+            h = cell(*(full_precision(z) for z in (heads(q), heads(k), heads(v), i_pre, f_pre)))  # (b, heads, t, d_h)
         h = F.layer_norm(h, h.shape[-1:], eps=1e-5)  # per head: GroupNorm with one group per head
         h = h.transpose(1, 2).reshape(b, t, -1) * (1 + self.mlstm_cell.outnorm.weight)
-        return self.proj_down((h + self.learnable_skip * c) * F.silu(z))
+        return self.proj_down(((h + self.learnable_skip * c) * F.silu(z)).to(x.dtype))
 
     def no_weight_decay(self):
         return [self.learnable_skip]

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from models.mixers._conv import ShortConv
 from models.mixers._scan import diagonal_scan, diagonal_scan_recurrent
 from models.mixers.base import Mixer
+from models.mixers.linear_attention import full_precision
 
 C = 8.0  # the paper's fixed constant c
 MAX_SQRT_GRADIENT = 1000.0
@@ -109,8 +110,9 @@ class RGLRU(Mixer):
         first = torch.zeros_like(multiplier[:, :1])  # t = 0 starts the sequence: no normalisation, no decay
         multiplier = torch.cat([first + 1, multiplier[:, 1:]], dim=1)
         log_a = torch.cat([first, log_a[:, 1:]], dim=1)
-        h = scan(u * gate_x * multiplier, log_a)
-        return self.linear_out(h * y)
+        with torch.autocast(x.device.type, enabled=False):  # the scan accumulates in float32, as recurrentgemma's
+            h = scan(full_precision(u * gate_x * multiplier), full_precision(log_a))
+        return self.linear_out(h.to(y.dtype) * y)
 
     def no_weight_decay(self):
         return [self.a_param, *self.input_gate.parameters(), *self.a_gate.parameters()]
