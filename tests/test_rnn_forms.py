@@ -56,6 +56,36 @@ def test_chunked_diagonal_scan_equals_the_loop(seq_len, chunk_size):
     torch.testing.assert_close(diagonal_scan(x, log_a, chunk_size), diagonal_scan_recurrent(x, log_a), **TOL)
 
 
+def test_rglru_equals_recurrentgemmas_recurrent_block(compose, monkeypatch):
+    """google-deepmind/recurrentgemma's PyTorch RecurrentBlock (skipped unless `recurrentgemma` imports) with the same
+    weights, its scan accumulating in float64 instead of float32: value and input gradient, float64. Run as a one-off
+    from the repository's source on 2026-12-01: 5e-15 (outputs ~17), gradients 3e-13."""
+    pytest.importorskip("recurrentgemma.torch")
+    from recurrentgemma.torch import layers, modules
+
+    scan = layers.rnn_scan
+    monkeypatch.setattr(layers, "rnn_scan", lambda x, a, reset, h0, acc_dtype=None: scan(x, a, reset, h0, torch.double))
+    mixer = build(compose, "rglru").double()
+    with torch.no_grad():
+        for p in mixer.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    ref = modules.RecurrentBlock(width=D, num_heads=4, lru_width=D, conv1d_temporal_width=4).double()
+    with torch.no_grad():
+        for name in ("linear_x", "linear_y", "linear_out"):
+            getattr(ref, name).load_state_dict(getattr(mixer, name).state_dict())
+        ref.conv_1d.w.copy_(mixer.conv.conv.weight[:, 0].T)
+        ref.conv_1d.b.copy_(mixer.conv.conv.bias)
+        for theirs, ours in ((ref.rg_lru.input_gate, mixer.input_gate), (ref.rg_lru.a_gate, mixer.a_gate)):
+            theirs.w.copy_(ours.w), theirs.b.copy_(ours.b)
+        ref.rg_lru.a_param.copy_(mixer.a_param)
+    x = torch.randn(B, T, D, dtype=torch.float64, requires_grad=True)
+    y, (y_ref, _) = mixer(x), ref(x, torch.arange(T).repeat(B, 1), return_cache=False)
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-12)
+    g, = torch.autograd.grad(y.square().sum(), x)
+    g_ref, = torch.autograd.grad(y_ref.square().sum(), x)
+    torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-12)
+
+
 def test_rglru_initialises_its_decay_as_recurrentgemma(compose):
     """sigma(-Lambda) = exp(-softplus(Lambda)) lies in [0.9, 0.999] with its square uniform (recurrentgemma's
     rnn_param_init); every RG-LRU parameter is kept from weight decay."""
