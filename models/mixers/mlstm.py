@@ -11,7 +11,7 @@ Follows NX-AI/xlstm: xlstm/blocks/mlstm/backends.py (parallel_stabilized_simple 
 parallel form with the row-wise maximum; recurrent_step_stabilized_simple for `recurrent`), cell.py (gates from
 [q, k, v]; forget-gate bias linspace(3, 6) over heads, input-gate bias N(0, 0.1), zero gate weights; a per-head
 LayerNorm with weight 1 + w, no bias) and layer.py (inner width proj_factor * d_model rounded up to a multiple of 64;
-small init N(0, 2 / (5 d_model)) for W_up and the headwise q, k, v; Wang init N(0, 2 / (n_blocks sqrt(d_model))) for
+small init N(0, 2 / (5 d_model)) for W_up and the headwise q, k, v; Wang init, std 2 / (n_blocks sqrt(d_model)), for
 W_down; learnable skip at 1; no biases). Parameter names mirror the reference, so its state dict loads unchanged.
 Trained chunkwise by default (`chunk_size`: the quadratic form inside chunks, stabilised states across them, equal to
 the parallel form to rounding with memory linear in T); `chunk_size=null` runs parallel_stabilized_simple's form.

@@ -1,17 +1,18 @@
 """Griffin's recurrent block with the RG-LRU (De et al. 2024, "Griffin"; the temporal mixer of Hawk): two branches
 from x, y = GeLU(W_y x) and u = RG-LRU(Conv1D(W_x x)), output W_out (u * y). The RG-LRU per channel:
 
-    r_t = sigmoid(W_a u_t + b_a),  i_t = sigmoid(W_x u_t + b_x)          (block-diagonal W: one block per head)
+    r_t = sigmoid(G_a u_t + b_a),  i_t = sigmoid(G_i u_t + b_i)          (block-diagonal G: one block per head)
     log a_t = -c * r_t * softplus(Lambda),  c = 8                         (a_t = sigma(-Lambda)^(c r_t))
     h_t = a_t h_{t-1} + sqrt(1 - a_t^2) (i_t * u_t)                       (h_0 = i_0 * u_0: no normalisation at t=0)
 
 Follows google-deepmind/recurrentgemma, recurrentgemma/torch/{modules.py RecurrentBlock, layers.py RGLRU, Conv1D,
-BlockDiagonalLinear}: its init (W_x, W_y ~ N(0, 1/d); W_out ~ N(0, final_w_init_variance_scale / lru_width), which
-Griffin sets to 2 / n_layers; gates ~ N(0, 1 / block width), zero biases; Conv1D ~ N(0, 0.01 / width) with zero
-bias; Lambda such that sigma(-Lambda) is uniform on the ring of radii [0.9, 0.999], i.e. its square is uniform), its
-tanh-approximated GeLU, the sqrt whose gradient is clipped at 1000, and its no-decay set (every RG-LRU parameter, as
-its fine-tuning colab's mask). Note: the paper says a^c is uniform in [0.9, 0.999]; the code makes a itself so (the
-code is followed). Trained with a chunked scan in log space (models/mixers/_scan.py); `recurrent(x)` is the loop.
+BlockDiagonalLinear}: its init, as N(0, variance): W_x, W_y ~ N(0, 1/d); W_out ~ N(0, final_w_init_variance_scale /
+lru_width), which Griffin sets to 2 / n_layers; G_a, G_i ~ N(0, 1 / block width); Conv1D ~ N(0, 0.01 / conv_size);
+zero biases; Lambda such that sigma(-Lambda) is uniform on the ring of radii [0.9, 0.999] (its square is uniform).
+Also its tanh-approximated GeLU, the sqrt whose gradient is clipped at 1000, and its no-decay set (every RG-LRU
+parameter, as its fine-tuning colab's mask). Note: the paper says a^c is uniform in [0.9, 0.999]; the code makes
+sigma(-Lambda) itself so (the code is followed). Trained with a chunked scan in log space (models/mixers/_scan.py);
+`recurrent(x)` is the loop.
 """
 
 import math
