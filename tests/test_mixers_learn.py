@@ -11,7 +11,7 @@ Two levels, each a test:
 Measured on a 2-core CPU at this budget (lr 1e-3 / 3e-3), BaseConv, S4D and ELU linear attention learn the first but
 not the second, as Zoology (gated convolutions need far more width and data than attention) and the Based paper
 (linear attention without a sharper feature map recalls poorly) lead one to expect; so do GRU and HGRN2 (~0.29 at
-both lrs; LSTM recalls by a hair, 0.508 at 1e-3; FoX and mLSTM reach 1.0); they are strict xfails, so a
+both lrs; LSTM recalls by a hair, 0.508 at 1e-3; RG-LRU 0.703; FoX and mLSTM 1.0); they are strict xfails, so a
 change that makes them recall shows up. A new mixer gets both tests with no edit here.
 """
 
