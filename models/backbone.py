@@ -14,6 +14,8 @@ import torch
 from annotated_types import Ge, Gt, Lt
 from torch import Tensor, nn
 
+from models.canon import Canon
+
 PLACEMENTS = ("pre", "post", "sandwich")
 Probability = Annotated[float, Ge(0), Lt(1)]
 
@@ -27,17 +29,19 @@ class Block(nn.Module):
     """pre: x + f(norm(x)); post: norm(x + f(x)) (Vaswani et al.); sandwich: x + norm(f(norm(x))) (Ding et al. 2021)."""
 
     def __init__(self, d_model: int, mixer: nn.Module, ffn: nn.Module | None, norm: Callable, placement: str,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, canon: int = 0):
         super().__init__()
         self.placement = placement
         self.dropout = _dropout(dropout)  # on each sublayer's output, before it joins the residual (Zoology's resid)
         self.mixer, self.ffn = mixer, ffn
+        self.canon = Canon(d_model, canon) if canon else None  # Canon-A: on the mixer's input (models/canon.py)
         n_sublayers = 1 if ffn is None else 2
         self.norms = nn.ModuleList(norm(d_model) for _ in range(n_sublayers))
         self.post_norms = nn.ModuleList(norm(d_model) for _ in range(n_sublayers if placement == "sandwich" else 0))
 
     def forward(self, x: Tensor) -> Tensor:
-        for i, f in enumerate([self.mixer] if self.ffn is None else [self.mixer, self.ffn]):
+        mixer = self.mixer if self.canon is None else lambda h: self.mixer(self.canon(h))
+        for i, f in enumerate([mixer] if self.ffn is None else [mixer, self.ffn]):
             if self.placement == "post":
                 x = self.norms[i](x + self.dropout(f(x)))
             elif self.placement == "sandwich":
@@ -65,6 +69,7 @@ class LanguageModel(nn.Module):
         pattern: Sequence[str] | None = None,
         dropout_embedding: Probability = 0.0,
         dropout_residual: Probability = 0.0,
+        canon: Annotated[int, Ge(0)] = 0,
     ):
         super().__init__()
         if pattern is not None:  # names of config options: the harness turns them into `mixer` factories
@@ -79,7 +84,7 @@ class LanguageModel(nn.Module):
             make = mixers[i % len(mixers)]  # a hybrid's pattern repeats over depth
             kwargs = {"position": self.position} if in_attention and _accepts_position(make) else {}
             blocks.append(Block(d_model, make(d_model, max_seq_len=max_seq_len, layer_idx=i, **kwargs),
-                                ffn(d_model), norm, norm_placement, dropout_residual))
+                                ffn(d_model), norm, norm_placement, dropout_residual, canon))
         self.blocks = nn.ModuleList(blocks)
         self.embedding_dropout = _dropout(dropout_embedding)  # after token + position embedding (Zoology's embed)
         if in_attention and not any(_accepts_position(m) for m in mixers):
