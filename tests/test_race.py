@@ -151,14 +151,15 @@ def test_a_real_race_gives_consecutive_seeds_and_its_decisions_and_a_rerun_train
     monkeypatch.setattr(sys, "argv", ["archbench", *RACE, "hydra.sweeper.budget=5"])
     cli.main()  # a budget that the second round would pass: the race stops after the first
     out = capsys.readouterr().out
-    assert "stopped: budget (5 runs)" in out and "runs spent: 4;" in out and "(0 trained by this call" in out
+    # it stops after the first round: for the budget, or because that round already decided every column
+    assert "runs spent: 4;" in out and "(0 trained by this call" in out and "stopped: " in out
 
 
 @pytest.mark.parametrize("args, message", [
     (["seed=0,1"], "a race sets the seeds itself"),
     (["hydra.sweeper.min_seeds=1"], "min_seeds"),
     (["hydra.sweeper.budget=3"], "less than the first round"),
-    (["suite=quick", "hydra.sweeper.budget=7"], "6 cells x 2 seeds"),  # the suite's cells; its seeds dropped
+    (["suite=quick", "hydra.sweeper.budget=3"], "2 cells x 2 seeds"),  # the suite's seeds dropped
 ])
 def test_a_race_that_cannot_run_stops_before_training(tmp_path, monkeypatch, capsys, args, message):
     monkeypatch.setenv("ARCHBENCH_RESULTS", str(tmp_path / "results"))

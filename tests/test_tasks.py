@@ -96,11 +96,17 @@ def test_weighted_sampling_without_replacement_matches_numpy():
     (dict(seq_len=33), "seq_len=33 must be even"),
     (dict(vocab_size=32, seq_len=32), "vocab_size=32 must be greater than seq_len=32"),
     (dict(num_kv_pairs=9, seq_len=32), "num_kv_pairs=9 does not fit"),
-    (dict(num_train=0), "num_train=0 must be positive"),
 ])
 def test_mqar_rejects_impossible_settings(kwargs, field):
     with pytest.raises(ValueError, match=field):
         MQAR(**{"vocab_size": 64, "seq_len": 32, **kwargs}).check()
+
+
+def test_a_field_outside_its_declared_range_is_refused_by_the_schema():
+    from harness import schema
+
+    with pytest.raises(schema.SchemaError, match=r"task.num_train=0: must be an integer >= 1"):
+        schema.check_fields("task.", {"num_train": 0}, MQAR)
 
 
 def test_induction_heads_semantics():

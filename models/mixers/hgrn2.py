@@ -31,7 +31,6 @@ from models.mixers._conv import ShortConv
 from models.mixers.base import Mixer
 from models.mixers.gla import fla_gla
 from models.mixers.linear_attention import (
-    check_chunk_size,
     chunked_linear_attention,
     full_precision,
     recurrent_linear_attention,
@@ -65,7 +64,6 @@ class HGRN2(Mixer):
         if layer_idx >= n_layers:
             raise ValueError(f"mixer.n_layers={n_layers} must exceed the layer index {layer_idx} (set it to "
                              f"model.n_layers)")
-        check_chunk_size(chunk_size)
         self.kernel, self.chunk_size, self.expand_ratio = kernel, chunk_size, expand_ratio
         self.n_heads = d_model // expand_ratio
         self.q_proj, self.f_proj, self.i_proj, self.o_proj = (nn.Linear(d_model, d_model, bias=False) for _ in "qfio")
