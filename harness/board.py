@@ -59,6 +59,12 @@ def _text(value: str | None) -> str:
     return v if isinstance(v, str) else json.dumps(v)
 
 
+def _choice(key: str) -> bool:
+    """A group choice (task=mqar, model=llama): the labels name it, it is no field of the config."""
+    k = record_keys.declared(key)
+    return k is not None and k.key == key.lstrip("+~") and k.label is not None
+
+
 def _short(key: str) -> str:
     return key.removeprefix("model.").removeprefix("task.")
 
@@ -80,7 +86,7 @@ class _Identities:
         self.derived = [set(r.get("derived") or ()) for r in records]
         overridden = [dict(o.lstrip("+~").partition("=")[::2] for o in r.get("overrides") or []) for r in records]
         self.overridden = overridden
-        keys = {k for o in overridden for k in o if "/" not in k and not self._hidden(k)}
+        keys = {k for o in overridden for k in o if "/" not in k and not self._hidden(k) and not _choice(k)}
         self.variant_keys = sorted(k for k in keys if record_keys.board_role(k) == "variant")
         self.column_keys = sorted(k for k in keys if record_keys.board_role(k) == "column")
         for _ in range(100):  # each round adds at least one key; configs have far fewer leaves than that

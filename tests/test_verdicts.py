@@ -56,6 +56,15 @@ def test_single_runs_with_different_overrides_are_each_a_row(tmp_path):
     assert sorted(table.index) == ["attention d_model=128", "attention d_model=64", "gqa d_model=64"]
 
 
+def test_a_swept_group_choice_names_its_column_once(tmp_path):
+    """`-m task=mqar,induction_heads`: the columns are `mqar` and `induction_heads`, not `mqar task=mqar`."""
+    recs = [record("attention", t, s, 0.5) for t in ("mqar", "induction_heads") for s in (0, 1)]
+    for r in recs:
+        r["overrides"] = [f"task={r['labels']['task']}", f"seed={r['seed']}", "model=transformer"]
+    write_all(tmp_path, recs)
+    assert sorted(board.leaderboard([tmp_path]).table.columns[:2]) == ["induction_heads", "mqar"]
+
+
 def test_runs_of_one_cell_that_differ_in_a_field_nobody_overrode_are_not_merged(tmp_path):
     """Two experiment files that set different lrs, seeds 0 and 1: not one cell of two seeds."""
     a, b = record("attention", "mqar", 0, 0.5, lr=1e-3), record("attention", "mqar", 1, 0.9, lr=3e-3)
