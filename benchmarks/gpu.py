@@ -33,10 +33,16 @@ MQAR_TINY = dict(vocab=512, seq=64, batch=32)
 
 
 def gpt(vocab: int, d: int, layers: int, heads: int, seq: int) -> LanguageModel:
-    return LanguageModel(vocab_size=vocab, d_model=d, n_layers=layers, max_seq_len=seq,
-                         mixer=functools.partial(Attention, n_heads=heads), norm=norms.layernorm,
-                         ffn=functools.partial(ffn.MLP, activation="gelu"),
-                         position=functools.partial(positions.LearnedPosition))
+    return LanguageModel(
+        vocab_size=vocab,
+        d_model=d,
+        n_layers=layers,
+        max_seq_len=seq,
+        mixer=functools.partial(Attention, n_heads=heads),
+        norm=norms.layernorm,
+        ffn=functools.partial(ffn.MLP, activation="gelu"),
+        position=functools.partial(positions.LearnedPosition),
+    )
 
 
 def lm_data(n: int, seq: int, vocab: int) -> Split:
@@ -71,10 +77,20 @@ def bare_loop(model, data: Split, steps: int, warmup: int, batch: int, device, c
     return steps * batch * x_all.shape[1] / (time.perf_counter() - t0)
 
 
-def archbench_loop(model, data: Split, steps: int, warmup: int, batch: int, device, compile_model: bool,
-                   mode: str | None = None) -> float:
-    settings = dict(batch_size=batch, lr=6e-4, eval_every=10**9, eval_batch_size=batch, progress=False,
-                    compile=compile_model, compile_mode=mode, device=str(device), warmup_steps=10)
+def archbench_loop(
+    model, data: Split, steps: int, warmup: int, batch: int, device, compile_model: bool, mode: str | None = None
+) -> float:
+    settings = dict(
+        batch_size=batch,
+        lr=6e-4,
+        eval_every=10**9,
+        eval_batch_size=batch,
+        progress=False,
+        compile=compile_model,
+        compile_mode=mode,
+        device=str(device),
+        warmup_steps=10,
+    )
     small = Split(data.inputs[:batch], data.targets[:batch])
     if warmup:  # compile and allocator warm-up, not timed (as in the bare loop)
         train(model, {"train": data, "val": small, "test": small}, TrainConfig(max_steps=warmup, **settings), seed=0)
@@ -84,23 +100,33 @@ def archbench_loop(model, data: Split, steps: int, warmup: int, batch: int, devi
 
 def mqar_model(vocab: int, seq: int) -> LanguageModel:
     """Zoology's MQAR model: width 64, 2 layers, one attention head, no MLP, learned positions."""
-    return LanguageModel(vocab_size=vocab, d_model=64, n_layers=2, max_seq_len=seq,
-                         mixer=functools.partial(Attention, n_heads=1), norm=norms.layernorm, ffn=ffn.none,
-                         position=functools.partial(positions.LearnedPosition))
+    return LanguageModel(
+        vocab_size=vocab,
+        d_model=64,
+        n_layers=2,
+        max_seq_len=seq,
+        mixer=functools.partial(Attention, n_heads=1),
+        norm=norms.layernorm,
+        ffn=ffn.none,
+        position=functools.partial(positions.LearnedPosition),
+    )
 
 
 def mqar_split(vocab: int, seq: int, batch: int) -> Split:
     from tasks.mqar import MQAR
 
-    return MQAR(vocab_size=vocab, seq_len=seq, num_kv_pairs=4, num_train=batch * 4, num_val=batch,
-                num_test=batch).split("train", 0)
+    return MQAR(
+        vocab_size=vocab, seq_len=seq, num_kv_pairs=4, num_train=batch * 4, num_val=batch, num_test=batch
+    ).split("train", 0)
 
 
-def mqar_steps_per_second(vocab: int, seq: int, batch: int, steps: int, warmup: int, device, compiled: bool,
-                          mode: str | None) -> float:
+def mqar_steps_per_second(
+    vocab: int, seq: int, batch: int, steps: int, warmup: int, device, compiled: bool, mode: str | None
+) -> float:
     seed_everything(0)
-    tps = archbench_loop(mqar_model(vocab, seq), mqar_split(vocab, seq, batch), steps, warmup, batch, device,
-                         compiled, mode)
+    tps = archbench_loop(
+        mqar_model(vocab, seq), mqar_split(vocab, seq, batch), steps, warmup, batch, device, compiled, mode
+    )
     return tps / (batch * seq)
 
 
@@ -126,8 +152,10 @@ def main():
         results[name] = loop(model, data, steps, warmup, batch, device, compile_model)
     fpt = model.flops_per_token(seq)
     peak = peak_flops(device)
-    print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}; torch {torch.__version__}; "
-          f"compile={compile_model}; model {layers}x{d}, seq {seq}, batch {batch}, vocab {vocab}")
+    print(
+        f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}; torch {torch.__version__}; "
+        f"compile={compile_model}; model {layers}x{d}, seq {seq}, batch {batch}, vocab {vocab}"
+    )
     for name, tps in results.items():
         m = mfu(fpt, tps, peak)
         print(f"{name:<20} {tps:>12,.0f} tokens/s   MFU {'n/a' if m is None else f'{m:.1%}'}")

@@ -60,8 +60,10 @@ BUDGETS = {"preflight": 20, "gpt2": 75, "mqar": 45, "concurrent": 45, "determini
 TINY_SLOWER = 4
 GRACE = 3  # seconds past its deadline before a section is killed (it saves after every measurement)
 CONCURRENCY, CONCURRENCY_TINY = (1, 4, 8), (1, 2)
-WHEELS_HINT = ("install the packages that travel as wheels first (docs/gpu.md): benchmarks/gpu_wheels.sh --install "
-               "(from wheels/ into .gpu-site/, which this script then uses)")
+WHEELS_HINT = (
+    "install the packages that travel as wheels first (docs/gpu.md): benchmarks/gpu_wheels.sh --install "
+    "(from wheels/ into .gpu-site/, which this script then uses)"
+)
 
 
 class PreflightError(RuntimeError):
@@ -98,6 +100,7 @@ def one_line(e: BaseException) -> str:
 
 # --- pre-flight (in this process) -------------------------------------------------------------------------------
 
+
 def version_of(dist: str) -> str | None:
     try:
         return importlib.metadata.version(dist)
@@ -108,21 +111,30 @@ def version_of(dist: str) -> str | None:
 def preflight(tiny: bool, peak_override: float | None, info: dict) -> dict:
     """What the device and this tree are, into `info` (so that a failure keeps what was found before it), or
     PreflightError naming what is missing."""
-    info.update(python=platform.python_version(), executable=sys.executable, warnings=[],
-                gpu_site=str(SITE) if SITE.is_dir() else None)
+    info.update(
+        python=platform.python_version(),
+        executable=sys.executable,
+        warnings=[],
+        gpu_site=str(SITE) if SITE.is_dir() else None,
+    )
     try:
         import torch
     except ImportError as e:
         raise PreflightError(f"cannot import torch ({one_line(e)})") from None
     info.update(torch=torch.__version__, torch_cuda=torch.version.cuda, cuda_available=torch.cuda.is_available())
     if not tiny and not torch.cuda.is_available():
-        raise PreflightError(f"no CUDA device: torch {torch.__version__} (built for CUDA {torch.version.cuda}) sees "
-                             "none; on a CPU run with --tiny")
+        raise PreflightError(
+            f"no CUDA device: torch {torch.__version__} (built for CUDA {torch.version.cuda}) sees "
+            "none; on a CPU run with --tiny"
+        )
     if not tiny:
         props = torch.cuda.get_device_properties(0)
-        info.update(device=torch.cuda.get_device_name(0), device_count=torch.cuda.device_count(),
-                    capability=".".join(map(str, torch.cuda.get_device_capability(0))),
-                    memory_gib=round(props.total_memory / 2**30, 1))
+        info.update(
+            device=torch.cuda.get_device_name(0),
+            device_count=torch.cuda.device_count(),
+            capability=".".join(map(str, torch.cuda.get_device_capability(0))),
+            memory_gib=round(props.total_memory / 2**30, 1),
+        )
         try:  # a broken driver or a device held by someone else shows here, in a second, not inside a section
             (torch.ones(8, device="cuda") * 2).sum().item()
         except Exception as e:
@@ -139,8 +151,10 @@ def preflight(tiny: bool, peak_override: float | None, info: dict) -> dict:
         info["triton"] = None
     info["fla"] = version_of("fla-core") if importlib.util.find_spec("fla") is not None else None
     if info["fla"] is None:
-        info["warnings"].append("flash-linear-attention is not installed: GLA runs its PyTorch form and the fla test "
-                                "skips (" + WHEELS_HINT + ")")
+        info["warnings"].append(
+            "flash-linear-attention is not installed: GLA runs its PyTorch form and the fla test "
+            "skips (" + WHEELS_HINT + ")"
+        )
     elif not tiny:
         try:  # what models/mixers/gla.py calls on CUDA
             from fla.ops.gla import chunk_gla  # noqa: F401
@@ -167,8 +181,9 @@ def preflight(tiny: bool, peak_override: float | None, info: dict) -> dict:
     if failed:
         missing = sorted({e.name for _, e in failed if getattr(e, "name", None)})
         what = "; ".join(f"{m} ({one_line(e)})" for m, e in failed[:4]) + (" ..." if len(failed) > 4 else "")
-        raise PreflightError(f"cannot import {what}" + (f"; missing: {', '.join(missing)}" if missing else "")
-                             + f"; {WHEELS_HINT}")
+        raise PreflightError(
+            f"cannot import {what}" + (f"; missing: {', '.join(missing)}" if missing else "") + f"; {WHEELS_HINT}"
+        )
     info["modules_imported"] = len(modules)
 
     # Hydra: the config composes with the GPU preset and every mixer, and each builds (on the meta device).
@@ -189,8 +204,9 @@ def preflight(tiny: bool, peak_override: float | None, info: dict) -> dict:
 
     info["peak_flops"] = peak_override or (peak_of(info["device"]) if not tiny else None)
     if not tiny and info["peak_flops"] is None:
-        info["warnings"].append(f"no peak FLOP/s known for {info['device']} (harness/mfu.py): MFU is n/a; pass "
-                                "--peak-flops")
+        info["warnings"].append(
+            f"no peak FLOP/s known for {info['device']} (harness/mfu.py): MFU is n/a; pass --peak-flops"
+        )
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5)
         info["git_sha"] = out.stdout.strip() or None
@@ -200,6 +216,7 @@ def preflight(tiny: bool, peak_override: float | None, info: dict) -> dict:
 
 
 # --- the sections (each in its own process) ---------------------------------------------------------------------
+
 
 class Recorder:
     """A section's results, rewritten to its file after every measurement (so a killed section leaves them)."""
@@ -278,8 +295,14 @@ def section_gpt2(rec: Recorder, args) -> None:
     with torch.device("meta"):
         fpt = gpt(s["vocab"], s["d"], s["layers"], s["heads"], s["seq"]).flops_per_token(s["seq"])
     peak = peak_flops(device, args.peak_flops)
-    rec.results["config"] = {**s, "steps": steps, "warmup_steps": warmup, "flops_per_token": fpt, "peak_flops": peak,
-                             "precision": "bf16 autocast" if device.type == "cuda" else "fp32"}
+    rec.results["config"] = {
+        **s,
+        "steps": steps,
+        "warmup_steps": warmup,
+        "flops_per_token": fpt,
+        "peak_flops": peak,
+        "precision": "bf16 autocast" if device.type == "cuda" else "fp32",
+    }
     data = lm_data(s["batch"] * 8, s["seq"], s["vocab"])
 
     def measure(loop, compiled):
@@ -288,6 +311,7 @@ def section_gpt2(rec: Recorder, args) -> None:
             model = gpt(s["vocab"], s["d"], s["layers"], s["heads"], s["seq"])
             tps = loop(model, data, steps, warmup, s["batch"], device, compiled)
             return {"tokens_per_second": tps, "mfu": mfu(fpt, tps, peak)}
+
         return fn
 
     for mode, compiled in (("compiled", True), ("eager", False)):  # compiled first: the goals are about it
@@ -307,15 +331,26 @@ def section_mqar(rec: Recorder, args) -> None:
     steps, warmup = (3, 1) if args.tiny else (args.mqar_steps, 20)
     device = device_of(args.tiny)
     rec.results["config"] = {**s, "d_model": 64, "n_layers": 2, "steps": steps, "warmup_steps": warmup}
-    for key, compiled, mode in (("eager", False, None), ("compiled", True, None),
-                                ("cuda_graphs", True, "reduce-overhead")):
-        rec.run(key, lambda c=compiled, m=mode: {
-            "steps_per_second": mqar_steps_per_second(s["vocab"], s["seq"], s["batch"], steps, warmup, device, c, m),
-            "compile_mode": m if c else None})
+    for key, compiled, mode in (
+        ("eager", False, None),
+        ("compiled", True, None),
+        ("cuda_graphs", True, "reduce-overhead"),
+    ):
+        rec.run(
+            key,
+            lambda c=compiled, m=mode: {
+                "steps_per_second": mqar_steps_per_second(
+                    s["vocab"], s["seq"], s["batch"], steps, warmup, device, c, m
+                ),
+                "compile_mode": m if c else None,
+            },
+        )
     runs = rec.results["runs"]
     eager = runs["eager"].get("steps_per_second")
-    rec.results["speedup_over_eager"] = {k: runs[k]["steps_per_second"] / eager if eager and
-                                         runs[k].get("steps_per_second") else None for k in ("compiled", "cuda_graphs")}
+    rec.results["speedup_over_eager"] = {
+        k: runs[k]["steps_per_second"] / eager if eager and runs[k].get("steps_per_second") else None
+        for k in ("compiled", "cuda_graphs")
+    }
 
 
 def mqar_job(tiny: bool, steps: int) -> list[str]:
@@ -323,11 +358,22 @@ def mqar_job(tiny: bool, steps: int) -> list[str]:
     from gpu import MQAR_SIZES, MQAR_TINY
 
     s = MQAR_TINY if tiny else MQAR_SIZES
-    return [f"task.vocab_size={s['vocab']}", f"task.seq_len={s['seq']}", f"task.num_train={s['batch'] * 4}",
-            f"task.num_val={s['batch']}", f"task.num_test={s['batch']}", "model/ffn=none",
-            "trainer=default" if tiny else "trainer=gpu", "trainer.compile=false", f"trainer.batch_size={s['batch']}",
-            f"trainer.max_steps={steps}", f"trainer.eval_every={steps}", "trainer.warmup_steps=10",
-            "trainer.progress=false", "trainer.checkpoint_every=0"]
+    return [
+        f"task.vocab_size={s['vocab']}",
+        f"task.seq_len={s['seq']}",
+        f"task.num_train={s['batch'] * 4}",
+        f"task.num_val={s['batch']}",
+        f"task.num_test={s['batch']}",
+        "model/ffn=none",
+        "trainer=default" if tiny else "trainer=gpu",
+        "trainer.compile=false",
+        f"trainer.batch_size={s['batch']}",
+        f"trainer.max_steps={steps}",
+        f"trainer.eval_every={steps}",
+        "trainer.warmup_steps=10",
+        "trainer.progress=false",
+        "trainer.checkpoint_every=0",
+    ]
 
 
 def worker(args) -> None:
@@ -355,8 +401,16 @@ def worker(args) -> None:
     result = train(model, splits, train_cfg, seed=0)
     end = time.time()
     tokens = task.seq_len * train_cfg.batch_size
-    write_json(out, {"start": start, "end": end, "steps": result["metrics"]["steps"],
-                     "steps_per_second": result["cost"]["tokens_per_second"] / tokens, "pid": os.getpid()})
+    write_json(
+        out,
+        {
+            "start": start,
+            "end": end,
+            "steps": result["metrics"]["steps"],
+            "steps_per_second": result["cost"]["tokens_per_second"] / tokens,
+            "pid": os.getpid(),
+        },
+    )
 
 
 def section_concurrent(rec: Recorder, args) -> None:
@@ -373,17 +427,31 @@ def section_concurrent(rec: Recorder, args) -> None:
         files = [folder / f"worker{i}.json" for i in range(n)]
         for f in (*files, *(f.with_suffix(".ready") for f in files)):
             f.unlink(missing_ok=True)
-        cmd = [sys.executable, __file__, args.out, "--go", str(go), "--steps", str(steps), "--warmup", str(warmup),
-               *(["--tiny"] if args.tiny else [])]
+        cmd = [
+            sys.executable,
+            __file__,
+            args.out,
+            "--go",
+            str(go),
+            "--steps",
+            str(steps),
+            "--warmup",
+            str(warmup),
+            *(["--tiny"] if args.tiny else []),
+        ]
         logs = [open(f.with_suffix(".log"), "w") for f in files]
-        procs = [subprocess.Popen([*cmd, "--worker", str(f)], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-                 for f, log in zip(files, logs, strict=True)]
+        procs = [
+            subprocess.Popen([*cmd, "--worker", str(f)], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+            for f, log in zip(files, logs, strict=True)
+        ]
         try:
             while not all(f.with_suffix(".ready").exists() for f in files):
                 dead = [i for i, p in enumerate(procs) if p.poll() is not None]
                 if dead:
-                    raise RuntimeError(f"worker {dead[0]} exited with {procs[dead[0]].returncode} before it was "
-                                       f"ready: {tail(files[dead[0]].with_suffix('.log'))}")
+                    raise RuntimeError(
+                        f"worker {dead[0]} exited with {procs[dead[0]].returncode} before it was "
+                        f"ready: {tail(files[dead[0]].with_suffix('.log'))}"
+                    )
                 if time.time() > args.deadline:
                     raise TimeoutError("the workers were not ready within the section's budget")
                 time.sleep(0.02)
@@ -400,29 +468,54 @@ def section_concurrent(rec: Recorder, args) -> None:
                 log.close()
         done = [json.loads(f.read_text()) for f in files]
         window = max(d["end"] for d in done) - min(d["start"] for d in done)
-        return {"processes": n, "aggregate_steps_per_second": sum(d["steps"] for d in done) / window,
-                "per_process_steps_per_second": [round(d["steps_per_second"], 2) for d in done],
-                "window_seconds": round(window, 3)}
+        return {
+            "processes": n,
+            "aggregate_steps_per_second": sum(d["steps"] for d in done) / window,
+            "per_process_steps_per_second": [round(d["steps_per_second"], 2) for d in done],
+            "window_seconds": round(window, 3),
+        }
 
     for n in counts:
         rec.run(str(n), lambda n=n: launch(n))
     runs = rec.results["runs"]
     one = runs[str(counts[0])].get("aggregate_steps_per_second")
-    rec.results["over_one"] = {str(n): runs[str(n)]["aggregate_steps_per_second"] / one
-                               if one and runs[str(n)].get("aggregate_steps_per_second") else None
-                               for n in counts[1:]}
+    rec.results["over_one"] = {
+        str(n): runs[str(n)]["aggregate_steps_per_second"] / one
+        if one and runs[str(n)].get("aggregate_steps_per_second")
+        else None
+        for n in counts[1:]
+    }
 
 
 def deterministic_overrides(tiny: bool) -> list[str]:
-    task = ["task.vocab_size=256", "task.seq_len=128", "task.num_kv_pairs=8", "task.num_train=4096",
-            "task.num_val=256", "task.num_test=256"]
+    task = [
+        "task.vocab_size=256",
+        "task.seq_len=128",
+        "task.num_kv_pairs=8",
+        "task.num_train=4096",
+        "task.num_val=256",
+        "task.num_test=256",
+    ]
     trainer = ["trainer=gpu", "trainer.compile=false", "trainer.max_steps=60", "trainer.eval_every=20"]
     if tiny:
-        task = ["task.vocab_size=64", "task.seq_len=32", "task.num_kv_pairs=4", "task.num_train=64",
-                "task.num_val=16", "task.num_test=16"]
+        task = [
+            "task.vocab_size=64",
+            "task.seq_len=32",
+            "task.num_kv_pairs=4",
+            "task.num_train=64",
+            "task.num_val=16",
+            "task.num_test=16",
+        ]
         trainer = ["trainer.max_steps=6", "trainer.eval_every=3", "trainer.batch_size=16"]
-    return [*task, *trainer, "model.mixer.n_heads=2", "trainer.deterministic=true", "trainer.progress=false",
-            "trainer.checkpoint_every=0", "logger=none"]
+    return [
+        *task,
+        *trainer,
+        "model.mixer.n_heads=2",
+        "trainer.deterministic=true",
+        "trainer.progress=false",
+        "trainer.checkpoint_every=0",
+        "logger=none",
+    ]
 
 
 def section_deterministic(rec: Recorder, args) -> None:
@@ -434,11 +527,18 @@ def section_deterministic(rec: Recorder, args) -> None:
     rec.results["config"] = {"overrides": overrides}
     procs, logs = [], []
     for i in (0, 1):
-        cmd = [sys.executable, "-m", "harness.cli", *overrides, f"paths.results={base / f'results{i}'}",
-               f"hydra.run.dir={base / f'run{i}'}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            *overrides,
+            f"paths.results={base / f'results{i}'}",
+            f"hydra.run.dir={base / f'run{i}'}",
+        ]
         logs.append(open(base / f"run{i}.log", "w"))
-        procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=logs[-1], stderr=subprocess.STDOUT,
-                                      env=child_env(args.tiny)))
+        procs.append(
+            subprocess.Popen(cmd, cwd=ROOT, stdout=logs[-1], stderr=subprocess.STDOUT, env=child_env(args.tiny))
+        )
     records = []
 
     def finish(i: int) -> dict:
@@ -469,13 +569,27 @@ def section_deterministic(rec: Recorder, args) -> None:
 def section_pytest_gpu(rec: Recorder, args) -> None:
     """`pytest -m gpu` over the test files that hold gpu tests; counts from its JUnit XML, or, if it runs out of
     time, from its verbose lines so far."""
-    files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py")
-                   if "mark.gpu" in p.read_text())
+    files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py") if "mark.gpu" in p.read_text())
     xml = Path(args.out) / "pytest_gpu.xml"
     xml.unlink(missing_ok=True)
     log_path = Path(args.out) / "logs" / "pytest_gpu.out"
-    cmd = [sys.executable, "-m", "pytest", "-o", "addopts=", "-m", "gpu", "--strict-markers", "-v", "-rfE",
-           "-p", "no:cacheprovider", "--continue-on-collection-errors", f"--junitxml={xml}", *files]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-o",
+        "addopts=",
+        "-m",
+        "gpu",
+        "--strict-markers",
+        "-v",
+        "-rfE",
+        "-p",
+        "no:cacheprovider",
+        "--continue-on-collection-errors",
+        f"--junitxml={xml}",
+        *files,
+    ]
     rec.results.update(command=" ".join(cmd[1:]), files=files)
     rec.results.pop("runs")
     timed_out = False
@@ -495,12 +609,16 @@ def section_pytest_gpu(rec: Recorder, args) -> None:
         counts, failures = parse_verbose(log_path.read_text(errors="replace"))
     rec.results.update(returncode=rc, counts=counts, failures=failures)
     if timed_out:
-        rec.data.update(status="timeout", error="pytest ran past the section's budget; counts are of the tests "
-                                                "that finished")
+        rec.data.update(
+            status="timeout", error="pytest ran past the section's budget; counts are of the tests that finished"
+        )
     elif counts.get("failed") or counts.get("errors") or rc not in (0, 5):  # 5: no test selected
         rec.data["status"] = "failed"
-        rec.data["error"] = (f"{counts.get('failed', 0)} failed, {counts.get('errors', 0)} errors" if counts
-                             else f"pytest exited with {rc}: {tail(log_path)}")
+        rec.data["error"] = (
+            f"{counts.get('failed', 0)} failed, {counts.get('errors', 0)} errors"
+            if counts
+            else f"pytest exited with {rc}: {tail(log_path)}"
+        )
 
 
 def parse_junit(path: Path) -> tuple[dict, list]:
@@ -532,10 +650,20 @@ def parse_verbose(text: str) -> tuple[dict, list]:
     return counts, failures
 
 
-RUNNERS = {"pytest_gpu": section_pytest_gpu, "gpt2": section_gpt2, "mqar": section_mqar,
-           "concurrent": section_concurrent, "deterministic": section_deterministic}
-PLANNED = {"pytest_gpu": [], "gpt2": ["bare/compiled", "archbench/compiled", "bare/eager", "archbench/eager"],
-           "mqar": ["eager", "compiled", "cuda_graphs"], "concurrent": None, "deterministic": ["run0", "run1"]}
+RUNNERS = {
+    "pytest_gpu": section_pytest_gpu,
+    "gpt2": section_gpt2,
+    "mqar": section_mqar,
+    "concurrent": section_concurrent,
+    "deterministic": section_deterministic,
+}
+PLANNED = {
+    "pytest_gpu": [],
+    "gpt2": ["bare/compiled", "archbench/compiled", "bare/eager", "archbench/eager"],
+    "mqar": ["eager", "compiled", "cuda_graphs"],
+    "concurrent": None,
+    "deterministic": ["run0", "run1"],
+}
 
 
 def run_section(args) -> None:
@@ -559,12 +687,14 @@ def run_section(args) -> None:
         runs = rec.results.get("runs", {})
         rec.data["status"] = "partial" if any(r["status"] != "ok" for r in runs.values()) else "ok"
         if rec.data["status"] == "partial":
-            rec.data["error"] = "; ".join(f"{k}: {r.get('error', r['status'])}" for k, r in runs.items()
-                                          if r["status"] != "ok")
+            rec.data["error"] = "; ".join(
+                f"{k}: {r.get('error', r['status'])}" for k, r in runs.items() if r["status"] != "ok"
+            )
     rec.save()
 
 
 # --- the parent: runs the sections, writes the summary ------------------------------------------------------------
+
 
 def child_env(tiny: bool) -> dict:
     env = dict(os.environ)
@@ -603,11 +733,25 @@ def launch_section(name: str, out: Path, args, budget: float) -> dict:
     section_file = out / "sections" / f"{name}.json"
     log_path = out / "logs" / f"{name}.log"
     deadline = time.time() + budget
-    cmd = [sys.executable, __file__, str(out), "--section", name, "--section-file", str(section_file),
-           "--deadline", repr(deadline), *(["--tiny"] if args.tiny else []),
-           *(["--peak-flops", repr(args.peak_flops)] if args.peak_flops else []),
-           "--gpt2-steps", str(args.gpt2_steps), "--mqar-steps", str(args.mqar_steps),
-           "--concurrent-steps", str(args.concurrent_steps)]
+    cmd = [
+        sys.executable,
+        __file__,
+        str(out),
+        "--section",
+        name,
+        "--section-file",
+        str(section_file),
+        "--deadline",
+        repr(deadline),
+        *(["--tiny"] if args.tiny else []),
+        *(["--peak-flops", repr(args.peak_flops)] if args.peak_flops else []),
+        "--gpt2-steps",
+        str(args.gpt2_steps),
+        "--mqar-steps",
+        str(args.mqar_steps),
+        "--concurrent-steps",
+        str(args.concurrent_steps),
+    ]
     result = launch(cmd, section_file, log_path, budget, child_env(args.tiny))
     return {**result, "log": str(log_path.relative_to(out))}
 
@@ -643,8 +787,14 @@ def launch(cmd: list[str], section_file: Path, log_path: Path, budget: float, en
     for run in data.get("results", {}).get("runs", {}).values():
         if run.get("status") == "not reached":
             run["status"] = "not reached (budget)" if timed_out else "not reached"
-    return {"status": data["status"], "error": data.get("error"), "seconds": round(seconds, 1),
-            "cpu_seconds": round(cpu, 1), "budget_seconds": round(budget, 1), "results": data.get("results", {})}
+    return {
+        "status": data["status"],
+        "error": data.get("error"),
+        "seconds": round(seconds, 1),
+        "cpu_seconds": round(cpu, 1),
+        "budget_seconds": round(budget, 1),
+        "results": data.get("results", {}),
+    }
 
 
 def cpu_seconds() -> float:
@@ -663,22 +813,45 @@ def goals(sections: dict, tiny: bool) -> dict:
         return node
 
     measured = {
-        "gpt2_mfu": (get("gpt2", "results", "runs", "archbench/compiled", "mfu"), 0.50,
-                     "GPT-2 small MFU of the archbench trainer, compiled"),
-        "archbench_over_bare": (get("gpt2", "results", "archbench_over_bare", "compiled"), 1.0,
-                                "GPT-2 small tokens/s, archbench trainer / bare nanoGPT-style loop, compiled"),
-        "concurrent_8_over_1": (get("concurrent", "results", "over_one", "8"), 4.0,
-                                "MQAR aggregate steps/s, 8 concurrent processes / 1"),
+        "gpt2_mfu": (
+            get("gpt2", "results", "runs", "archbench/compiled", "mfu"),
+            0.50,
+            "GPT-2 small MFU of the archbench trainer, compiled",
+        ),
+        "archbench_over_bare": (
+            get("gpt2", "results", "archbench_over_bare", "compiled"),
+            1.0,
+            "GPT-2 small tokens/s, archbench trainer / bare nanoGPT-style loop, compiled",
+        ),
+        "concurrent_8_over_1": (
+            get("concurrent", "results", "over_one", "8"),
+            4.0,
+            "MQAR aggregate steps/s, 8 concurrent processes / 1",
+        ),
     }
-    return {k: {"what": what, "goal": f">= {goal:g}", "value": value,
-                "met": None if tiny or value is None else value >= goal}
-            for k, (value, goal, what) in measured.items()}
+    return {
+        k: {
+            "what": what,
+            "goal": f">= {goal:g}",
+            "value": value,
+            "met": None if tiny or value is None else value >= goal,
+        }
+        for k, (value, goal, what) in measured.items()
+    }
 
 
 def summarise(out: Path, args, started: str, t0: float, info: dict, sections: dict) -> dict:
-    summary = {"schema": SCHEMA, "tiny": args.tiny, "command": " ".join([Path(sys.executable).name, *sys.argv]),
-               "started": started, "finished": now_iso(), "wall_seconds": round(time.perf_counter() - t0, 1),
-               "env": info, "goals": goals(sections, args.tiny), "sections": sections}
+    summary = {
+        "schema": SCHEMA,
+        "tiny": args.tiny,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "started": started,
+        "finished": now_iso(),
+        "wall_seconds": round(time.perf_counter() - t0, 1),
+        "env": info,
+        "goals": goals(sections, args.tiny),
+        "sections": sections,
+    }
     write_json(out / "summary.json", summary)
     write_atomic(out / "summary.md", markdown(summary))
     return summary
@@ -690,12 +863,16 @@ def fmt(x, spec: str = ",.0f") -> str:
 
 def markdown(s: dict) -> str:
     env, sec = s["env"] or {}, s["sections"]
-    lines = ["# archbench GPU check" + (" (--tiny: CPU, tiny sizes; no figure here is a GPU figure)" if s["tiny"]
-                                         else ""), ""]
+    lines = [
+        "# archbench GPU check" + (" (--tiny: CPU, tiny sizes; no figure here is a GPU figure)" if s["tiny"] else ""),
+        "",
+    ]
     if env:
-        lines.append(f"{env.get('device')} · torch {env.get('torch')} (CUDA {env.get('torch_cuda')}) · triton "
-                     f"{env.get('triton')} · fla {env.get('fla')} · Python {env.get('python')} · git "
-                     f"{(env.get('git_sha') or '?')[:10]}")
+        lines.append(
+            f"{env.get('device')} · torch {env.get('torch')} (CUDA {env.get('torch_cuda')}) · triton "
+            f"{env.get('triton')} · fla {env.get('fla')} · Python {env.get('python')} · git "
+            f"{(env.get('git_sha') or '?')[:10]}"
+        )
     lines += [f"started {s['started']}, {s['wall_seconds']} s in all", ""]
     if sec.get("preflight", {}).get("status") == "failed":
         lines += [f"**Stopped at the pre-flight**: {sec['preflight']['error']}", ""]
@@ -707,65 +884,112 @@ def markdown(s: dict) -> str:
         lines.append(f"| {g['what']} | {fmt(g['value'], '.3f')} | {g['goal']} | {met} |")
     lines += ["", "## Sections", "", "| section | status | seconds | budget | error |", "|---|---|---|---|---|"]
     for name, r in sec.items():
-        lines.append(f"| {name} | {r['status']} | {r.get('seconds', '')} | {r.get('budget_seconds', '')} | "
-                     f"{(r.get('error') or '').replace('|', '/')} |")
+        lines.append(
+            f"| {name} | {r['status']} | {r.get('seconds', '')} | {r.get('budget_seconds', '')} | "
+            f"{(r.get('error') or '').replace('|', '/')} |"
+        )
     res = {k: v.get("results") or {} for k, v in sec.items()}
     if "pytest_gpu" in res and res["pytest_gpu"].get("counts"):
         c = res["pytest_gpu"]["counts"]
-        lines += ["", "## pytest -m gpu", "", f"{c['passed']} passed, {c['failed']} failed, {c['errors']} errors, "
-                  f"{c['skipped']} skipped"]
+        lines += [
+            "",
+            "## pytest -m gpu",
+            "",
+            f"{c['passed']} passed, {c['failed']} failed, {c['errors']} errors, {c['skipped']} skipped",
+        ]
         lines += [f"- {f['test']}: {f['message']}" for f in res["pytest_gpu"].get("failures", [])]
     if res.get("gpt2", {}).get("runs"):
         g = res["gpt2"]
         cfg = g.get("config", {})
-        lines += ["", "## GPT-2 small", "", f"{cfg.get('layers')} layers, width {cfg.get('d')}, sequence "
-                  f"{cfg.get('seq')}, vocab {cfg.get('vocab')}, batch {cfg.get('batch')}, {cfg.get('steps')} timed "
-                  f"steps after {cfg.get('warmup_steps')}; {cfg.get('precision')}", "",
-                  "| loop | mode | tokens/s | MFU | status |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## GPT-2 small",
+            "",
+            f"{cfg.get('layers')} layers, width {cfg.get('d')}, sequence "
+            f"{cfg.get('seq')}, vocab {cfg.get('vocab')}, batch {cfg.get('batch')}, {cfg.get('steps')} timed "
+            f"steps after {cfg.get('warmup_steps')}; {cfg.get('precision')}",
+            "",
+            "| loop | mode | tokens/s | MFU | status |",
+            "|---|---|---|---|---|",
+        ]
         for key, r in g["runs"].items():
             loop, mode = key.split("/")
-            lines.append(f"| {loop} | {mode} | {fmt(r.get('tokens_per_second'))} | {fmt(r.get('mfu'), '.1%')} | "
-                         f"{r['status']} |")
+            lines.append(
+                f"| {loop} | {mode} | {fmt(r.get('tokens_per_second'))} | {fmt(r.get('mfu'), '.1%')} | {r['status']} |"
+            )
         ratio = g.get("archbench_over_bare", {})
-        lines += ["", f"archbench / bare: compiled {fmt(ratio.get('compiled'), '.3f')}, eager "
-                      f"{fmt(ratio.get('eager'), '.3f')}"]
+        lines += [
+            "",
+            f"archbench / bare: compiled {fmt(ratio.get('compiled'), '.3f')}, eager {fmt(ratio.get('eager'), '.3f')}",
+        ]
     if res.get("mqar", {}).get("runs"):
         m = res["mqar"]
         lines += ["", "## MQAR (Zoology's model)", "", "| mode | steps/s | × eager | status |", "|---|---|---|---|"]
         up = m.get("speedup_over_eager", {})
         for key, r in m["runs"].items():
-            lines.append(f"| {key} | {fmt(r.get('steps_per_second'), ',.1f')} | "
-                         f"{fmt(up.get(key, 1.0 if key == 'eager' else None), '.2f')} | {r['status']} |")
+            lines.append(
+                f"| {key} | {fmt(r.get('steps_per_second'), ',.1f')} | "
+                f"{fmt(up.get(key, 1.0 if key == 'eager' else None), '.2f')} | {r['status']} |"
+            )
     if res.get("concurrent", {}).get("runs"):
         c = res["concurrent"]
-        lines += ["", "## Concurrent MQAR runs on one device", "",
-                  "| processes | aggregate steps/s | × one | per process | status |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Concurrent MQAR runs on one device",
+            "",
+            "| processes | aggregate steps/s | × one | per process | status |",
+            "|---|---|---|---|---|",
+        ]
         for key, r in c["runs"].items():
             over = 1.0 if key == "1" else c.get("over_one", {}).get(key)
-            lines.append(f"| {key} | {fmt(r.get('aggregate_steps_per_second'), ',.1f')} | {fmt(over, '.2f')} | "
-                         f"{', '.join(map(str, r.get('per_process_steps_per_second', [])))} | {r['status']} |")
+            lines.append(
+                f"| {key} | {fmt(r.get('aggregate_steps_per_second'), ',.1f')} | {fmt(over, '.2f')} | "
+                f"{', '.join(map(str, r.get('per_process_steps_per_second', [])))} | {r['status']} |"
+            )
     if res.get("deterministic", {}).get("runs"):
         d = res["deterministic"]
-        verdict = ("not compared" if "identical" not in d else "identical metrics and curves" if d["identical"]
-                   else f"**differ** in {', '.join(d['differences'])}")
-        lines += ["", "## Deterministic repeat", "", f"{verdict} ("
-                  + ", ".join(f"{k}: {r['status']}" for k, r in d["runs"].items()) + ")"]
+        verdict = (
+            "not compared"
+            if "identical" not in d
+            else "identical metrics and curves"
+            if d["identical"]
+            else f"**differ** in {', '.join(d['differences'])}"
+        )
+        lines += [
+            "",
+            "## Deterministic repeat",
+            "",
+            f"{verdict} (" + ", ".join(f"{k}: {r['status']}" for k, r in d["runs"].items()) + ")",
+        ]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("out", help="folder for summary.json, summary.md and the sections' logs")
     p.add_argument("--tiny", action="store_true", help="CPU, tiny sizes: the same code paths in seconds")
-    p.add_argument("--sections", default=",".join(SECTIONS[1:]),
-                   help=f"comma-separated, from {', '.join(SECTIONS[1:])} (pre-flight always runs)")
+    p.add_argument(
+        "--sections",
+        default=",".join(SECTIONS[1:]),
+        help=f"comma-separated, from {', '.join(SECTIONS[1:])} (pre-flight always runs)",
+    )
     p.add_argument("--budget-scale", type=float, default=1.0, help="multiply every section's time budget")
-    p.add_argument("--budget", action="append", default=[], metavar="SECTION=SECONDS",
-                   help="one section's budget, e.g. --budget pytest_gpu=200 (repeatable); defaults: "
-                   + ", ".join(f"{k}={v}" for k, v in BUDGETS.items()))
-    p.add_argument("--peak-flops", type=float, default=None, help="the device's peak bf16 FLOP/s where "
-                   "harness/mfu.py does not know it")
+    p.add_argument(
+        "--budget",
+        action="append",
+        default=[],
+        metavar="SECTION=SECONDS",
+        help="one section's budget, e.g. --budget pytest_gpu=200 (repeatable); defaults: "
+        + ", ".join(f"{k}={v}" for k, v in BUDGETS.items()),
+    )
+    p.add_argument(
+        "--peak-flops",
+        type=float,
+        default=None,
+        help="the device's peak bf16 FLOP/s where harness/mfu.py does not know it",
+    )
     p.add_argument("--gpt2-steps", type=int, default=50, help="timed GPT-2 steps per measurement (after 10)")
     p.add_argument("--mqar-steps", type=int, default=300, help="timed MQAR steps per mode (after 20)")
     p.add_argument("--concurrent-steps", type=int, default=400, help="timed MQAR steps per concurrent process")
@@ -801,6 +1025,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     sections: dict = {}
     info: dict = {}
+
     def too_long(signum, frame):
         raise PreflightError(f"the pre-flight took more than {limit} s (a CUDA driver or an import that hangs?)")
 
@@ -809,18 +1034,31 @@ def main(argv: list[str] | None = None) -> int:
     signal.alarm(limit)
     try:
         preflight(args.tiny, args.peak_flops, info)
-        sections["preflight"] = {"status": "ok", "error": None, "seconds": round(time.perf_counter() - t0, 1),
-                                 "budget_seconds": BUDGETS["preflight"], "results": info}
+        sections["preflight"] = {
+            "status": "ok",
+            "error": None,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "budget_seconds": BUDGETS["preflight"],
+            "results": info,
+        }
     except PreflightError as e:
-        sections["preflight"] = {"status": "failed", "error": str(e), "seconds": round(time.perf_counter() - t0, 1),
-                                 "budget_seconds": BUDGETS["preflight"], "results": info}
+        sections["preflight"] = {
+            "status": "failed",
+            "error": str(e),
+            "seconds": round(time.perf_counter() - t0, 1),
+            "budget_seconds": BUDGETS["preflight"],
+            "results": info,
+        }
         summarise(out, args, started, t0, info, sections)
         print(f"gpu_check: stopped at the pre-flight: {e}", file=sys.stderr)
         return 2
     finally:
         signal.alarm(0)
-    print(f"gpu_check: pre-flight ok in {sections['preflight']['seconds']} s: {info['device']}, torch "
-          f"{info['torch']}, triton {info['triton']}, fla {info['fla']}", flush=True)
+    print(
+        f"gpu_check: pre-flight ok in {sections['preflight']['seconds']} s: {info['device']}, torch "
+        f"{info['torch']}, triton {info['triton']}, fla {info['fla']}",
+        flush=True,
+    )
     for w in info["warnings"]:
         print(f"gpu_check: warning: {w}", flush=True)
     summarise(out, args, started, t0, info, sections)
@@ -834,8 +1072,10 @@ def main(argv: list[str] | None = None) -> int:
         sections[name] = launch_section(name, out, args, budget)
         slack = max(0.0, budget - sections[name]["seconds"])
         r = sections[name]
-        print(f"gpu_check: {name}: {r['status']} in {r['seconds']} s" + (f": {r['error']}" if r["error"] else ""),
-              flush=True)
+        print(
+            f"gpu_check: {name}: {r['status']} in {r['seconds']} s" + (f": {r['error']}" if r["error"] else ""),
+            flush=True,
+        )
         summarise(out, args, started, t0, info, sections)
     summary = summarise(out, args, started, t0, info, sections)
     for g in summary["goals"].values():

@@ -91,8 +91,12 @@ def worker(name: str, seq_len: int, layer_idx: int, repeats: int, device: str) -
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    return {"ms": 1000 * statistics.median(times), "mb": peak / 2**20, "memory": how,
-            "params": sum(p.numel() for p in mixer.parameters())}
+    return {
+        "ms": 1000 * statistics.median(times),
+        "mb": peak / 2**20,
+        "memory": how,
+        "params": sum(p.numel() for p in mixer.parameters()),
+    }
 
 
 def layer_variants(name: str) -> list[int]:
@@ -101,8 +105,19 @@ def layer_variants(name: str) -> list[int]:
 
 
 def run_case(name: str, seq_len: int, layer_idx: int, args) -> dict:
-    cmd = [sys.executable, __file__, "--worker", name, str(seq_len), str(layer_idx), "--repeats", str(args.repeats),
-           "--device", args.device, *(["--threads", str(args.threads)] if args.threads else [])]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        name,
+        str(seq_len),
+        str(layer_idx),
+        "--repeats",
+        str(args.repeats),
+        "--device",
+        args.device,
+        *(["--threads", str(args.threads)] if args.threads else []),
+    ]
     try:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=args.timeout)
     except subprocess.TimeoutExpired:
@@ -139,12 +154,19 @@ def main():
     unknown = sorted(set(names) - set(mixer_names()))
     if unknown:
         sys.exit(f"benchmarks/mixers.py: no mixer option {', '.join(unknown)} (available: {', '.join(mixer_names())})")
-    machine = torch.cuda.get_device_name() if args.device.startswith("cuda") else (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, {torch.get_num_threads()} threads")
-    print(f"# mixers: forward+backward of one layer, d_model {D_MODEL}, batch {BATCH}, fp32; median of "
-          f"{args.repeats} after a warm-up")
-    print(f"# device: {args.device} ({machine}), torch {torch.__version__}; load average at start "
-          f"{os.getloadavg()[0]:.1f} (other processes on the machine slow CPU timings)")
+    machine = (
+        torch.cuda.get_device_name()
+        if args.device.startswith("cuda")
+        else (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, {torch.get_num_threads()} threads")
+    )
+    print(
+        f"# mixers: forward+backward of one layer, d_model {D_MODEL}, batch {BATCH}, fp32; median of "
+        f"{args.repeats} after a warm-up"
+    )
+    print(
+        f"# device: {args.device} ({machine}), torch {torch.__version__}; load average at start "
+        f"{os.getloadavg()[0]:.1f} (other processes on the machine slow CPU timings)"
+    )
     header = "| mixer | params | " + " | ".join(f"L={n} ms | L={n} MB" for n in args.lengths) + " |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1), flush=True)

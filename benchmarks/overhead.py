@@ -27,9 +27,18 @@ from hydra.utils import instantiate
 from harness.train import TrainConfig, configure_optimizer, lr_lambda, seed_everything, train
 from tasks.base import IGNORE
 
-OVERRIDES = ["model.d_model=128", "model.n_layers=4", "model.mixer.n_heads=4", "task=mqar", "task.seq_len=256",
-             "task.vocab_size=512", "task.num_kv_pairs=16", "task.num_train=4096", "task.num_val=64",
-             "task.num_test=64"]
+OVERRIDES = [
+    "model.d_model=128",
+    "model.n_layers=4",
+    "model.mixer.n_heads=4",
+    "task=mqar",
+    "task.seq_len=256",
+    "task.vocab_size=512",
+    "task.num_kv_pairs=16",
+    "task.num_train=4096",
+    "task.num_val=64",
+    "task.num_test=64",
+]
 
 
 def build():
@@ -71,8 +80,7 @@ def startup_seconds() -> float:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "ARCHBENCH_RESULTS": tmp}
         t0 = time.time()
-        subprocess.run([sys.executable, "-m", "harness.cli", "trainer=smoke"], env=env, check=True,
-                       capture_output=True)
+        subprocess.run([sys.executable, "-m", "harness.cli", "trainer=smoke"], env=env, check=True, capture_output=True)
         [record] = [json.loads(p.read_text()) for p in Path(tmp).rglob("result.json")]
         return record["cost"]["first_step_time"] - t0
 
@@ -83,8 +91,9 @@ def main():
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--device", default="cpu", help="cpu or cuda: both loops run there")
     args = p.parse_args()
-    cfg = TrainConfig(max_steps=args.steps, batch_size=32, eval_every=args.steps, progress=False, warmup_steps=10,
-                      device=args.device)
+    cfg = TrainConfig(
+        max_steps=args.steps, batch_size=32, eval_every=args.steps, progress=False, warmup_steps=10, device=args.device
+    )
     ours, bare = [], []
     for _ in range(args.repeats):  # interleaved, so drift in machine speed hits both alike
         model, splits = build()

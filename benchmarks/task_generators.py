@@ -52,10 +52,13 @@ def main(argv=None) -> None:
                 n = sum(len(s) for s in task.splits(0).values())
             else:
                 n = min(args.examples, task.num_train)
-                seconds = median_of(lambda t=task, n=n: t.generate_split("train", n, np.random.default_rng(0)),
-                                  args.repeats)
-            print(f"{name:<26}{task.seq_len:>8}{n:>10,}{seconds:>9.3f}{n / seconds:>12,.0f}"
-                  f"{n * task.seq_len / seconds:>13,.0f}")
+                seconds = median_of(
+                    lambda t=task, n=n: t.generate_split("train", n, np.random.default_rng(0)), args.repeats
+                )
+            print(
+                f"{name:<26}{task.seq_len:>8}{n:>10,}{seconds:>9.3f}{n / seconds:>12,.0f}"
+                f"{n * task.seq_len / seconds:>13,.0f}"
+            )
 
     print("\nMQAR, 100,000 examples at length 256, vocab 8,192 (goal: under 2 s):")
     for kv in (4, 16, 64):

@@ -27,8 +27,16 @@ from harness.results import Scan, scan, write_text_atomic
 log = logging.getLogger(__name__)
 
 # cost columns of a cell: mean over its chosen runs; train_flops = flops_per_token * tokens_seen per run
-COSTS = ("params", "params_non_embedding", "flops_per_token", "tokens_seen", "train_flops", "wall_seconds",
-         "tokens_per_second", "peak_memory_bytes")
+COSTS = (
+    "params",
+    "params_non_embedding",
+    "flops_per_token",
+    "tokens_seen",
+    "train_flops",
+    "wall_seconds",
+    "tokens_per_second",
+    "peak_memory_bytes",
+)
 
 
 def lookup(config: dict, key: str):
@@ -108,8 +116,10 @@ class _Identities:
         return None if raw is None else json.dumps(raw)
 
     def variant(self, i: int, size=()) -> tuple:
-        return (tuple(self.labels[i].get(k) for k in record_keys.VARIANT_LABELS),
-                tuple(self.value(i, k) for k in self.variant_keys if k not in size))
+        return (
+            tuple(self.labels[i].get(k) for k in record_keys.VARIANT_LABELS),
+            tuple(self.value(i, k) for k in self.variant_keys if k not in size),
+        )
 
     def column(self, i: int) -> tuple:
         return self.labels[i].get("task", "task"), tuple(self.value(i, k) for k in self.column_keys)
@@ -152,15 +162,19 @@ class _Identities:
         vary_key = [j for j in range(len(keys)) if len({v[1][j] for v in ids}) > 1]
         if not vary_label and not vary_key:
             return [str(lab.get("mixer") or lab.get("model") or "model") for lab in self.labels]
-        return [" ".join([*(str(v[0][j]) for j in vary_label), *(f"{_short(keys[j])}={_text(v[1][j])}"
-                                                                for j in vary_key)]) for v in ids]
+        return [
+            " ".join([*(str(v[0][j]) for j in vary_label), *(f"{_short(keys[j])}={_text(v[1][j])}" for j in vary_key)])
+            for v in ids
+        ]
 
     def settings(self) -> list[str]:
         """A column name per run: the task label, then the task fields that vary between runs of that task."""
         ids = [self.column(i) for i in range(len(self.leaves))]
         vary = [j for j in range(len(self.column_keys)) if len({c[1][j] for c in ids}) > 1]
-        return [" ".join([task, *(f"{_short(self.column_keys[j])}={_text(c[1][j])}" for j in vary)])
-                for task, c in ((c[0], c) for c in ids)]
+        return [
+            " ".join([task, *(f"{_short(self.column_keys[j])}={_text(c[1][j])}" for j in vary)])
+            for task, c in ((c[0], c) for c in ids)
+        ]
 
 
 def runs_frame(records: list[dict], keys=(), hide=(), size=record_keys.SIZE_KEYS) -> pd.DataFrame:
@@ -170,8 +184,15 @@ def runs_frame(records: list[dict], keys=(), hide=(), size=record_keys.SIZE_KEYS
     rows = []
     for r in records:
         labels = r.get("labels") or {}
-        row = {"task": labels.get("task", "task"), "seed": r.get("seed"), "status": r["status"],
-               "error": r.get("error"), "run_id": r["run_id"], "path": r.get("path"), "history": r.get("history")}
+        row = {
+            "task": labels.get("task", "task"),
+            "seed": r.get("seed"),
+            "status": r["status"],
+            "error": r.get("error"),
+            "run_id": r["run_id"],
+            "path": r.get("path"),
+            "history": r.get("history"),
+        }
         config = r.get("config") or {}
         row.update({k: lookup(config, k) for k in keys})
         row.update({f"metric:{k}": v for k, v in (r.get("metrics") or {}).items()})
@@ -228,34 +249,55 @@ def choose(runs: pd.DataFrame, metric: str, select=()) -> tuple[pd.DataFrame, pd
         raise SystemExit(f"archbench-board: --select needs {val} in the records' metrics")
     sign = -1 if metric in stats.LOWER_IS_BETTER else 1
     keys = [*cell, *select]
-    scored = runs.assign(score=pd.to_numeric(runs[val], errors="coerce").where(runs.status == "completed") * sign,
-                         failed=(runs.status != "completed").astype(float))
+    scored = runs.assign(
+        score=pd.to_numeric(runs[val], errors="coerce").where(runs.status == "completed") * sign,
+        failed=(runs.status != "completed").astype(float),
+    )
     means = scored.groupby(keys, dropna=False, sort=False)[["score", "failed"]].mean().reset_index()
     means = means[means["failed"] < 1]  # grid points with a completed run
-    best = means.sort_values(["failed", "score"], ascending=[True, False], kind="stable",
-                             na_position="last").drop_duplicates(cell)
+    best = means.sort_values(
+        ["failed", "score"], ascending=[True, False], kind="stable", na_position="last"
+    ).drop_duplicates(cell)
     as_index = lambda f: pd.MultiIndex.from_frame(f[keys].astype(str))
     chosen = ok[as_index(ok).isin(as_index(best))]
-    best["selected"] = [" ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in zip(select, row, strict=True))
-                        for row in best[list(select)].itertuples(index=False)]
+    best["selected"] = [
+        " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in zip(select, row, strict=True))
+        for row in best[list(select)].itertuples(index=False)
+    ]
     values = [ok.groupby(cell, sort=False)[k].unique() for k in select]
     rows = zip(*values, strict=True)
-    grid = pd.Series([" ".join(_grid_part(k, v) for k, v in zip(select, row, strict=True)) for row in rows],
-                     index=values[0].index, name="grid")
+    grid = pd.Series(
+        [" ".join(_grid_part(k, v) for k, v in zip(select, row, strict=True)) for row in rows],
+        index=values[0].index,
+        name="grid",
+    )
     searched = means.groupby(cell, sort=False).size().rename("searched")  # grid points with a completed run
     return chosen, best[[*cell, "selected"]].merge(grid.reset_index(), on=cell).merge(searched.reset_index(), on=cell)
 
 
-def cells(runs: pd.DataFrame, metric: str = "accuracy", split: str = "test", select=(), group_by: str | None = None,
-          alpha: float = stats.ALPHA) -> pd.DataFrame:
+def cells(
+    runs: pd.DataFrame,
+    metric: str = "accuracy",
+    split: str = "test",
+    select=(),
+    group_by: str | None = None,
+    alpha: float = stats.ALPHA,
+) -> pd.DataFrame:
     """Long table: one row per (variant, column) with mean, std, CI, n of <split>/<metric> over the chosen runs,
     failures, the selection, Welch's test against the column's leader, rank and costs."""
     runs = with_columns(runs, group_by)
     return summarize(runs, *choose(runs, metric, select), metric, split, group_by, alpha)
 
 
-def summarize(runs: pd.DataFrame, chosen: pd.DataFrame, selection: pd.DataFrame, metric: str, split: str,
-              group_by: str | None, alpha: float = stats.ALPHA) -> pd.DataFrame:
+def summarize(
+    runs: pd.DataFrame,
+    chosen: pd.DataFrame,
+    selection: pd.DataFrame,
+    metric: str,
+    split: str,
+    group_by: str | None,
+    alpha: float = stats.ALPHA,
+) -> pd.DataFrame:
     """The cells of `runs` (with columns) from the `chosen` runs and the `selection` made: see `cells`."""
     target = f"metric:{split}/{metric}"
     if target not in chosen and not chosen.empty:
@@ -272,8 +314,9 @@ def summarize(runs: pd.DataFrame, chosen: pd.DataFrame, selection: pd.DataFrame,
             agg[c] = g[f"cost:{c}"].mean()
     out = out.merge(agg.reset_index(), on=cell, how="left").merge(selection, on=cell, how="left")
     out["n"] = out["n"].fillna(0).astype(int)
-    out["ci_lo"], out["ci_hi"] = stats.t_interval(out["mean"], out["std"], out["n"],
-                                                  bounds=(0.0, 1.0) if metric == "accuracy" else None)
+    out["ci_lo"], out["ci_hi"] = stats.t_interval(
+        out["mean"], out["std"], out["n"], bounds=(0.0, 1.0) if metric == "accuracy" else None
+    )
     higher = metric not in stats.LOWER_IS_BETTER
     out = out.join(stats.versus_leader(out, "column", higher, alpha))
     # ranks over every (variant, column) pair: a cell that was never run ranks last, like one whose runs all
@@ -289,6 +332,7 @@ def summarize(runs: pd.DataFrame, chosen: pd.DataFrame, selection: pd.DataFrame,
 class Board:
     """Everything one call of archbench-board shows: the runs (and those chosen), the cells, the wide table, its
     legend, optional views (name -> (table, legend)) and the options it was built with."""
+
     runs: pd.DataFrame
     chosen: pd.DataFrame
     long: pd.DataFrame
@@ -308,20 +352,40 @@ def by_split(runs: pd.DataFrame, split: str, metric: str) -> tuple[pd.DataFrame,
     if "*" not in split:
         return runs, split
     pattern = re.compile(re.escape(split).replace(r"\*", ".*") + "$")
-    names = sorted({c[len("metric:"):].rsplit("/", 1)[0] for c in runs.columns if c.startswith("metric:")
-                    and c.endswith(f"/{metric}") and pattern.match(c[len("metric:"):].rsplit("/", 1)[0])},
-                   key=render.natural)
+    names = sorted(
+        {
+            c[len("metric:") :].rsplit("/", 1)[0]
+            for c in runs.columns
+            if c.startswith("metric:")
+            and c.endswith(f"/{metric}")
+            and pattern.match(c[len("metric:") :].rsplit("/", 1)[0])
+        },
+        key=render.natural,
+    )
     if not names:
         raise SystemExit(f"archbench-board: no split matches {split} with a metric {metric}")
     first = names[0]
-    parts = [runs.assign(setting=runs["setting"] + ("" if name == first else f" @{name.partition('@')[2] or name}"),
-                         **{f"metric:{first}/{metric}": runs.get(f"metric:{name}/{metric}")}) for name in names]
+    parts = [
+        runs.assign(
+            setting=runs["setting"] + ("" if name == first else f" @{name.partition('@')[2] or name}"),
+            **{f"metric:{first}/{metric}": runs.get(f"metric:{name}/{metric}")},
+        )
+        for name in names
+    ]
     return pd.concat(parts, ignore_index=True), first
 
 
-def build(records: list[dict], metric: str = "accuracy", split: str = "test", select=(), group_by: str | None = None,
-          matched: str | None = None, size=record_keys.SIZE_KEYS, aggregate: str | None = None,
-          found: Scan | None = None) -> Board:
+def build(
+    records: list[dict],
+    metric: str = "accuracy",
+    split: str = "test",
+    select=(),
+    group_by: str | None = None,
+    matched: str | None = None,
+    size=record_keys.SIZE_KEYS,
+    aggregate: str | None = None,
+    found: Scan | None = None,
+) -> Board:
     """The leaderboard of `records`; `matched` (params | flops) and `aggregate` (a config key) add views. A `split`
     with a * reports every matching split (test* : the training length and every longer test length). `found` is
     the scan the records came from: the board then accounts for every file it read."""
@@ -329,8 +393,9 @@ def build(records: list[dict], metric: str = "accuracy", split: str = "test", se
         raise SystemExit("archbench-board: no result records")
     found = found or Scan(records, len(records))
     select, group = list(select), [group_by] if group_by else []
-    runs = runs_frame(records, keys=[*select, *group, *([aggregate] if aggregate else [])], hide=[*select, *group],
-                      size=size)
+    runs = runs_frame(
+        records, keys=[*select, *group, *([aggregate] if aggregate else [])], hide=[*select, *group], size=size
+    )
     runs, split = by_split(runs, split, metric)
     runs = with_columns(runs, group_by)
     chosen, selection = choose(runs, metric, select)
@@ -340,15 +405,32 @@ def build(records: list[dict], metric: str = "accuracy", split: str = "test", se
     ok = runs[runs.status == "completed"]
     grid = grid_text(ok, select) if select else ""
     table, legend = render.wide(long, metric, split, select, group_by, grid)
-    skipped = [*found.skipped, *((p, f"completed, but has no {split}/{metric}: not counted in its cell")
-                                 for p in dict.fromkeys(unplaced["path"]))]
-    for path, why in skipped[len(found.skipped):]:
+    skipped = [
+        *found.skipped,
+        *(
+            (p, f"completed, but has no {split}/{metric}: not counted in its cell")
+            for p in dict.fromkeys(unplaced["path"])
+        ),
+    ]
+    for path, why in skipped[len(found.skipped) :]:
         log.warning("not placed on the board: %s: %s", path, why)
-    accounting = found.summary() + (f"; {len(skipped) - len(found.skipped)} completed without {split}/{metric} "
-                                    "(listed below)" if len(skipped) > len(found.skipped) else "")
+    accounting = found.summary() + (
+        f"; {len(skipped) - len(found.skipped)} completed without {split}/{metric} (listed below)"
+        if len(skipped) > len(found.skipped)
+        else ""
+    )
     options = {"metric": metric, "split": split, "select": select, "group_by": group_by, "size": tuple(size)}
-    board = Board(runs, chosen, long, table, legend, options, accounting=accounting,
-                  skipped=skipped, files=_files(found, runs, unplaced))
+    board = Board(
+        runs,
+        chosen,
+        long,
+        table,
+        legend,
+        options,
+        accounting=accounting,
+        skipped=skipped,
+        files=_files(found, runs, unplaced),
+    )
     if matched:
         board.views["matched"] = views.matched(long, matched, metric, split, size)
     if aggregate:
@@ -365,15 +447,31 @@ def _unplaced(chosen: pd.DataFrame, target: str) -> pd.DataFrame:
 
 def _files(found: Scan, runs: pd.DataFrame, unplaced: pd.DataFrame) -> pd.DataFrame:
     """Every record file read: used (in which cell), a duplicate of a run counted once, or skipped and why."""
-    rows = [{"path": p, "status": "skipped", "reason": why, "variant": None, "column": None}
-            for p, why in found.skipped]
-    rows += [{"path": p, "status": "duplicate", "reason": f"the same run as {kept}, counted once", "variant": None,
-              "column": None} for p, kept in found.duplicates]
+    rows = [
+        {"path": p, "status": "skipped", "reason": why, "variant": None, "column": None} for p, why in found.skipped
+    ]
+    rows += [
+        {
+            "path": p,
+            "status": "duplicate",
+            "reason": f"the same run as {kept}, counted once",
+            "variant": None,
+            "column": None,
+        }
+        for p, kept in found.duplicates
+    ]
     bad = set(unplaced["path"])
     for r in runs.drop_duplicates("path").itertuples(index=False):
         placed = r.path not in bad
-        rows.append({"path": r.path, "status": "used" if placed else "skipped", "reason": None if placed else
-                     "completed, but without the metric reported", "variant": r.variant, "column": r.column})
+        rows.append(
+            {
+                "path": r.path,
+                "status": "used" if placed else "skipped",
+                "reason": None if placed else "completed, but without the metric reported",
+                "variant": r.variant,
+                "column": r.column,
+            }
+        )
     return pd.DataFrame(rows, columns=["path", "status", "reason", "variant", "column"])
 
 
@@ -421,25 +519,52 @@ def main(argv=None) -> None:
     p.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs of a wandb project instead of folders")
     p.add_argument("--wandb-group", metavar="NAME", help="only the wandb runs of this group (sweep name)")
     p.add_argument("--metric", default="accuracy", help="accuracy (higher is better) or loss (lower is better)")
-    p.add_argument("--split", default="test", help="the split reported (test, or an extra one like test@512); with "
-                   "a *, every matching split as its own column (test*: extrapolation to every test length)")
-    p.add_argument("--select", action="append", default=[], metavar="KEY",
-                   help="a swept config key (e.g. trainer.lr): best value per cell on val, test reported on it")
+    p.add_argument(
+        "--split",
+        default="test",
+        help="the split reported (test, or an extra one like test@512); with "
+        "a *, every matching split as its own column (test*: extrapolation to every test length)",
+    )
+    p.add_argument(
+        "--select",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="a swept config key (e.g. trainer.lr): best value per cell on val, test reported on it",
+    )
     p.add_argument("--group-by", metavar="KEY", help="a config key (e.g. model.d_model) whose values split columns")
-    p.add_argument("--matched", choices=("params", "flops"), help="also the metric at equal non-embedding params "
-                   "or equal training FLOPs, interpolated between the swept sizes")
-    p.add_argument("--size", action="append", metavar="KEY", help=f"size fields for --matched (default "
-                   f"{', '.join(record_keys.SIZE_KEYS)})")
-    p.add_argument("--aggregate", metavar="KEY", help="average settings by this config key, then over its values "
-                   "(MAD's score with task.family)")
-    p.add_argument("--mad", action="store_true", help="MAD score: --aggregate task.family, --select trainer.lr "
-                   "--select trainer.weight_decay unless given")
+    p.add_argument(
+        "--matched",
+        choices=("params", "flops"),
+        help="also the metric at equal non-embedding params "
+        "or equal training FLOPs, interpolated between the swept sizes",
+    )
+    p.add_argument(
+        "--size",
+        action="append",
+        metavar="KEY",
+        help=f"size fields for --matched (default {', '.join(record_keys.SIZE_KEYS)})",
+    )
+    p.add_argument(
+        "--aggregate",
+        metavar="KEY",
+        help="average settings by this config key, then over its values (MAD's score with task.family)",
+    )
+    p.add_argument(
+        "--mad",
+        action="store_true",
+        help="MAD score: --aggregate task.family, --select trainer.lr --select trainer.weight_decay unless given",
+    )
     p.add_argument("--out", type=Path, help="folder to write leaderboard.<format> into")
     p.add_argument("--format", type=_formats, default=["md", "csv"], help="with --out: any of md,csv,html,tex")
     p.add_argument("--plots", type=Path, metavar="DIR", help="write heatmap, learning curves (and --plot-x) PNGs")
     p.add_argument("--plot-x", metavar="KEY", help="with --plots: the metric against this swept key per variant")
-    p.add_argument("--pareto", metavar="METRIC,COST", help="instead of the board: the variants not dominated on "
-                   "METRIC and COST (e.g. test/accuracy,params) and a plot of the front (harness/pareto.py)")
+    p.add_argument(
+        "--pareto",
+        metavar="METRIC,COST",
+        help="instead of the board: the variants not dominated on "
+        "METRIC and COST (e.g. test/accuracy,params) and a plot of the front (harness/pareto.py)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     if bool(args.dirs) == bool(args.wandb):
@@ -456,14 +581,25 @@ def main(argv=None) -> None:
         found = scan(args.dirs)
         records = found.records
         if not records:
-            p.error(f"no result records under {', '.join(map(str, args.dirs))}"
-                    + (f" ({found.summary()})" if found.files else ""))
+            p.error(
+                f"no result records under {', '.join(map(str, args.dirs))}"
+                + (f" ({found.summary()})" if found.files else "")
+            )
     if args.pareto:
         from harness import pareto
 
         return pareto.report(records, args.pareto, args.plots, args.out, args.dirs)
-    board = build(records, args.metric, args.split, args.select, args.group_by, args.matched,
-                  tuple(args.size or record_keys.SIZE_KEYS), args.aggregate, found=found)
+    board = build(
+        records,
+        args.metric,
+        args.split,
+        args.select,
+        args.group_by,
+        args.matched,
+        tuple(args.size or record_keys.SIZE_KEYS),
+        args.aggregate,
+        found=found,
+    )
     print(render.markdown(board))
     if args.plots:
         from harness import plots

@@ -14,9 +14,16 @@ class Leaderboard(Callback):
     select: [trainer.lr, trainer.weight_decay] and aggregate: task.family; Mamba's suite split: test*, a column per
     test length). A board that cannot be built is a warning, never a failed sweep."""
 
-    def __init__(self, metric: str = "accuracy", split: str = "test", select: list[str] | None = None,
-                 group_by: str | None = None, aggregate: str | None = None, formats: list[str] | None = None,
-                 plots: bool = True):
+    def __init__(
+        self,
+        metric: str = "accuracy",
+        split: str = "test",
+        select: list[str] | None = None,
+        group_by: str | None = None,
+        aggregate: str | None = None,
+        formats: list[str] | None = None,
+        plots: bool = True,
+    ):
         self.metric, self.select, self.group_by, self.aggregate = metric, list(select or []), group_by, aggregate
         self.split = split
         self.formats, self.plots = list(formats or ["md", "csv", "html"]), plots
@@ -32,8 +39,15 @@ class Leaderboard(Callback):
         try:
             found = results.scan([sweep_dir])
             records = found.records
-            result = board.build(records, self.metric, self.split, select=self.select, group_by=self.group_by,
-                                 aggregate=self.aggregate, found=found)
+            result = board.build(
+                records,
+                self.metric,
+                self.split,
+                select=self.select,
+                group_by=self.group_by,
+                aggregate=self.aggregate,
+                found=found,
+            )
         except (SystemExit, Exception) as e:  # a broken board must not hide the runs themselves
             log.warning("no leaderboard for %s: %s", sweep_dir, e)
             return

@@ -36,6 +36,7 @@ from models.mixers.base import contract_errors
 
 log = logging.getLogger("archbench")
 
+
 class ConfigError(ValueError):
     """A config that cannot run. Reported in one line, exit code 2, and no record is written."""
 
@@ -151,8 +152,11 @@ class Preflight(Callback):
     def _check_jobs(self, config: DictConfig) -> None:
         if config.hydra.sweeper.get("_target_") == search.OPTUNA_SWEEPER:  # trials come one by one: check the space
             n = search.check(config, GlobalHydra.instance().config_loader())
-            log.info("search over %d parameters: options, objectives and fixed overrides checked; a trial that "
-                     "cannot be built is a failed trial with the worst value", n)
+            log.info(
+                "search over %d parameters: options, objectives and fixed overrides checked; a trial that "
+                "cannot be built is a failed trial with the worst value",
+                n,
+            )
             return
         basic = f"{BasicSweeper.__module__}.{BasicSweeper.__name__}"
         if config.hydra.sweeper.get("_target_") not in (basic, race.TARGET):  # a race's cells: the same grammar
@@ -187,8 +191,10 @@ class Preflight(Callback):
         in_search = config.hydra.sweeper.get("_target_") == search.OPTUNA_SWEEPER
         SWEEP_FAILED = bad > 0 and not in_search  # failed trials are part of a search
         detail = ", ".join(f"{counts[k]} {k}" for k in results.STATUSES if counts.get(k))
-        print(f"sweep {config.hydra.sweep.dir}: {sum(counts.values())} runs: {detail or 'none'}"
-              + (" (see [k failed] on the board, and each record's error)" if bad else ""))
+        print(
+            f"sweep {config.hydra.sweep.dir}: {sum(counts.values())} runs: {detail or 'none'}"
+            + (" (see [k failed] on the board, and each record's error)" if bad else "")
+        )
 
 
 SWEEP_FAILED = False  # set at the end of a sweep; `main` turns it into exit code 1
@@ -206,9 +212,17 @@ def run(cfg: DictConfig) -> dict:
     seed_everything(cfg.seed, deterministic=cfg.trainer.deterministic)  # before the model draws its weights
     # status stays None only if the run is interrupted (Ctrl-C): then no record, and the checkpoint resumes it.
     record = {
-        "schema": results.SCHEMA, "run_id": rid, "status": None, "error": None, "labels": labels,
-        "overrides": list(hc.overrides.task), "config": config, "derived": derived_keys(cfg), "seed": cfg.seed,
-        "metrics": {}, "cost": {},
+        "schema": results.SCHEMA,
+        "run_id": rid,
+        "status": None,
+        "error": None,
+        "labels": labels,
+        "overrides": list(hc.overrides.task),
+        "config": config,
+        "derived": derived_keys(cfg),
+        "seed": cfg.seed,
+        "metrics": {},
+        "cost": {},
         "env": results.environment(),
         "timestamps": {"started": _now()},
     }
@@ -231,23 +245,51 @@ def run(cfg: DictConfig) -> dict:
         results.write_json_atomic(out_dir / results.RECORD, prior)
         return prior
 
-    record["cost"] = {"params": model.num_params(), "params_non_embedding": model.num_params(non_embedding=True),
-                      "flops_per_token": model.flops_per_token(task.seq_len)}
-    log.info("run %s  %s  seed=%s  params=%s", rid, " ".join(f"{k}={v}" for k, v in labels.items()), cfg.seed,
-             f"{record['cost']['params']:,}")
-    checkpointer = Checkpointer(out_dir / CHECKPOINT,
-                                resume_from=results.find_checkpoint(results_root, rid) if cfg.resume else None,
-                                on_save=lambda path: results.mark_in_progress(results_root, rid, path))
+    record["cost"] = {
+        "params": model.num_params(),
+        "params_non_embedding": model.num_params(non_embedding=True),
+        "flops_per_token": model.flops_per_token(task.seq_len),
+    }
+    log.info(
+        "run %s  %s  seed=%s  params=%s",
+        rid,
+        " ".join(f"{k}={v}" for k, v in labels.items()),
+        cfg.seed,
+        f"{record['cost']['params']:,}",
+    )
+    checkpointer = Checkpointer(
+        out_dir / CHECKPOINT,
+        resume_from=results.find_checkpoint(results_root, rid) if cfg.resume else None,
+        on_save=lambda path: results.mark_in_progress(results_root, rid, path),
+    )
     logger = None
     record["_t0"] = time.perf_counter()  # taken out again when the record is written
     try:
         logger = instantiate(cfg.logger)(
-            group=cfg.name, job_type=labels.get("task", "task"), tags=sorted(set(labels.values())),
-            name="-".join([*(labels[k] for k in ("mixer", "norm", "ffn", "position") if k in labels),
-                           labels.get("task", ""), f"s{cfg.seed}"]),
-            config=config, dir=str(out_dir), labels=labels, overrides=record["overrides"])
-        out = train(model, task.splits(cfg.seed), train_cfg, seed=cfg.seed, log_fn=logger.log,
-                    checkpoint=checkpointer, flops_per_token=record["cost"]["flops_per_token"])
+            group=cfg.name,
+            job_type=labels.get("task", "task"),
+            tags=sorted(set(labels.values())),
+            name="-".join(
+                [
+                    *(labels[k] for k in ("mixer", "norm", "ffn", "position") if k in labels),
+                    labels.get("task", ""),
+                    f"s{cfg.seed}",
+                ]
+            ),
+            config=config,
+            dir=str(out_dir),
+            labels=labels,
+            overrides=record["overrides"],
+        )
+        out = train(
+            model,
+            task.splits(cfg.seed),
+            train_cfg,
+            seed=cfg.seed,
+            log_fn=logger.log,
+            checkpoint=checkpointer,
+            flops_per_token=record["cost"]["flops_per_token"],
+        )
         out["metrics"].update(task.derived_metrics(out["metrics"]))
         record.update(status="completed", metrics=out["metrics"], history=out["history"])
         record["cost"].update(out["cost"])  # with MFU where the device's peak is known (harness/mfu.py), else None
@@ -269,13 +311,20 @@ def run(cfg: DictConfig) -> dict:
                     logger.summary({"status": record["status"], "error": record["error"]})
                 logger.finish(exit_code=0 if record["status"] == "completed" else 1)
             except Exception as e:
-                log.warning("run %s: the logger failed to finish (%s: %s); the record is written", rid,
-                            type(e).__name__, e)
+                log.warning(
+                    "run %s: the logger failed to finish (%s: %s); the record is written", rid, type(e).__name__, e
+                )
     m = record["metrics"]
     where = out_dir / results.RECORD
     if record["status"] == "completed" and written:
-        log.info("run %s done: val/accuracy %.4f  test/accuracy %.4f  %.0f tokens/s; record: %s", rid,
-                 m["val/accuracy"], m["test/accuracy"], record["cost"]["tokens_per_second"] or 0, where)
+        log.info(
+            "run %s done: val/accuracy %.4f  test/accuracy %.4f  %.0f tokens/s; record: %s",
+            rid,
+            m["val/accuracy"],
+            m["test/accuracy"],
+            record["cost"]["tokens_per_second"] or 0,
+            where,
+        )
     elif written:
         log.error("run %s %s (%s); record: %s", rid, record["status"], record["error"], where)
     if not written:
@@ -301,13 +350,22 @@ def _write_record(out_dir: Path, record: dict, results_root: Path, checkpointer:
         fallback = Path(tempfile.gettempdir()) / f"archbench-{rid}-{results.RECORD}"
         try:
             results.write_json_atomic(fallback, record)
-            saved = f"the record is saved to {fallback}: copy it to {out_dir / results.RECORD} when the folder is " \
-                    f"writable"
+            saved = (
+                f"the record is saved to {fallback}: copy it to {out_dir / results.RECORD} when the folder is writable"
+            )
         except OSError:
             saved = "the record could not be saved anywhere"
         kept = checkpointer.resume_from or checkpointer.path
-        log.error("run %s: could not write its record to %s (%s: %s); %s; its checkpoint, if any (%s), is kept, so "
-                  "rerunning the same command resumes from it", rid, out_dir, type(e).__name__, e, saved, kept)
+        log.error(
+            "run %s: could not write its record to %s (%s: %s); %s; its checkpoint, if any (%s), is kept, so "
+            "rerunning the same command resumes from it",
+            rid,
+            out_dir,
+            type(e).__name__,
+            e,
+            saved,
+            kept,
+        )
         return False
 
 
@@ -328,7 +386,7 @@ def derived_keys(cfg: DictConfig) -> list[str]:
 
 
 def _oom_reason(e: BaseException) -> str:
-    """"CUDA out of memory" and the first line of torch's message (what it tried to allocate)."""
+    """ "CUDA out of memory" and the first line of torch's message (what it tried to allocate)."""
     lines = str(e).strip().splitlines()
     detail = lines[0].removeprefix("CUDA out of memory.").strip() if lines else ""
     return "CUDA out of memory" + (f": {detail}" if detail else "")
@@ -391,8 +449,11 @@ def main() -> None:
     except Exception as e:  # a launcher's job lost to the cluster (submitit's UncompletedJobError after scancel)
         if type(e).__name__ != "UncompletedJobError":
             raise
-        print(f"archbench: failed: a job did not complete ({one_line(e)}); rerun the same command: completed runs "
-              "are skipped and interrupted ones resume from their checkpoints", file=sys.stderr)
+        print(
+            f"archbench: failed: a job did not complete ({one_line(e)}); rerun the same command: completed runs "
+            "are skipped and interrupted ones resume from their checkpoints",
+            file=sys.stderr,
+        )
         sys.exit(EXIT_FAILED)
     if SWEEP_FAILED:
         sys.exit(EXIT_FAILED)

@@ -26,9 +26,22 @@ class WandbLogger(NullLogger):
     `finish()` must run after every run (the CLI calls it in a `finally`), or the next run of a multirun would
     reuse this one's id."""
 
-    def __init__(self, *, project: str, entity: str | None = None, mode: str = "offline", group: str,
-                 job_type: str, tags: list[str], name: str, config: dict, dir: str, labels: dict,
-                 overrides: list[str], **_):
+    def __init__(
+        self,
+        *,
+        project: str,
+        entity: str | None = None,
+        mode: str = "offline",
+        group: str,
+        job_type: str,
+        tags: list[str],
+        name: str,
+        config: dict,
+        dir: str,
+        labels: dict,
+        overrides: list[str],
+        **_,
+    ):
         import wandb
 
         from harness.results import run_id
@@ -36,8 +49,18 @@ class WandbLogger(NullLogger):
         os.environ.setdefault("WANDB_SILENT", "true")
         self.start, self.summary_keys = time.perf_counter(), set()
         full = {**config, "labels": labels, "run_id": run_id(config), "overrides": overrides}
-        self.run = wandb.init(project=project, entity=entity, mode=mode, group=group, job_type=job_type,
-                              tags=tags, name=name, config=full, dir=dir, reinit="finish_previous")
+        self.run = wandb.init(
+            project=project,
+            entity=entity,
+            mode=mode,
+            group=group,
+            job_type=job_type,
+            tags=tags,
+            name=name,
+            config=full,
+            dir=dir,
+            reinit="finish_previous",
+        )
 
     def log(self, row: dict, step: int) -> None:
         self.run.log({k: v for k, v in row.items() if k != "step"}, step=step)

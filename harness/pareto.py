@@ -22,7 +22,7 @@ FILE = "pareto.png"
 
 
 def parse(spec: str) -> tuple[str, str]:
-    """"test/accuracy,params" -> ("test/accuracy", "params"); a cost may be written cost:params."""
+    """ "test/accuracy,params" -> ("test/accuracy", "params"); a cost may be written cost:params."""
     metric, sep, cost = (s.strip() for s in spec.partition(","))
     if not sep or "/" not in metric or not cost or "," in cost:
         raise SystemExit(f"archbench-board: --pareto {spec}: give METRIC,COST, e.g. test/accuracy,params")
@@ -62,18 +62,25 @@ def front(records: list[dict], metric: str, cost: str) -> pd.DataFrame:
         if column not in runs:
             prefix = f"{kind}:"
             have = sorted(k.removeprefix(prefix) for k in runs if k.startswith(prefix) and k != "cost:device")
-            raise SystemExit(f"archbench-board: --pareto: no {kind} {column.removeprefix(prefix)} in the records "
-                             f"(they have: {', '.join(have)})")
-    ok = runs[runs.status == "completed"].assign(metric=lambda f: pd.to_numeric(f[m], errors="coerce"),
-                                                 cost=lambda f: pd.to_numeric(f[c], errors="coerce"))
+            raise SystemExit(
+                f"archbench-board: --pareto: no {kind} {column.removeprefix(prefix)} in the records "
+                f"(they have: {', '.join(have)})"
+            )
+    ok = runs[runs.status == "completed"].assign(
+        metric=lambda f: pd.to_numeric(f[m], errors="coerce"), cost=lambda f: pd.to_numeric(f[c], errors="coerce")
+    )
     ok = ok.dropna(subset=["metric", "cost"])
-    table = ok.groupby(["setting", "variant"], sort=False).agg(metric=("metric", "mean"), cost=("cost", "mean"),
-                                                                n=("metric", "size")).reset_index()
+    table = (
+        ok.groupby(["setting", "variant"], sort=False)
+        .agg(metric=("metric", "mean"), cost=("cost", "mean"), n=("metric", "size"))
+        .reset_index()
+    )
     table["pareto"] = False
     for _, rows in table.groupby("setting", sort=False):
         table.loc[rows.index, "pareto"] = non_dominated(rows["metric"], rows["cost"], higher_is_better(metric))
-    return table.sort_values(["setting", "cost", "metric"], ascending=[True, True, not higher_is_better(metric)],
-                             kind="stable").reset_index(drop=True)
+    return table.sort_values(
+        ["setting", "cost", "metric"], ascending=[True, True, not higher_is_better(metric)], kind="stable"
+    ).reset_index(drop=True)
 
 
 def markdown(table: pd.DataFrame, metric: str, cost: str) -> str:
@@ -81,12 +88,20 @@ def markdown(table: pd.DataFrame, metric: str, cost: str) -> str:
     parts = []
     for setting, rows in table.groupby("setting", sort=False):
         on = rows[rows.pareto]
-        shown = pd.DataFrame({"#": range(1, len(on) + 1), "variant": on["variant"],
-                              metric: on["metric"].map("{:.4f}".format), cost: on["cost"].map(_number),
-                              "runs": on["n"]})
-        parts.append(f"Pareto front of {setting}: {len(on)} of {len(rows)} variants are not dominated on {metric} "
-                     f"({'higher' if higher_is_better(metric) else 'lower'} is better) against {cost} "
-                     f"(lower is better)\n\n{shown.to_markdown(index=False)}")
+        shown = pd.DataFrame(
+            {
+                "#": range(1, len(on) + 1),
+                "variant": on["variant"],
+                metric: on["metric"].map("{:.4f}".format),
+                cost: on["cost"].map(_number),
+                "runs": on["n"],
+            }
+        )
+        parts.append(
+            f"Pareto front of {setting}: {len(on)} of {len(rows)} variants are not dominated on {metric} "
+            f"({'higher' if higher_is_better(metric) else 'lower'} is better) against {cost} "
+            f"(lower is better)\n\n{shown.to_markdown(index=False)}"
+        )
     return "\n\n".join(parts) if parts else f"no completed runs with both {metric} and {cost}"
 
 

@@ -36,7 +36,8 @@ def heatmap(board, path: Path) -> Path:
     o = board.options
     columns = render.column_order(board.long, o["group_by"])
     values = board.long.pivot(index="variant", columns="column", values="mean").reindex(
-        index=board.table.index, columns=columns)
+        index=board.table.index, columns=columns
+    )
     data = values.to_numpy(float)
     fig, ax = plt.subplots(figsize=(3.5 + 1.2 * len(columns), 1.5 + 0.45 * len(values)))
     lo, hi = (0.0, 1.0) if o["metric"] == "accuracy" else (np.nanmin(data), np.nanmax(data))
@@ -45,8 +46,9 @@ def heatmap(board, path: Path) -> Path:
     ax.set_yticks(range(len(values)), values.index)
     for (i, j), v in np.ndenumerate(data):
         if np.isfinite(v):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8,
-                    color="white" if v < (lo + hi) / 2 else "black")
+            ax.text(
+                j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color="white" if v < (lo + hi) / 2 else "black"
+            )
     fig.colorbar(image, ax=ax, label=f"{o['split']}/{o['metric']}")
     ax.set_title(f"{o['split']}/{o['metric']}, mean over seeds")
     return _save(fig, path)
@@ -82,14 +84,18 @@ def sweep(records: list[dict], board, x: str, path: Path) -> Path:
 def curves(board, path: Path) -> Path | None:
     """val/<metric> against step from each chosen run's history, mean over seeds, a panel per column."""
     metric = f"val/{board.options['metric']}"
-    rows = [(r.variant, r.column, h["step"], h[metric]) for r in board.chosen.itertuples(index=False)
-            if isinstance(r.history, list) for h in r.history if metric in h and "step" in h]
+    rows = [
+        (r.variant, r.column, h["step"], h[metric])
+        for r in board.chosen.itertuples(index=False)
+        if isinstance(r.history, list)
+        for h in r.history
+        if metric in h and "step" in h
+    ]
     if not rows:
         return None
     data = pd.DataFrame(rows, columns=["variant", "column", "step", "value"])
     data = data.groupby(["column", "variant", "step"], as_index=False)["value"].mean()
-    columns = [c for c in render.column_order(board.long, board.options["group_by"])
-               if c in set(data["column"])]
+    columns = [c for c in render.column_order(board.long, board.options["group_by"]) if c in set(data["column"])]
     fig, axes = _grid(len(columns))
     for ax, column in zip(axes, columns, strict=False):
         for variant, g in data[data.column == column].groupby("variant"):

@@ -30,6 +30,7 @@ TARGET = "hydra_plugins.archbench_race.RaceSweeper"  # Hydra instantiates plugin
 
 # --- the procedure: pure functions of the board's long table ------------------------------------------------------
 
+
 def level(alpha: float, looks: int, variants):
     """The level of each one-sided test: alpha spread over every look and every rival of the best (Bonferroni)."""
     return alpha / (looks * np.maximum(np.asarray(variants) - 1, 1))
@@ -44,15 +45,16 @@ def decide(long, alpha: float, min_seeds: int, max_seeds: int, higher_is_better:
     out = long[["variant", "column", "mean", "std", "n"]].copy()
     out["seeds"] = long["n"] + long.get("failed", 0)
     most = out.groupby("column")["seeds"].transform("max")
-    alive = out["seeds"] == most                           # the others stopped at an earlier round: marked worse
+    alive = out["seeds"] == most  # the others stopped at an earlier round: marked worse
     testable = alive & (out["n"] >= 2)
     score = out["mean"].where(testable) * (1 if higher_is_better else -1)
     best = score.groupby(out["column"]).transform("max")
     is_leader = testable & (score == best)
     is_leader &= ~is_leader.groupby(out["column"]).cumsum().gt(1)  # equal means: the first one leads
     lead = out[is_leader].set_index("column").reindex(out["column"])
-    two_sided = stats.welch_p(out["mean"], out["std"], out["n"], lead["mean"].to_numpy(), lead["std"].to_numpy(),
-                              lead["n"].to_numpy())
+    two_sided = stats.welch_p(
+        out["mean"], out["std"], out["n"], lead["mean"].to_numpy(), lead["std"].to_numpy(), lead["n"].to_numpy()
+    )
     out["p"] = np.where(testable & ~is_leader, two_sided / 2, np.nan)  # the leader's mean is the higher one
     out["level"] = level(alpha, max_seeds - min_seeds + 1, out.groupby("column")["variant"].transform("size"))
     worse = ~alive | (out["p"] < out["level"])
@@ -92,12 +94,21 @@ def decisions_markdown(long, alpha: float, min_seeds: int, max_seeds: int, highe
 
 # --- the sweeper ---------------------------------------------------------------------------------------------------
 
+
 class RaceSweeper(Sweeper):
     """Hydra sweeper: see the module docstring. Options (hydra.sweeper.*): min_seeds, max_seeds, budget (runs in
     all, None for no limit), alpha, metric and split (what the board reports and the race decides on), params."""
 
-    def __init__(self, min_seeds: int = 2, max_seeds: int = 8, budget: int | None = None, alpha: float = 0.05,
-                 metric: str = "accuracy", split: str = "test", params: dict | None = None) -> None:
+    def __init__(
+        self,
+        min_seeds: int = 2,
+        max_seeds: int = 8,
+        budget: int | None = None,
+        alpha: float = 0.05,
+        metric: str = "accuracy",
+        split: str = "test",
+        params: dict | None = None,
+    ) -> None:
         self.min_seeds, self.max_seeds, self.budget, self.alpha = min_seeds, max_seeds, budget, alpha
         self.metric, self.split, self.params = metric, split, dict(params or {})
         self.config = self.launcher = self.hydra_context = None
@@ -106,13 +117,16 @@ class RaceSweeper(Sweeper):
         from hydra.core.plugins import Plugins
 
         if not 2 <= self.min_seeds <= self.max_seeds:  # checked here: Hydra would wrap an error of __init__
-            raise HydraException(f"hydra.sweeper.min_seeds={self.min_seeds}, max_seeds={self.max_seeds}: a race "
-                                 "needs 2 <= min_seeds <= max_seeds (Welch's test needs two seeds a side)")
+            raise HydraException(
+                f"hydra.sweeper.min_seeds={self.min_seeds}, max_seeds={self.max_seeds}: a race "
+                "needs 2 <= min_seeds <= max_seeds (Welch's test needs two seeds a side)"
+            )
         if not 0 < self.alpha < 1:
             raise HydraException(f"hydra.sweeper.alpha={self.alpha} must be in (0, 1)")
         self.hydra_context, self.config = hydra_context, config
-        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
-                                                                task_function=task_function, config=config)
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
 
     def cells(self, arguments: list[str]) -> list[tuple[str, ...]]:
         """Every combination of the sweep's overrides, without a seed: the race sets the seeds."""
@@ -136,8 +150,10 @@ class RaceSweeper(Sweeper):
         if "*" in self.split:
             raise HydraException(f"hydra.sweeper.split={self.split}: a race decides on one split")
         if self.budget is not None and self.budget < len(cells) * self.min_seeds:
-            raise HydraException(f"hydra.sweeper.budget={self.budget} is less than the first round: {len(cells)} "
-                                 f"cells x {self.min_seeds} seeds")
+            raise HydraException(
+                f"hydra.sweeper.budget={self.budget} is less than the first round: {len(cells)} "
+                f"cells x {self.min_seeds} seeds"
+            )
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
@@ -167,8 +183,11 @@ class RaceSweeper(Sweeper):
                 break
             target += 1
         text = decisions_markdown(long, self.alpha, self.min_seeds, self.max_seeds, higher)
-        fresh = sum((results.load_record(p) or {}).get("timestamps", {}).get("started", "") >= started
-                    for paths in written.values() for p in paths)
+        fresh = sum(
+            (results.load_record(p) or {}).get("timestamps", {}).get("started", "") >= started
+            for paths in written.values()
+            for p in paths
+        )
         text += f" ({fresh} trained by this call, the others completed before); stopped: {reason}"
         (sweep_dir / "race.md").write_text(text + "\n")
         print(f"\n{text}\n")
@@ -185,8 +204,10 @@ class RaceSweeper(Sweeper):
         except SystemExit as e:  # the board's one-line complaint (e.g. no such metric), as a config error
             raise HydraException(f"race: {e}") from None
         position = {key: i for i, key in enumerate(zip(b.long["variant"], b.long["column"], strict=True))}
-        of_run = {rid: position[(v, c)] for rid, v, c in zip(b.runs["run_id"], b.runs["variant"], b.runs["column"],
-                                                         strict=True)}
+        of_run = {
+            rid: position[(v, c)]
+            for rid, v, c in zip(b.runs["run_id"], b.runs["variant"], b.runs["column"], strict=True)
+        }
         row, owner = {}, {}
         for cell, paths in written.items():
             own = [results.load_record(p) for p in paths]
@@ -197,6 +218,8 @@ class RaceSweeper(Sweeper):
                 raise HydraException(f"race: the runs of {' '.join(cell)} fall into several cells of the board")
             [row[cell]] = rows
             if owner.setdefault(row[cell], cell) != cell:
-                raise HydraException(f"race: {' '.join(cell)} and {' '.join(owner[row[cell]])} are one cell of "
-                                     "the board; make what tells them apart a config group choice or a swept field")
+                raise HydraException(
+                    f"race: {' '.join(cell)} and {' '.join(owner[row[cell]])} are one cell of "
+                    "the board; make what tells them apart a config group choice or a swept field"
+                )
         return b.long, row

@@ -75,8 +75,10 @@ def column_order(long: pd.DataFrame, group_by: str | None) -> list[str]:
     """Columns by setting (as first seen), then by the group value (numerically where it is a number)."""
     cols = long.drop_duplicates("column")
     settings = {s: i for i, s in enumerate(sorted(cols["setting"].unique(), key=natural))}
-    key = [(settings[s], _number(g) if group_by else 0, str(g) if group_by else "")
-           for s, g in zip(cols["setting"], cols[group_by] if group_by else cols["setting"], strict=True)]
+    key = [
+        (settings[s], _number(g) if group_by else 0, str(g) if group_by else "")
+        for s, g in zip(cols["setting"], cols[group_by] if group_by else cols["setting"], strict=True)
+    ]
     return [c for _, c in sorted(zip(key, cols["column"], strict=True))]
 
 
@@ -92,8 +94,9 @@ def _number(value) -> float:
         return float("inf")
 
 
-def wide(long: pd.DataFrame, metric: str, split: str, select=(), group_by: str | None = None,
-         grid: str = "") -> tuple[pd.DataFrame, list[str]]:
+def wide(
+    long: pd.DataFrame, metric: str, split: str, select=(), group_by: str | None = None, grid: str = ""
+) -> tuple[pd.DataFrame, list[str]]:
     """Rows variants ordered by average rank, columns the cells' columns, then average rank and costs; and the
     legend that says what every number and mark means."""
     scored = long[long.n > 0]
@@ -103,8 +106,9 @@ def wide(long: pd.DataFrame, metric: str, split: str, select=(), group_by: str |
     table = long.assign(text=text).pivot(index="variant", columns="column", values="text")[columns]
     avg_rank = long.groupby("variant")["avg_rank"].first()  # over all columns, cells not run ranked last
     sign = -1 if metric in stats.LOWER_IS_BETTER else 1  # ties in average rank: the better mean over columns first
-    keys = pd.DataFrame({"rank": avg_rank, "mean": -sign * long.groupby("variant")["mean"].mean(),
-                         "name": avg_rank.index})
+    keys = pd.DataFrame(
+        {"rank": avg_rank, "mean": -sign * long.groupby("variant")["mean"].mean(), "name": avg_rank.index}
+    )
     order = keys.sort_values(["rank", "mean", "name"], na_position="last").index
     table = table.loc[order].fillna("")
     table["avg rank"] = avg_rank.loc[order].map(lambda v: f"{v:.2f}")
@@ -121,29 +125,36 @@ def wide(long: pd.DataFrame, metric: str, split: str, select=(), group_by: str |
 
 def legend(long: pd.DataFrame, metric: str, split: str, select, n_usual: int, grid: str) -> list[str]:
     clip = ", clipped to [0, 1]" if metric == "accuracy" else ""
-    lines = [f"{split}/{metric}: mean ± std over seeds [95% confidence interval: Student-t{clip}]; "
-             f"n = {n_usual} seeds per cell unless shown",
-             f"* = best in its column, or not significantly different from the best (Welch's t-test over seeds, "
-             f"two-sided, alpha = {stats.ALPHA}; the best is taken among cells with 2 or more seeds where a column "
-             f"has any)"]
+    lines = [
+        f"{split}/{metric}: mean ± std over seeds [95% confidence interval: Student-t{clip}]; "
+        f"n = {n_usual} seeds per cell unless shown",
+        f"* = best in its column, or not significantly different from the best (Welch's t-test over seeds, "
+        f"two-sided, alpha = {stats.ALPHA}; the best is taken among cells with 2 or more seeds where a column "
+        f"has any)",
+    ]
     if ((long.n > 0) & (long.n < 2)).any():
         lines.append("† = fewer than 2 seeds: no std, interval or test")
     k = long["column"].nunique()
-    lines.append(f"rows ordered by average rank over the {k} column{'s' * (k != 1)} (1 = best; equal means share "
-                 f"their mean rank; a cell with no completed run, or not run, ranks last; equal averages: the better "
-                 f"mean first)")
+    lines.append(
+        f"rows ordered by average rank over the {k} column{'s' * (k != 1)} (1 = best; equal means share "
+        f"their mean rank; a cell with no completed run, or not run, ranks last; equal averages: the better "
+        f"mean first)"
+    )
     if select:
         differ = "grid" in long and long["grid"].dropna().nunique() > 1
-        lines.append(f"selection: per cell, the {', '.join(select)} with the best mean val/{metric} over seeds "
-                     f"(after @; values whose runs failed more often rank lower); {split}/{metric} is reported on "
-                     f"it; grid searched: {grid}"
-                     + ("; some cells searched less (the csv's grid column)" if differ else ""))
+        lines.append(
+            f"selection: per cell, the {', '.join(select)} with the best mean val/{metric} over seeds "
+            f"(after @; values whose runs failed more often rank lower); {split}/{metric} is reported on "
+            f"it; grid searched: {grid}" + ("; some cells searched less (the csv's grid column)" if differ else "")
+        )
     if long["failed"].any():
         lines.append("[k failed] = runs of the cell that failed or diverged (over its whole grid)")
-    lines.append("costs per row, over its cells: params = non-embedding parameters (Kaplan et al. 2020, output head "
-                 "included; total per cell in the csv), FLOPs/token = training FLOPs per token (6 × non-embedding "
-                 "params + each mixer's sequence term), tokens = tokens trained on per run (min–max where cells "
-                 "differ); wall s, tokens/s = mean per run; peak mem = peak CUDA memory (max)")
+    lines.append(
+        "costs per row, over its cells: params = non-embedding parameters (Kaplan et al. 2020, output head "
+        "included; total per cell in the csv), FLOPs/token = training FLOPs per token (6 × non-embedding "
+        "params + each mixer's sequence term), tokens = tokens trained on per run (min–max where cells "
+        "differ); wall s, tokens/s = mean per run; peak mem = peak CUDA memory (max)"
+    )
     return lines
 
 
@@ -169,14 +180,17 @@ def csv(board) -> str:
     return board.long.to_csv(index=False)
 
 
-STYLE = ("body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}"
-         "th,td{border:1px solid #ccc;padding:3px 8px;text-align:right;white-space:nowrap}"
-         "th:first-child,td:first-child{text-align:left}thead th{background:#f3f3f3}li{margin:2px 0}"
-         "img{max-width:100%;display:block;margin:1em 0}")
+STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}"
+    "th,td{border:1px solid #ccc;padding:3px 8px;text-align:right;white-space:nowrap}"
+    "th:first-child,td:first-child{text-align:left}thead th{background:#f3f3f3}li{margin:2px 0}"
+    "img{max-width:100%;display:block;margin:1em 0}"
+)
 
 
 def html(board, images=()) -> str:
     """One self-contained file: inline CSS, plots embedded as data URIs, no network references."""
+
     def section(table: pd.DataFrame, lines: list[str]) -> str:
         items = "".join(f"<li>{html_lib.escape(line)}</li>" for line in lines)
         return f"<ul>{items}</ul>{table.to_html(escape=True, border=0, na_rep='')}"
@@ -189,8 +203,10 @@ def html(board, images=()) -> str:
     for p in images:
         data = base64.b64encode(Path(p).read_bytes()).decode()
         body.append(f'<img alt="{html_lib.escape(Path(p).stem)}" src="data:image/png;base64,{data}">')
-    return ('<!doctype html><html><head><meta charset="utf-8"><title>archbench leaderboard</title>'
-            f"<style>{STYLE}</style></head><body><h1>archbench leaderboard</h1>{''.join(body)}</body></html>\n")
+    return (
+        '<!doctype html><html><head><meta charset="utf-8"><title>archbench leaderboard</title>'
+        f"<style>{STYLE}</style></head><body><h1>archbench leaderboard</h1>{''.join(body)}</body></html>\n"
+    )
 
 
 TEX = {"±": r"$\pm$", "†": r"$^\dagger$", "–": "--", "∈": r"$\in$", "×": r"$\times$"}
@@ -204,6 +220,7 @@ def _tex(text: str) -> str:
 
 def latex(board, images=()) -> str:
     """The tables as booktabs LaTeX (pandas Styler), the legend as comments above each."""
+
     def one(table: pd.DataFrame, lines: list[str]) -> str:
         styler = table.rename_axis(None).style.format(escape="latex").format_index(escape="latex", axis=0)
         styler = styler.format_index(escape="latex", axis=1)

@@ -79,8 +79,9 @@ def environment() -> dict:
 
 def _git_sha() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -130,13 +131,17 @@ def _well_typed(record: dict) -> bool:
     """The fields the leaderboard reads have the types archbench writes: a record edited or damaged into valid JSON
     of other types is skipped, not allowed to crash the board."""
     if not isinstance(record.get("run_id"), str) or not all(
-            isinstance(record.get(k, {}), dict) for k in ("labels", "config", "metrics", "cost", "timestamps")):
+        isinstance(record.get(k, {}), dict) for k in ("labels", "config", "metrics", "cost", "timestamps")
+    ):
         return False
     overrides, seed = record.get("overrides", []), record.get("seed")
-    return (isinstance(overrides, list) and all(isinstance(o, str) for o in overrides)
-            and all(v is None or isinstance(v, str) for v in record.get("labels", {}).values())
-            and all(v is None or isinstance(v, str) for v in record.get("timestamps", {}).values())
-            and (seed is None or (isinstance(seed, int) and not isinstance(seed, bool))))
+    return (
+        isinstance(overrides, list)
+        and all(isinstance(o, str) for o in overrides)
+        and all(v is None or isinstance(v, str) for v in record.get("labels", {}).values())
+        and all(v is None or isinstance(v, str) for v in record.get("timestamps", {}).values())
+        and (seed is None or (isinstance(seed, int) and not isinstance(seed, bool)))
+    )
 
 
 def find_records(roots) -> list[Path]:
@@ -154,8 +159,9 @@ def _record_files(roots) -> list[str]:
         if not os.path.isdir(root):
             paths.append(root)  # reported as unreadable: a folder given that does not exist is no silent empty board
             continue
-        paths.extend(sorted(os.path.join(d, RECORD) for d, dirs, files in os.walk(root)
-                            if RECORD in files or RECORD in dirs))
+        paths.extend(
+            sorted(os.path.join(d, RECORD) for d, dirs, files in os.walk(root) if RECORD in files or RECORD in dirs)
+        )
     return paths
 
 

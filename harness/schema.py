@@ -161,7 +161,8 @@ def describe(annotation) -> str:
         return f"a list of {size}values, each {each}"
     else:
         text = {int: "an integer", float: "a finite number", bool: "true or false", str: "a string"}.get(
-            base, getattr(base, "__name__", str(base)))
+            base, getattr(base, "__name__", str(base))
+        )
     bounds = [_bound(m) for m in meta]
     return " ".join([text, " and ".join(b for b in bounds if b)]).strip()
 

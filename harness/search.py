@@ -70,8 +70,10 @@ def check(config: DictConfig, loader) -> int:
     directions = [str(d) for d in (directions if OmegaConf.is_list(directions) else [directions])]
     directions = [d.rsplit(".", 1)[-1] for d in directions]  # Direction.maximize -> maximize
     if names and len(names) != len(directions):
-        raise ValueError(f"search.objectives={names} has {len(names)} objectives but hydra.sweeper.direction="
-                         f"{directions} has {len(directions)}")
+        raise ValueError(
+            f"search.objectives={names} has {len(names)} objectives but hydra.sweeper.direction="
+            f"{directions} has {len(directions)}"
+        )
     for name, direction in zip(names, directions, strict=False):
         want = "minimize" if lower_is_better(name) else "maximize"
         if direction != want:
@@ -85,8 +87,10 @@ def check(config: DictConfig, loader) -> int:
             options = repository.get_group_options(key.lstrip("+~"))
             unknown = [c for c in dist.choices if options and str(c) not in options]
             if unknown:
-                raise ValueError(f"hydra.sweeper.params.{key}: no option {', '.join(map(str, unknown))} "
-                                 f"(available: {', '.join(options)})")
+                raise ValueError(
+                    f"hydra.sweeper.params.{key}: no option {', '.join(map(str, unknown))} "
+                    f"(available: {', '.join(options)})"
+                )
             first[key] = dist.choices[0]
         else:
             first[key] = dist.low

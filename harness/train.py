@@ -171,8 +171,12 @@ def evaluate(model: nn.Module, split: Split, batch_size: int, autocast) -> dict[
     totals = torch.zeros(3, dtype=torch.float64, device=split.inputs.device)
     for i in range(0, len(split), batch_size):
         with autocast():
-            batch = scored_loss(model, split.inputs[i : i + batch_size], split.targets[i : i + batch_size],
-                                positions[i : i + batch_size])
+            batch = scored_loss(
+                model,
+                split.inputs[i : i + batch_size],
+                split.targets[i : i + batch_size],
+                positions[i : i + batch_size],
+            )
         totals += torch.stack([t.double() for t in batch])
     loss, correct, count = totals.tolist()  # one synchronisation per evaluation
     model.train(was_training)
@@ -183,8 +187,16 @@ class Diverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-def train(model: nn.Module, splits: dict[str, Split], cfg: TrainConfig, *, seed: int, log_fn=None,
-          checkpoint: Checkpointer | None = None, flops_per_token: float | None = None) -> dict:
+def train(
+    model: nn.Module,
+    splits: dict[str, Split],
+    cfg: TrainConfig,
+    *,
+    seed: int,
+    log_fn=None,
+    checkpoint: Checkpointer | None = None,
+    flops_per_token: float | None = None,
+) -> dict:
     """Train `model` on splits['train'], evaluating on splits['val'] every cfg.eval_every steps, and at the end on
     'test' and every other held-out split the task made (metrics '<split>/loss', '<split>/accuracy').
     With a `checkpoint`, resume from the one an interrupted attempt left (bitwise as if never interrupted) and save
@@ -227,8 +239,12 @@ def train(model: nn.Module, splits: dict[str, Split], cfg: TrainConfig, *, seed:
     tokens_seen, eval_seconds, train_seconds_before = 0, 0.0, 0.0
     state = checkpoint.load() if checkpoint is not None else None
     if state is not None and state["total_steps"] != total_steps:
-        log.warning("ignoring checkpoint %s: it is for %d steps, this run has %d", checkpoint.resume_from,
-                    state["total_steps"], total_steps)
+        log.warning(
+            "ignoring checkpoint %s: it is for %d steps, this run has %d",
+            checkpoint.resume_from,
+            state["total_steps"],
+            total_steps,
+        )
         state = None
     if state is not None:  # everything the loop carries from one step to the next, and the RNG that it draws on
         model.load_state_dict(state["model"])
@@ -244,8 +260,7 @@ def train(model: nn.Module, splits: dict[str, Split], cfg: TrainConfig, *, seed:
     train_positions = scored_positions(train_split.targets)
     last_tokens, last_train_seconds = tokens_seen, train_seconds_before
     model.train()
-    bar = tqdm(total=total_steps, initial=step, disable=None if cfg.progress else True, leave=False,
-               dynamic_ncols=True)
+    bar = tqdm(total=total_steps, initial=step, disable=None if cfg.progress else True, leave=False, dynamic_ncols=True)
     loop_start = time.perf_counter()
     while step < total_steps:
         if step // batches_per_epoch != epoch:
@@ -255,8 +270,9 @@ def train(model: nn.Module, splits: dict[str, Split], cfg: TrainConfig, *, seed:
         j = step % batches_per_epoch
         idx = order[j * bs : (j + 1) * bs]
         with autocast():
-            loss_sum, _, n = scored_loss(step_fn, train_split.inputs[idx], train_split.targets[idx],
-                                         train_positions[idx])
+            loss_sum, _, n = scored_loss(
+                step_fn, train_split.inputs[idx], train_split.targets[idx], train_positions[idx]
+            )
             loss = loss_sum / n.clamp(min=1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -282,14 +298,25 @@ def train(model: nn.Module, splits: dict[str, Split], cfg: TrainConfig, *, seed:
                 raise Diverged(f"training loss is {loss_value} at step {step}")
             val = evaluate(model, val_split, cfg.eval_batch_size, autocast)
             eval_seconds += time.perf_counter() - t_eval
-            row = {"step": step, "train/loss": loss_value, "val/loss": val["loss"], "val/accuracy": val["accuracy"],
-                   "lr": scheduler.get_last_lr()[0], "tokens": tokens_seen}
+            row = {
+                "step": step,
+                "train/loss": loss_value,
+                "val/loss": val["loss"],
+                "val/accuracy": val["accuracy"],
+                "lr": scheduler.get_last_lr()[0],
+                "tokens": tokens_seen,
+            }
             history.append(row)
             if log_fn is not None:
                 log_fn({**row, "tokens_per_second": speed, "mfu": mfu(flops_per_token, speed, peak)}, step)
             bar.set_postfix(loss=f"{loss_value:.3f}", val_acc=f"{val['accuracy']:.3f}")
-            log.info("step %d  train/loss %.4f  val/loss %.4f  val/accuracy %.4f",
-                     step, loss_value, val["loss"], val["accuracy"])
+            log.info(
+                "step %d  train/loss %.4f  val/loss %.4f  val/accuracy %.4f",
+                step,
+                loss_value,
+                val["loss"],
+                val["accuracy"],
+            )
             if val["accuracy"] > best["accuracy"]:
                 best = {"accuracy": val["accuracy"], "step": step}
             if cfg.target_accuracy is not None and val["accuracy"] >= cfg.target_accuracy:
@@ -300,12 +327,20 @@ def train(model: nn.Module, splits: dict[str, Split], cfg: TrainConfig, *, seed:
             t_save = time.perf_counter()
             if not math.isfinite(loss_value := loss.item()):  # never save weights that a rerun would resume into
                 raise Diverged(f"training loss is {loss_value} at step {step}")
-            checkpoint.save({
-                "step": step, "total_steps": total_steps, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": rng_state(order_gen), "history": history, "best": best, "tokens_seen": tokens_seen,
-                "train_seconds": train_seconds_before + time.perf_counter() - loop_start - eval_seconds,
-            })
+            checkpoint.save(
+                {
+                    "step": step,
+                    "total_steps": total_steps,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": rng_state(order_gen),
+                    "history": history,
+                    "best": best,
+                    "tokens_seen": tokens_seen,
+                    "train_seconds": train_seconds_before + time.perf_counter() - loop_start - eval_seconds,
+                }
+            )
             eval_seconds += time.perf_counter() - t_save  # time spent off the training path
     sync()
     train_seconds = train_seconds_before + time.perf_counter() - loop_start - eval_seconds
@@ -317,14 +352,26 @@ def train(model: nn.Module, splits: dict[str, Split], cfg: TrainConfig, *, seed:
         if name not in ("train", "val"):
             result = evaluate(model, split.to(device), cfg.eval_batch_size, autocast)
             metrics.update({f"{name}/loss": result["loss"], f"{name}/accuracy": result["accuracy"]})
-    metrics.update({"best/val_accuracy": best["accuracy"], "best/step": best["step"], "steps": step,
-                    "steps_to_target": steps_to_target})
+    metrics.update(
+        {
+            "best/val_accuracy": best["accuracy"],
+            "best/step": best["step"],
+            "steps": step,
+            "steps_to_target": steps_to_target,
+        }
+    )
     memory = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     speed = tokens_seen / train_seconds if train_seconds > 0 else None
     cost = {
-        "tokens_seen": tokens_seen, "train_seconds": train_seconds, "tokens_per_second": speed,
-        "mfu": mfu(flops_per_token, speed, peak), "peak_flops": peak,
-        "peak_memory_bytes": memory, "device": str(device), "threads": torch.get_num_threads(),
-        "first_step_time": first_step_time, "resumed_from_step": resumed_from_step,
+        "tokens_seen": tokens_seen,
+        "train_seconds": train_seconds,
+        "tokens_per_second": speed,
+        "mfu": mfu(flops_per_token, speed, peak),
+        "peak_flops": peak,
+        "peak_memory_bytes": memory,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "first_step_time": first_step_time,
+        "resumed_from_step": resumed_from_step,
     }
     return {"metrics": metrics, "cost": cost, "history": history}

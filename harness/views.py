@@ -62,12 +62,17 @@ def matched(long: pd.DataFrame, by: str, metric: str, split: str, size) -> tuple
             for b, v in zip(at, interpolate(g[cost], g["mean"], at), strict=True):
                 columns[f"{setting} @ {si(b)} {unit}"][family] = v
     values = pd.DataFrame(columns)
-    what = "non-embedding parameters" if cost == "params_non_embedding" else (
-        "total parameters" if cost == "params" else "training FLOPs (flops_per_token × tokens seen)")
-    lines = [f"matched {by}: {split}/{metric} at equal {what}, by linear interpolation of each variant's cell mean "
-             f"in log({unit}) between the sizes it was run at (variants grouped over {', '.join(size)}), at "
-             f"budgets log-spaced over the range all variants cover (all their ranges where they do not overlap); "
-             f"blank outside a variant's measured range (no extrapolation)"]
+    what = (
+        "non-embedding parameters"
+        if cost == "params_non_embedding"
+        else ("total parameters" if cost == "params" else "training FLOPs (flops_per_token × tokens seen)")
+    )
+    lines = [
+        f"matched {by}: {split}/{metric} at equal {what}, by linear interpolation of each variant's cell mean "
+        f"in log({unit}) between the sizes it was run at (variants grouped over {', '.join(size)}), at "
+        f"budgets log-spaced over the range all variants cover (all their ranges where they do not overlap); "
+        f"blank outside a variant's measured range (no extrapolation)"
+    ]
     if skipped:
         lines.append(f"not shown (fewer than 2 sizes of any variant): {', '.join(skipped)}")
     if values.empty:
@@ -79,8 +84,9 @@ def matched(long: pd.DataFrame, by: str, metric: str, split: str, size) -> tuple
     return table, lines
 
 
-def aggregate(long: pd.DataFrame, runs: pd.DataFrame, key: str, metric: str, split: str,
-              grid: str = "") -> tuple[pd.DataFrame, list[str]]:
+def aggregate(
+    long: pd.DataFrame, runs: pd.DataFrame, key: str, metric: str, split: str, grid: str = ""
+) -> tuple[pd.DataFrame, list[str]]:
     """Rows variants, columns the values of config `key` (e.g. task.family; a setting without it counts under its
     task label): the mean over that value's settings of the cell means, then `score`, the mean over the columns."""
     family = runs.groupby("setting")[key].first().reindex(long["setting"]).to_numpy() if key in runs else None
@@ -97,14 +103,17 @@ def aggregate(long: pd.DataFrame, runs: pd.DataFrame, key: str, metric: str, spl
     table = pd.DataFrame(index=order)
     for f in means.columns:
         table[f] = [_text(means.loc[v, f], have.loc[v, f], total[f]) for v in order]
-    table["score"] = [f"{score[v]:.3f}" + ("" if complete[v] else " (incomplete)") if pd.notna(score[v]) else ""
-                      for v in order]
+    table["score"] = [
+        f"{score[v]:.3f}" + ("" if complete[v] else " (incomplete)") if pd.notna(score[v]) else "" for v in order
+    ]
     table.index.name = "variant"
-    lines = [f"score by {key}: per setting (task + swept task fields) the cell's {split}/{metric}"
-             + (f", best over {grid} on val/{metric}" if grid else "")
-             + f"; mean over the settings of each {key} (columns), then over the columns (score). MAD selects and "
-             "reports on its test set; archbench selects on val and reports test",
-             "(k/K) = only k of the K settings have a completed run"]
+    lines = [
+        f"score by {key}: per setting (task + swept task fields) the cell's {split}/{metric}"
+        + (f", best over {grid} on val/{metric}" if grid else "")
+        + f"; mean over the settings of each {key} (columns), then over the columns (score). MAD selects and "
+        "reports on its test set; archbench selects on val and reports test",
+        "(k/K) = only k of the K settings have a completed run",
+    ]
     return table, lines
 
 

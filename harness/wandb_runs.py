@@ -7,9 +7,21 @@ import json
 from harness.record import board_role
 from harness.results import SCHEMA
 
-COST_KEYS = ("params", "params_non_embedding", "flops_per_token", "tokens_seen", "train_seconds", "wall_seconds",
-             "tokens_per_second", "peak_memory_bytes", "device", "threads", "first_step_time", "mfu",
-             "resumed_from_step")
+COST_KEYS = (
+    "params",
+    "params_non_embedding",
+    "flops_per_token",
+    "tokens_seen",
+    "train_seconds",
+    "wall_seconds",
+    "tokens_per_second",
+    "peak_memory_bytes",
+    "device",
+    "threads",
+    "first_step_time",
+    "mfu",
+    "resumed_from_step",
+)
 STATUS = {"finished": "completed", "failed": "failed", "crashed": "failed", "killed": "failed"}  # else: skipped
 HISTORY_KEYS = ("train/loss", "val/loss", "val/accuracy", "lr", "tokens")
 
@@ -45,18 +57,28 @@ def record_from_run(run, history: bool = False) -> dict | None:
     if "wall_seconds" not in cost and "_runtime" in summary:
         cost["wall_seconds"] = summary["_runtime"]
     record = {
-        "schema": SCHEMA, "run_id": rid, "status": status,
+        "schema": SCHEMA,
+        "run_id": rid,
+        "status": status,
         "error": None if status == "completed" else summary.get("error") or f"wandb run state: {run.state}",
-        "labels": labels, "overrides": overrides, "config": config, "seed": config.get("seed"),
-        "metrics": metrics, "cost": cost, "env": {}, "timestamps": {"finished": summary.get("_timestamp")},
+        "labels": labels,
+        "overrides": overrides,
+        "config": config,
+        "seed": config.get("seed"),
+        "metrics": metrics,
+        "cost": cost,
+        "env": {},
+        "timestamps": {"finished": summary.get("_timestamp")},
         "path": f"wandb:{getattr(run, 'path', None) and '/'.join(run.path) or run.id}",
         "wandb": {"name": run.name, "group": run.group, "job_type": run.job_type, "tags": list(run.tags or [])},
     }
     if history:
         rows = run.scan_history() if hasattr(run, "scan_history") else run.history(pandas=False)
-        record["history"] = [{"step": row.get("step", row.get("_step")), **{k: row[k] for k in HISTORY_KEYS
-                                                                               if k in row}}
-                             for row in rows if any(k.startswith("val/") for k in row)]
+        record["history"] = [
+            {"step": row.get("step", row.get("_step")), **{k: row[k] for k in HISTORY_KEYS if k in row}}
+            for row in rows
+            if any(k.startswith("val/") for k in row)
+        ]
     return record
 
 
@@ -78,8 +100,13 @@ def records_from_runs(runs, history: bool = False) -> list[dict]:
     if missing:
         leaves = [_leaves(r["config"]) for r in missing]
         keys = sorted({k for leaf in leaves for k in leaf})
-        swept = [k for k in keys if not k.startswith("_wandb") and board_role(k) not in ("seed", "none")
-                 and len({json.dumps(leaf.get(k), sort_keys=True, default=str) for leaf in leaves}) > 1]
+        swept = [
+            k
+            for k in keys
+            if not k.startswith("_wandb")
+            and board_role(k) not in ("seed", "none")
+            and len({json.dumps(leaf.get(k), sort_keys=True, default=str) for leaf in leaves}) > 1
+        ]
         for r, leaf in zip(missing, leaves, strict=True):
             r["overrides"] = [f"{k}={leaf.get(k)}" for k in swept]
     best: dict[str, dict] = {}
@@ -99,6 +126,7 @@ def fetch_records(path: str, group: str | None = None, history: bool = False, ap
         api = wandb.Api()
     records = records_from_runs(api.runs(path, filters={"group": group} if group else None), history)
     if not records:
-        raise SystemExit(f"archbench-board: no finished runs in wandb project {path}"
-                         + (f" group {group}" if group else ""))
+        raise SystemExit(
+            f"archbench-board: no finished runs in wandb project {path}" + (f" group {group}" if group else "")
+        )
     return records

@@ -28,8 +28,16 @@ def _dropout(p: float) -> nn.Module:
 class Block(nn.Module):
     """pre: x + f(norm(x)); post: norm(x + f(x)) (Vaswani et al.); sandwich: x + norm(f(norm(x))) (Ding et al. 2021)."""
 
-    def __init__(self, d_model: int, mixer: nn.Module, ffn: nn.Module | None, norm: Callable, placement: str,
-                 dropout: float = 0.0, canon: int = 0):
+    def __init__(
+        self,
+        d_model: int,
+        mixer: nn.Module,
+        ffn: nn.Module | None,
+        norm: Callable,
+        placement: str,
+        dropout: float = 0.0,
+        canon: int = 0,
+    ):
         super().__init__()
         self.placement = placement
         self.dropout = _dropout(dropout)  # on each sublayer's output, before it joins the residual (Zoology's resid)
@@ -83,8 +91,17 @@ class LanguageModel(nn.Module):
         for i in range(n_layers):
             make = mixers[i % len(mixers)]  # a hybrid's pattern repeats over depth
             kwargs = {"position": self.position} if in_attention and _accepts_position(make) else {}
-            blocks.append(Block(d_model, make(d_model, max_seq_len=max_seq_len, layer_idx=i, **kwargs),
-                                ffn(d_model), norm, norm_placement, dropout_residual, canon))
+            blocks.append(
+                Block(
+                    d_model,
+                    make(d_model, max_seq_len=max_seq_len, layer_idx=i, **kwargs),
+                    ffn(d_model),
+                    norm,
+                    norm_placement,
+                    dropout_residual,
+                    canon,
+                )
+            )
         self.blocks = nn.ModuleList(blocks)
         self.embedding_dropout = _dropout(dropout_embedding)  # after token + position embedding (Zoology's embed)
         if in_attention and not any(_accepts_position(m) for m in mixers):
@@ -125,4 +142,3 @@ class LanguageModel(nn.Module):
 
 def _accepts_position(factory: Callable) -> bool:
     return getattr(getattr(factory, "func", factory), "accepts_position", False)
-

@@ -21,8 +21,9 @@ def _activation(name: str):
 class MLP(nn.Module):
     """Two-layer MLP d -> expansion*d -> d (Vaswani et al. 2017); presets mlp (gelu), mlp_relu, mlp_relu2, mlp_silu."""
 
-    def __init__(self, d_model: int, *, expansion: Annotated[float, Gt(0)] = 4, activation: str = "gelu",
-                 bias: bool = False):
+    def __init__(
+        self, d_model: int, *, expansion: Annotated[float, Gt(0)] = 4, activation: str = "gelu", bias: bool = False
+    ):
         super().__init__()
         hidden = int(expansion * d_model)
         self.act = _activation(activation)
@@ -41,8 +42,9 @@ class GLU(nn.Module):
     The paper's variants are presets in conf/model/ffn/: swiglu (silu), geglu (gelu), reglu (relu).
     """
 
-    def __init__(self, d_model: int, *, expansion: Annotated[float, Gt(0)] = 4, activation: str = "silu",
-                 bias: bool = False):
+    def __init__(
+        self, d_model: int, *, expansion: Annotated[float, Gt(0)] = 4, activation: str = "silu", bias: bool = False
+    ):
         super().__init__()
         hidden = int(2 * expansion * d_model / 3)
         self.act = _activation(activation)

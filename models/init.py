@@ -13,4 +13,3 @@ def normal_init_(module: nn.Module, std: float = 0.02) -> nn.Module:
             if getattr(m, "bias", None) is not None:
                 torch.nn.init.zeros_(m.bias)
     return module
-

@@ -88,7 +88,8 @@ class Task:
     def split(self, name: str, seed: int) -> Split:
         n = self.split_size(name)
         inputs, targets = cache.load_or_make(
-            self, name, seed, n, lambda: self.generate_split(name, n, split_rng(seed, name)))
+            self, name, seed, n, lambda: self.generate_split(name, n, split_rng(seed, name))
+        )
         return Split(torch.as_tensor(inputs, dtype=torch.long), torch.as_tensor(targets, dtype=torch.long))
 
     def splits(self, seed: int) -> dict[str, Split]:

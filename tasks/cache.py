@@ -42,8 +42,18 @@ def key(task, split: str, seed: int, n: int) -> str:
     params = dataclasses.asdict(task) if dataclasses.is_dataclass(task) else dict(vars(task))
     params = {k: v for k, v in params.items() if k not in NOT_DATA}
     cls = type(task)
-    blob = json.dumps({"task": f"{cls.__module__}.{cls.__qualname__}", "version": task.version, "params": params,
-                       "split": split, "seed": seed, "n": n}, sort_keys=True, default=str)
+    blob = json.dumps(
+        {
+            "task": f"{cls.__module__}.{cls.__qualname__}",
+            "version": task.version,
+            "params": params,
+            "split": split,
+            "seed": seed,
+            "n": n,
+        },
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -79,8 +89,10 @@ def write(path: Path, inputs: np.ndarray, targets: np.ndarray) -> None:
     n, width = inputs.shape
     big = max(int(inputs.max(initial=0)), int(targets.max(initial=0))) > np.iinfo(np.int16).max
     dtype = np.int32 if big else np.int16
-    columns = {name: pa.FixedSizeListArray.from_arrays(pa.array(a.astype(dtype).reshape(-1)), width)
-               for name, a in (("inputs", inputs), ("targets", targets))}
+    columns = {
+        name: pa.FixedSizeListArray.from_arrays(pa.array(a.astype(dtype).reshape(-1)), width)
+        for name, a in (("inputs", inputs), ("targets", targets))
+    }
     table = pa.table(columns)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -55,8 +55,10 @@ class FuzzyRecall(MADTask):
         if km < 1 or vm < 1:
             raise ValueError(f"k_motif_size={km} and v_motif_size={vm} must be at least 1")
         if c // 2 < km or c - c // 2 < vm:
-            raise ValueError(f"vocab_size={self.vocab_size} leaves {c // 2} key and {c - c // 2} value tokens; "
-                             f"motifs of distinct tokens need k_motif_size={km} and v_motif_size={vm}")
+            raise ValueError(
+                f"vocab_size={self.vocab_size} leaves {c // 2} key and {c - c // 2} value tokens; "
+                f"motifs of distinct tokens need k_motif_size={km} and v_motif_size={vm}"
+            )
         if self.seq_len <= 2 * (km + vm):
             raise ValueError(f"seq_len={self.seq_len} must exceed 2 * (k_motif_size + v_motif_size) = {2 * (km + vm)}")
         if not 0 <= self.frac_noise < 1:
@@ -78,9 +80,12 @@ class FuzzyRecall(MADTask):
         km, vm, L, c = self.k_motif_size, self.v_motif_size, self.seq_len, self.content_vocab
         K = c // 2
         # the probe pair
-        probe = {"ksz": rng.integers(1, km + 1, size=n) if train else np.full(n, km),
-                 "vsz": rng.integers(1, vm + 1, size=n),
-                 "key": distinct_tuples(rng, (n,), 0, K, km), "val": distinct_tuples(rng, (n,), K, c, vm)}
+        probe = {
+            "ksz": rng.integers(1, km + 1, size=n) if train else np.full(n, km),
+            "vsz": rng.integers(1, vm + 1, size=n),
+            "key": distinct_tuples(rng, (n,), 0, K, km),
+            "val": distinct_tuples(rng, (n,), K, c, vm),
+        }
         probe["at"] = (rng.random(n) * (L - 2 * (probe["ksz"] + probe["vsz"]))).astype(np.int64)
         # pairs average 4 tokens or more: L/3 + 4 of them fill nearly every row; a row that runs out gets the
         # worst case (every pair 2 tokens long) with more draws appended, which leaves the distribution unchanged
@@ -90,18 +95,20 @@ class FuzzyRecall(MADTask):
         if ran_out.any() and few < most:
             extra = self._draw_slots(int(ran_out.sum()), most - few, rng, train)
             slots = {k: np.concatenate([v[ran_out], extra[k]], axis=1) for k, v in slots.items()}
-            stream[ran_out], scored[ran_out], _ = self._build(slots, {k: v[ran_out] for k, v in probe.items()},
-                                                              train)
+            stream[ran_out], scored[ran_out], _ = self._build(slots, {k: v[ran_out] for k, v in probe.items()}, train)
         return next_token(stream, scored, L, train)
 
     def _draw_slots(self, n: int, S: int, rng: np.random.Generator, train: bool) -> dict[str, np.ndarray]:
         """Every pair's draws, as MAD's loop draws them: sizes, key motif, a fresh value motif, noise."""
         km, vm, c = self.k_motif_size, self.v_motif_size, self.content_vocab
         K = c // 2
-        slots = {"ksz": rng.integers(1, km + 1, size=(n, S)) if train else np.full((n, S), km),
-                 "vsz": rng.integers(1, vm + 1, size=(n, S)),
-                 "key": distinct_tuples(rng, (n, S), 0, K, km), "val": distinct_tuples(rng, (n, S), K, c, vm),
-                 "noise": np.zeros((n, S), dtype=bool)}
+        slots = {
+            "ksz": rng.integers(1, km + 1, size=(n, S)) if train else np.full((n, S), km),
+            "vsz": rng.integers(1, vm + 1, size=(n, S)),
+            "key": distinct_tuples(rng, (n, S), 0, K, km),
+            "val": distinct_tuples(rng, (n, S), K, c, vm),
+            "noise": np.zeros((n, S), dtype=bool),
+        }
         if self.frac_noise > 0:
             slots["noise"] = rng.random((n, S)) < self.frac_noise
             slots["noise_tok"] = rng.integers(c, c + self.noise_vocab_size, size=(n, S, km + vm))
@@ -149,8 +156,9 @@ class FuzzyRecall(MADTask):
         scored[r, slot] = False
 
         # every pair: key tokens then value tokens (the value the key first came with), or noise
-        vtok = np.where(is_probe_key[..., None], probe_val[:, None, :],
-                        np.take_along_axis(val_tok, first[..., None], axis=1))
+        vtok = np.where(
+            is_probe_key[..., None], probe_val[:, None, :], np.take_along_axis(val_tok, first[..., None], axis=1)
+        )
         tok = np.concatenate([key_tok, vtok], axis=2)
         tgt = np.concatenate([np.full((n, S, km), -100), np.where(scored[..., None], vtok, -100)], axis=2)
         keep = np.concatenate([np.arange(km) < ksz[..., None], np.arange(vm) < vlen[..., None]], axis=2)

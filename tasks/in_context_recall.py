@@ -50,8 +50,10 @@ class InContextRecall(MADTask):
         if self.noise_vocab_size < 0 or (self.frac_noise > 0 and self.noise_vocab_size < 1):
             raise ValueError(f"noise_vocab_size={self.noise_vocab_size} must be positive when frac_noise > 0")
         if self.content_vocab < 2:
-            raise ValueError(f"vocab_size={self.vocab_size} leaves {self.content_vocab} key and value tokens after "
-                             f"noise_vocab_size={self.noise_vocab_size}; need at least 2")
+            raise ValueError(
+                f"vocab_size={self.vocab_size} leaves {self.content_vocab} key and value tokens after "
+                f"noise_vocab_size={self.noise_vocab_size}; need at least 2"
+            )
 
     def generate_split(self, name: str, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         return self.make(n, rng, train=name == "train" and self.train_all_tokens)

@@ -42,9 +42,11 @@ class InductionHeads(Task):
             raise ValueError(f"test_lengths={self.test_lengths} must all be at least 3")
         longest = max([self.seq_len, *self.test_lengths])
         if self.max_seq_len < longest:
-            raise ValueError(f"max_seq_len={self.max_seq_len} must cover the longest sequence, {longest} "
-                             f"(seq_len={self.seq_len}, test_lengths={self.test_lengths}): set "
-                             f"task.max_seq_len={longest}")
+            raise ValueError(
+                f"max_seq_len={self.max_seq_len} must cover the longest sequence, {longest} "
+                f"(seq_len={self.seq_len}, test_lengths={self.test_lengths}): set "
+                f"task.max_seq_len={longest}"
+            )
 
     @property
     def trigger(self) -> int:

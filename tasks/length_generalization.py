@@ -73,8 +73,11 @@ class LengthGeneralizationTask(Task):
 
     def __post_init__(self):
         if self.test_lengths is None:
-            self.test_lengths = (even_lengths(self.test_min_length, self.test_max_length, self.num_test_lengths)
-                                 if self.num_test_lengths else [])
+            self.test_lengths = (
+                even_lengths(self.test_min_length, self.test_max_length, self.num_test_lengths)
+                if self.num_test_lengths
+                else []
+            )
         self.test_lengths = [int(length) for length in self.test_lengths]
         if self.vocab_size is None:
             self.vocab_size = self.needed_vocab
@@ -122,23 +125,31 @@ class LengthGeneralizationTask(Task):
     def check(self) -> None:
         super().check()
         if self.train_min_length > self.train_max_length:
-            raise ValueError(f"train_min_length={self.train_min_length} must be at most "
-                             f"train_max_length={self.train_max_length}")
+            raise ValueError(
+                f"train_min_length={self.train_min_length} must be at most train_max_length={self.train_max_length}"
+            )
         if self.test_min_length > self.test_max_length:
-            raise ValueError(f"test_min_length={self.test_min_length} must be at most "
-                             f"test_max_length={self.test_max_length}")
+            raise ValueError(
+                f"test_min_length={self.test_min_length} must be at most test_max_length={self.test_max_length}"
+            )
         if any(length < 1 for length in self.test_lengths):
             raise ValueError(f"test_lengths={self.test_lengths} must all be positive")
         if self.vocab_size != self.needed_vocab:
-            raise ValueError(f"vocab_size={self.vocab_size} must be {self.needed_vocab} ({self.input_size} input "
-                             f"symbols, blank, pad, {self.output_size} answer classes): set "
-                             f"task.vocab_size={self.needed_vocab}")
+            raise ValueError(
+                f"vocab_size={self.vocab_size} must be {self.needed_vocab} ({self.input_size} input "
+                f"symbols, blank, pad, {self.output_size} answer classes): set "
+                f"task.vocab_size={self.needed_vocab}"
+            )
         if self.seq_len != self.width(self.train_max_length):
-            raise ValueError(f"seq_len={self.seq_len} must be the train split's width, "
-                             f"{self.width(self.train_max_length)}: leave task.seq_len unset (null)")
+            raise ValueError(
+                f"seq_len={self.seq_len} must be the train split's width, "
+                f"{self.width(self.train_max_length)}: leave task.seq_len unset (null)"
+            )
         if self.max_seq_len < self.widest:
-            raise ValueError(f"max_seq_len={self.max_seq_len} must cover the longest sequence, {self.widest}: set "
-                             f"task.max_seq_len={self.widest}")
+            raise ValueError(
+                f"max_seq_len={self.max_seq_len} must cover the longest sequence, {self.widest}: set "
+                f"task.max_seq_len={self.widest}"
+            )
 
     def make(self, n: int, length: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """(inputs, targets) of n examples at one input length: the input then blanks; answers at the blanks."""
@@ -238,4 +249,3 @@ def terminated(digits: np.ndarray, count: np.ndarray, out_len: int, stop: int) -
     out = np.where(cols < count[:, None], body, IGNORE)
     out[np.arange(n), count] = stop
     return out
-

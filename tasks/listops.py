@@ -51,11 +51,14 @@ class ListOps(Task):
         if self.max_depth < 1 or self.max_args < 2:
             raise ValueError(f"max_depth={self.max_depth} must be >= 1 and max_args={self.max_args} >= 2")
         if not 0 <= self.min_length < self.max_length - 1:
-            raise ValueError(f"min_length={self.min_length} must be >= 0 and leave room below "
-                             f"max_length={self.max_length} (lengths are strictly between the two)")
+            raise ValueError(
+                f"min_length={self.min_length} must be >= 0 and leave room below "
+                f"max_length={self.max_length} (lengths are strictly between the two)"
+            )
         if self.seq_len < self.max_length - 1:
-            raise ValueError(f"seq_len={self.seq_len} must hold the longest expression, max_length - 1 = "
-                             f"{self.max_length - 1}")
+            raise ValueError(
+                f"seq_len={self.seq_len} must hold the longest expression, max_length - 1 = {self.max_length - 1}"
+            )
         if self.max_depth == 1 and self.min_length >= 1:
             raise ValueError(f"max_depth=1 makes every tree one digit, never longer than min_length={self.min_length}")
 
@@ -81,8 +84,13 @@ class ListOps(Task):
                 break
             is_op = rng.random(m) <= VALUE_P if depth < self.max_depth else np.zeros(m, dtype=bool)
             n_args = np.where(is_op, rng.integers(2, self.max_args + 1, size=m), 0)
-            node = {"tree": tree, "is_op": is_op, "n_args": n_args, "op": rng.integers(0, 4, size=m),
-                    "digit": rng.integers(0, 10, size=m)}
+            node = {
+                "tree": tree,
+                "is_op": is_op,
+                "n_args": n_args,
+                "op": rng.integers(0, 4, size=m),
+                "digit": rng.integers(0, 10, size=m),
+            }
             tokens_so_far += np.bincount(tree, weights=np.where(is_op, 2, 1), minlength=B).astype(np.int64)
             # a tree already too long is cut here (its operators get no arguments); it is rejected below
             too_long = tokens_so_far[tree] >= self.max_length
@@ -105,8 +113,9 @@ class ListOps(Task):
             node["length"], node["value"] = length, value
             below_len, below_val = length, value
         root = levels[0]
-        keep = ((tokens_so_far < self.max_length) & (root["length"] > self.min_length)
-                & (root["length"] < self.max_length))
+        keep = (
+            (tokens_so_far < self.max_length) & (root["length"] > self.min_length) & (root["length"] < self.max_length)
+        )
         return self._serialize(levels, keep)
 
     def _serialize(self, levels: list[dict], keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -64,16 +64,21 @@ class LMText(Task):
             raise ValueError(f"tokenizer={self.tokenizer!r} must be one of {', '.join(TOKENIZERS)}")
         if self.vocab_size < 256:
             raise ValueError(f"vocab_size={self.vocab_size} must be at least 256 for the byte tokenizer")
-        if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1
-                and self.val_fraction + self.test_fraction < 1):
-            raise ValueError(f"val_fraction={self.val_fraction} and test_fraction={self.test_fraction} must be in "
-                             f"[0, 1) and leave text to train on")
+        if not (
+            0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1
+        ):
+            raise ValueError(
+                f"val_fraction={self.val_fraction} and test_fraction={self.test_fraction} must be in "
+                f"[0, 1) and leave text to train on"
+            )
         if self.data_files is not None and self.dataset is not None:
             raise ValueError(f"data_files={self.data_files!r} and dataset={self.dataset!r}: set one of them")
         if self.dataset is not None:
             if (reason := hub_unavailable()) is not None:
-                raise ValueError(f"dataset={self.dataset!r} needs the Hugging Face hub, which is unavailable "
-                                 f"({reason}): pass local text instead, task.data_files=PATH (a file, folder or glob)")
+                raise ValueError(
+                    f"dataset={self.dataset!r} needs the Hugging Face hub, which is unavailable "
+                    f"({reason}): pass local text instead, task.data_files=PATH (a file, folder or glob)"
+                )
         else:
             self.files()
 
@@ -98,8 +103,12 @@ class LMText(Task):
 
         datasets.disable_progress_bars()
         if self.dataset is None:
-            data = datasets.load_dataset("text", data_files={"train": self.files()}, sample_by="document",
-                                         cache_dir=str(cache.cache_dir().parent / "hf_datasets"))
+            data = datasets.load_dataset(
+                "text",
+                data_files={"train": self.files()},
+                sample_by="document",
+                cache_dir=str(cache.cache_dir().parent / "hf_datasets"),
+            )
         else:
             data = datasets.load_dataset(self.dataset, self.dataset_config)
         names = {"train": "train", "val": "validation", "test": "test"}
@@ -127,8 +136,10 @@ class LMText(Task):
     def windows(self, stream: np.ndarray, name: str, seed: int) -> Split:
         L, cap = self.seq_len, {"train": self.num_train, "val": self.num_val, "test": self.num_test}[name]
         if len(stream) < L + 1:
-            raise ValueError(f"seq_len={L} is too long for the {name} text ({len(stream)} bytes): lower "
-                             f"task.seq_len or give more text")
+            raise ValueError(
+                f"seq_len={L} is too long for the {name} text ({len(stream)} bytes): lower "
+                f"task.seq_len or give more text"
+            )
         if name == "train":
             rng = split_rng(seed, name)
             phase = int(rng.integers(0, min(L, len(stream) - L)))
@@ -140,8 +151,9 @@ class LMText(Task):
             if cap is not None and len(starts) > cap:
                 starts = starts[np.linspace(0, len(starts) - 1, cap).round().astype(np.int64)]
         index = starts[:, None] + np.arange(L)
-        return Split(torch.as_tensor(stream[index], dtype=torch.long),
-                     torch.as_tensor(stream[index + 1], dtype=torch.long))
+        return Split(
+            torch.as_tensor(stream[index], dtype=torch.long), torch.as_tensor(stream[index + 1], dtype=torch.long)
+        )
 
     def splits(self, seed: int) -> dict[str, Split]:
         self.check()
@@ -150,8 +162,11 @@ class LMText(Task):
 
     def derived_metrics(self, metrics: dict) -> dict:
         """<split>/bits_per_byte = <split>/loss / ln 2: the loss is in nats per token and a token is a byte."""
-        return {key.removesuffix("/loss") + "/bits_per_byte": value / math.log(2)
-                for key, value in metrics.items() if key.endswith("/loss") and value is not None}
+        return {
+            key.removesuffix("/loss") + "/bits_per_byte": value / math.log(2)
+            for key, value in metrics.items()
+            if key.endswith("/loss") and value is not None
+        }
 
 
 def hub_unavailable() -> str | None:

@@ -42,11 +42,15 @@ class MQAR(Task):
         if self.vocab_size <= self.seq_len:
             raise ValueError(f"vocab_size={self.vocab_size} must be greater than seq_len={self.seq_len}")
         if self.num_kv_pairs < 1 or 4 * self.num_kv_pairs > self.seq_len:
-            raise ValueError(f"num_kv_pairs={self.num_kv_pairs} does not fit: 4 * num_kv_pairs must be <= "
-                             f"seq_len={self.seq_len} (pairs plus a query slot for each)")
+            raise ValueError(
+                f"num_kv_pairs={self.num_kv_pairs} does not fit: 4 * num_kv_pairs must be <= "
+                f"seq_len={self.seq_len} (pairs plus a query slot for each)"
+            )
         if self.num_kv_pairs > self.vocab_size // 2 - 1:
-            raise ValueError(f"num_kv_pairs={self.num_kv_pairs} needs more distinct keys than "
-                             f"vocab_size={self.vocab_size} has ({self.vocab_size // 2 - 1})")
+            raise ValueError(
+                f"num_kv_pairs={self.num_kv_pairs} needs more distinct keys than "
+                f"vocab_size={self.vocab_size} has ({self.vocab_size // 2 - 1})"
+            )
         if self.power_a <= 0:
             raise ValueError(f"power_a={self.power_a} must be positive")
 

@@ -49,8 +49,10 @@ class SelectiveCopying(MADTask):
             raise ValueError(f"placement={self.placement!r} must be one of {', '.join(PLACEMENTS)}")
         least = 2 * k + 1 if self.placement == "mad" else 2 * k  # mad: one copy token; mamba: markers only
         if k < 1 or self.seq_len <= least:
-            raise ValueError(f"num_tokens_to_copy={k} does not fit: seq_len={self.seq_len} must exceed {least} "
-                             f"(placement={self.placement})")
+            raise ValueError(
+                f"num_tokens_to_copy={k} does not fit: seq_len={self.seq_len} must exceed {least} "
+                f"(placement={self.placement})"
+            )
 
     def generate(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         k, L, V = self.num_tokens_to_copy, self.seq_len, self.vocab_size

@@ -23,8 +23,9 @@ def dense_reference(mixer: Attention, x: torch.Tensor, window: int) -> torch.Ten
     i, j = torch.arange(t)[:, None], torch.arange(t)[None, :]
     visible = (i >= j) & (i - j < window)
     bias = torch.zeros(t, t) if mixer.score_bias is None else mixer.score_bias.bias(mixer.n_heads, i, j)
-    y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.masked_fill(~visible, float("-inf")),
-                                       enable_gqa=mixer.n_kv_heads != mixer.n_heads)
+    y = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=bias.masked_fill(~visible, float("-inf")), enable_gqa=mixer.n_kv_heads != mixer.n_heads
+    )
     return mixer.out(y.transpose(1, 2).reshape(x.shape))
 
 
@@ -33,8 +34,9 @@ def dense_reference(mixer: Attention, x: torch.Tensor, window: int) -> torch.Ten
 @pytest.mark.parametrize("window", [1, 5, 8])
 def test_blocked_sliding_window_matches_dense_banded_attention(position, n_kv_heads, window):
     torch.manual_seed(0)
-    mixer = SlidingWindowAttention(D, max_seq_len=64, layer_idx=0, window=window, n_heads=4, n_kv_heads=n_kv_heads,
-                                   position=positions()[position])
+    mixer = SlidingWindowAttention(
+        D, max_seq_len=64, layer_idx=0, window=window, n_heads=4, n_kv_heads=n_kv_heads, position=positions()[position]
+    )
     x = torch.randn(B, 23, D)  # 23 is no multiple of the window: the padded last block is exercised
     torch.testing.assert_close(mixer(x), dense_reference(mixer, x, window), rtol=1e-5, atol=1e-6)
 
@@ -110,10 +112,26 @@ def test_flex_kernel_matches_sdpa_forward_and_backward(position, window):
     if position == "none" and window is None:
         pytest.skip("plain causal attention always takes SDPA's flash path")
     torch.manual_seed(0)
-    make = (lambda **o: Attention(D, max_seq_len=64, layer_idx=0, n_heads=4, n_kv_heads=2,
-                                  position=positions()[position], **o)) if window is None else (
-        lambda **o: SlidingWindowAttention(D, max_seq_len=64, layer_idx=0, window=window, n_heads=4, n_kv_heads=2,
-                                           position=positions()[position], **o))
+    make = (
+        (
+            lambda **o: Attention(
+                D, max_seq_len=64, layer_idx=0, n_heads=4, n_kv_heads=2, position=positions()[position], **o
+            )
+        )
+        if window is None
+        else (
+            lambda **o: SlidingWindowAttention(
+                D,
+                max_seq_len=64,
+                layer_idx=0,
+                window=window,
+                n_heads=4,
+                n_kv_heads=2,
+                position=positions()[position],
+                **o,
+            )
+        )
+    )
     sdpa = make(kernel="sdpa")
     flex = make(kernel="flex")
     flex.load_state_dict(sdpa.state_dict())

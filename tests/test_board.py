@@ -12,20 +12,50 @@ from harness import board
 from harness.results import SCHEMA, load_records, run_id, write_json_atomic
 
 
-def record(mixer, task, seed, test, *, val=None, lr=1e-3, d_model=64, status="completed", rid=None, cost=None,
-           family=None, history=None, extra_metrics=None):
-    config = {"seed": seed, "trainer": {"lr": lr, "weight_decay": 0.1}, "model": {"mixer": mixer, "d_model": d_model},
-              "task": {"name": task, **({"family": family} if family else {})}}
+def record(
+    mixer,
+    task,
+    seed,
+    test,
+    *,
+    val=None,
+    lr=1e-3,
+    d_model=64,
+    status="completed",
+    rid=None,
+    cost=None,
+    family=None,
+    history=None,
+    extra_metrics=None,
+):
+    config = {
+        "seed": seed,
+        "trainer": {"lr": lr, "weight_decay": 0.1},
+        "model": {"mixer": mixer, "d_model": d_model},
+        "task": {"name": task, **({"family": family} if family else {})},
+    }
     val = test if val is None else val
     return {
-        "schema": SCHEMA, "run_id": rid or run_id(config), "status": status, "error": None,
+        "schema": SCHEMA,
+        "run_id": rid or run_id(config),
+        "status": status,
+        "error": None,
         "labels": {"mixer": mixer, "norm": "layernorm", "task": task},
         "overrides": [f"model/mixer={mixer}", f"seed={seed}", f"trainer.lr={lr}", f"model.d_model={d_model}"],
-        "config": config, "seed": seed,
-        "metrics": {} if status != "completed" else {"test/accuracy": test, "val/accuracy": val, "test/loss": 1 - test,
-                                                     "val/loss": 1 - val, **(extra_metrics or {})},
+        "config": config,
+        "seed": seed,
+        "metrics": {}
+        if status != "completed"
+        else {
+            "test/accuracy": test,
+            "val/accuracy": val,
+            "test/loss": 1 - test,
+            "val/loss": 1 - val,
+            **(extra_metrics or {}),
+        },
         "cost": cost or {"params": 100, "params_non_embedding": 80, "tokens_per_second": 10.0},
-        "timestamps": {"finished": f"2026-01-01T00:00:0{seed}"}, "history": history or [],
+        "timestamps": {"finished": f"2026-01-01T00:00:0{seed}"},
+        "history": history or [],
     }
 
 
@@ -34,18 +64,43 @@ def write_all(root, recs):
         write_json_atomic(root / str(i) / "result.json", r)
 
 
-ACCS = {("attention", "mqar"): [0.9, 1.0, 0.8], ("hyena", "mqar"): [0.5, 0.7, 0.6],
-        ("based", "mqar"): [0.8, 0.9, 0.85], ("attention", "ih"): [0.2, 0.4, 0.3],
-        ("hyena", "ih"): [0.1, 0.15, 0.2], ("based", "ih"): [0.5, 0.6, 0.7]}
-PARAMS = {("attention", "mqar"): 1000, ("attention", "ih"): 1200, ("hyena", "mqar"): 800, ("hyena", "ih"): 800,
-          ("based", "mqar"): 900, ("based", "ih"): 950}
+ACCS = {
+    ("attention", "mqar"): [0.9, 1.0, 0.8],
+    ("hyena", "mqar"): [0.5, 0.7, 0.6],
+    ("based", "mqar"): [0.8, 0.9, 0.85],
+    ("attention", "ih"): [0.2, 0.4, 0.3],
+    ("hyena", "ih"): [0.1, 0.15, 0.2],
+    ("based", "ih"): [0.5, 0.6, 0.7],
+}
+PARAMS = {
+    ("attention", "mqar"): 1000,
+    ("attention", "ih"): 1200,
+    ("hyena", "mqar"): 800,
+    ("hyena", "ih"): 800,
+    ("based", "mqar"): 900,
+    ("based", "ih"): 950,
+}
 
 
 def known_records():
-    return [record(m, t, s, a, cost={"params": 2 * PARAMS[m, t], "params_non_embedding": PARAMS[m, t],
-                                     "flops_per_token": 6 * PARAMS[m, t], "tokens_seen": 1000,
-                                     "wall_seconds": 2.0 + s, "tokens_per_second": 500.0 * (s + 1)})
-            for (m, t), vals in ACCS.items() for s, a in enumerate(vals)]
+    return [
+        record(
+            m,
+            t,
+            s,
+            a,
+            cost={
+                "params": 2 * PARAMS[m, t],
+                "params_non_embedding": PARAMS[m, t],
+                "flops_per_token": 6 * PARAMS[m, t],
+                "tokens_seen": 1000,
+                "wall_seconds": 2.0 + s,
+                "tokens_per_second": 500.0 * (s + 1),
+            },
+        )
+        for (m, t), vals in ACCS.items()
+        for s, a in enumerate(vals)
+    ]
 
 
 def test_every_number_of_the_table_against_scipy(tmp_path):
@@ -83,9 +138,16 @@ def test_every_number_of_the_table_against_scipy(tmp_path):
 
 
 def test_one_seed_cells_are_marked_and_failures_counted(tmp_path):
-    write_all(tmp_path, [record("attention", "mqar", 0, 0.9), record("attention", "mqar", 1, 0, status="failed"),
-                         record("hyena", "mqar", 0, 0.5), record("hyena", "mqar", 1, 0.7),
-                         record("based", "mqar", 0, 0, status="diverged")])
+    write_all(
+        tmp_path,
+        [
+            record("attention", "mqar", 0, 0.9),
+            record("attention", "mqar", 1, 0, status="failed"),
+            record("hyena", "mqar", 0, 0.5),
+            record("hyena", "mqar", 1, 0.7),
+            record("based", "mqar", 0, 0, status="diverged"),
+        ],
+    )
     result = board.leaderboard([tmp_path])
     assert result.table.loc["attention", "mqar"] == "0.900 n=1 † [1 failed]"  # best mean, but one seed: untested
     assert result.table.loc["hyena", "mqar"] == "0.600 ± 0.141 [0.000, 1.000] *"  # the leader among testable cells
@@ -96,10 +158,14 @@ def test_one_seed_cells_are_marked_and_failures_counted(tmp_path):
 
 def test_a_variant_not_run_on_a_task_ranks_last_there(tmp_path):
     """A variant run only on the task it is good at must not top the average rank of those run on every task."""
-    write_all(tmp_path, [record("a", "mqar", s, 0.9) for s in (0, 1)] + [record("b", "mqar", s, 0.8) for s in (0, 1)]
-              + [record("b", "induction_heads", s, 0.7) for s in (0, 1)]
-              + [record("c", "mqar", s, 0.7) for s in (0, 1)]
-              + [record("c", "induction_heads", s, 0.6) for s in (0, 1)])
+    write_all(
+        tmp_path,
+        [record("a", "mqar", s, 0.9) for s in (0, 1)]
+        + [record("b", "mqar", s, 0.8) for s in (0, 1)]
+        + [record("b", "induction_heads", s, 0.7) for s in (0, 1)]
+        + [record("c", "mqar", s, 0.7) for s in (0, 1)]
+        + [record("c", "induction_heads", s, 0.6) for s in (0, 1)],
+    )
     result = board.leaderboard([tmp_path])
     # mqar ranks a 1, b 2, c 3; induction_heads b 1, c 2, a (not run) 3
     assert list(result.table.index) == ["b", "a", "c"]
@@ -133,8 +199,11 @@ def test_select_picks_best_on_validation_reports_test_and_shows_the_grid(tmp_pat
 
 
 def test_group_by_makes_zoology_columns(tmp_path):
-    recs = [record(m, "mqar", s, acc + s / 100, d_model=d) for m, d, acc in
-            [("attention", 32, 0.5), ("attention", 64, 0.9), ("hyena", 32, 0.3), ("hyena", 64, 0.6)] for s in (0, 1)]
+    recs = [
+        record(m, "mqar", s, acc + s / 100, d_model=d)
+        for m, d, acc in [("attention", 32, 0.5), ("attention", 64, 0.9), ("hyena", 32, 0.3), ("hyena", 64, 0.6)]
+        for s in (0, 1)
+    ]
     write_all(tmp_path, recs)
     result = board.leaderboard([tmp_path], group_by="model.d_model")
     assert list(result.table.columns[:2]) == ["mqar d_model=32", "mqar d_model=64"]
@@ -167,13 +236,25 @@ def test_an_extra_split_can_be_reported(tmp_path):
 
 
 def test_matched_params_interpolates_in_log_params(tmp_path):
-    sizes = {"attention": [(32, 1000, 0.4), (64, 4000, 0.8), (128, 16000, 0.9)],
-             "hyena": [(32, 2000, 0.5), (64, 8000, 0.6), (128, 32000, 0.7)]}
+    sizes = {
+        "attention": [(32, 1000, 0.4), (64, 4000, 0.8), (128, 16000, 0.9)],
+        "hyena": [(32, 2000, 0.5), (64, 8000, 0.6), (128, 32000, 0.7)],
+    }
 
     def records_of(sizes):
-        return [record(m, "mqar", s, acc + (0.01 if s else -0.01), d_model=d,
-                       cost={"params": p, "params_non_embedding": p, "flops_per_token": 6 * p, "tokens_seen": 100})
-                for m, points in sizes.items() for d, p, acc in points for s in (0, 1)]
+        return [
+            record(
+                m,
+                "mqar",
+                s,
+                acc + (0.01 if s else -0.01),
+                d_model=d,
+                cost={"params": p, "params_non_embedding": p, "flops_per_token": 6 * p, "tokens_seen": 100},
+            )
+            for m, points in sizes.items()
+            for d, p, acc in points
+            for s in (0, 1)
+        ]
 
     write_all(tmp_path / "a", records_of(sizes))
     table, legend = board.leaderboard([tmp_path / "a"], matched="params").views["matched"]
@@ -197,14 +278,21 @@ def test_matched_params_interpolates_in_log_params(tmp_path):
 
 
 def test_mad_score_is_best_over_the_grid_then_mean_over_settings_then_tasks(tmp_path):
-    plan = {("x", "recall_a", "recall"): 0.8, ("x", "recall_b", "recall"): 0.6, ("x", "memo_a", "memo"): 0.5,
-            ("y", "recall_a", "recall"): 0.9, ("y", "recall_b", "recall"): 0.9, ("y", "memo_a", "memo"): 0.1}
+    plan = {
+        ("x", "recall_a", "recall"): 0.8,
+        ("x", "recall_b", "recall"): 0.6,
+        ("x", "memo_a", "memo"): 0.5,
+        ("y", "recall_a", "recall"): 0.9,
+        ("y", "recall_b", "recall"): 0.9,
+        ("y", "memo_a", "memo"): 0.1,
+    }
     recs = [record(m, t, 0, acc, family=f) for (m, t, f), acc in plan.items()]
     recs.append(record("y", "memo_a", 0, test=0.99, val=0.0, lr=1e-2, family="memo"))  # worse on val: not chosen
     write_all(tmp_path, recs)
     board.main([str(tmp_path), "--mad", "--out", str(tmp_path / "out")])
-    result = board.build(load_records([tmp_path]), select=["trainer.lr", "trainer.weight_decay"],
-                         aggregate="task.family")
+    result = board.build(
+        load_records([tmp_path]), select=["trainer.lr", "trainer.weight_decay"], aggregate="task.family"
+    )
     table, legend = result.views["aggregate"]
     assert list(table.columns) == ["memo", "recall", "score"]
     assert table.loc["x"].tolist() == ["0.500", "0.700", "0.600"]  # recall (0.8 + 0.6) / 2; score (0.5 + 0.7) / 2
@@ -225,16 +313,22 @@ def test_broken_records_are_skipped_with_a_warning(tmp_path, caplog):
     (tmp_path / "future").mkdir()
     (tmp_path / "future" / "result.json").write_text('{"schema": 999, "status": "completed"}')
     (tmp_path / "nan").mkdir()  # json.dump writes NaN for a diverged loss: still a readable record
-    (tmp_path / "nan" / "result.json").write_text('{"schema": 1, "status": "diverged", "run_id": "n", "metrics": '
-                                                  '{"val/loss": NaN}, "seed": 1}')
+    (tmp_path / "nan" / "result.json").write_text(
+        '{"schema": 1, "status": "diverged", "run_id": "n", "metrics": {"val/loss": NaN}, "seed": 1}'
+    )
     assert len(load_records([tmp_path])) == 2
     assert "bad/result.json" in caplog.text and "future/result.json" in caplog.text
 
 
 def test_run_id_ignores_where_results_go_and_how_they_are_logged():
     base = {"seed": 0, "model": {"d_model": 64}, "trainer": {"lr": 1e-3, "progress": True}}
-    moved = {**base, "paths": {"results": "/elsewhere"}, "logger": {"mode": "online"}, "name": "other",
-             "trainer": {"lr": 1e-3, "progress": False}}
+    moved = {
+        **base,
+        "paths": {"results": "/elsewhere"},
+        "logger": {"mode": "online"},
+        "name": "other",
+        "trainer": {"lr": 1e-3, "progress": False},
+    }
     assert run_id(base) == run_id(moved)
     assert run_id(base) != run_id({**base, "seed": 1})
 
@@ -261,9 +355,17 @@ def test_results_csv_has_one_row_per_cell(tmp_path):
 def test_split_with_a_star_gives_a_column_per_test_length_in_numeric_order(tmp_path):
     """Mamba's extrapolation table: trained at 64, tested at 64 (test), 128 and 1024, one column each."""
     lengths = {"attention": (1.0, 0.4, 0.1), "mamba": (1.0, 1.0, 0.9)}
-    recs = [record(m, "induction_heads", s, test=acc[0] - s / 100, extra_metrics={
-        "test@128/accuracy": acc[1] - s / 100, "test@1024/accuracy": acc[2] - s / 100}) for m, acc in lengths.items()
-        for s in (0, 1)]
+    recs = [
+        record(
+            m,
+            "induction_heads",
+            s,
+            test=acc[0] - s / 100,
+            extra_metrics={"test@128/accuracy": acc[1] - s / 100, "test@1024/accuracy": acc[2] - s / 100},
+        )
+        for m, acc in lengths.items()
+        for s in (0, 1)
+    ]
     write_all(tmp_path, recs)
     result = board.leaderboard([tmp_path], split="test*")
     assert list(result.table.columns[:3]) == ["induction_heads", "induction_heads @128", "induction_heads @1024"]

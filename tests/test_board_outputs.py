@@ -20,9 +20,22 @@ def sweep_records():
             for seed in (0, 1):
                 acc = base + d_model / 200 + seed / 50
                 history = [{"step": s, "train/loss": 1 / s, "val/accuracy": acc * s / 300} for s in (100, 200, 300)]
-                recs.append(record(mixer, "mqar", seed, acc, d_model=d_model, history=history,
-                                   cost={"params": 40 * d_model, "params_non_embedding": 30 * d_model,
-                                         "flops_per_token": 180 * d_model, "tokens_seen": 1000}))
+                recs.append(
+                    record(
+                        mixer,
+                        "mqar",
+                        seed,
+                        acc,
+                        d_model=d_model,
+                        history=history,
+                        cost={
+                            "params": 40 * d_model,
+                            "params_non_embedding": 30 * d_model,
+                            "flops_per_token": 180 * d_model,
+                            "tokens_seen": 1000,
+                        },
+                    )
+                )
     return recs
 
 
@@ -40,8 +53,23 @@ def assert_png(path):
 def test_every_format_and_plot_from_the_cli(tmp_path, capsys):
     write_all(tmp_path / "runs", sweep_records())
     out, plots = tmp_path / "out", tmp_path / "plots"
-    board.main([str(tmp_path / "runs"), "--group-by", "model.d_model", "--matched", "params", "--out", str(out),
-                "--format", "md,csv,html,tex", "--plots", str(plots), "--plot-x", "model.d_model"])
+    board.main(
+        [
+            str(tmp_path / "runs"),
+            "--group-by",
+            "model.d_model",
+            "--matched",
+            "params",
+            "--out",
+            str(out),
+            "--format",
+            "md,csv,html,tex",
+            "--plots",
+            str(plots),
+            "--plot-x",
+            "model.d_model",
+        ]
+    )
     printed = capsys.readouterr().out
     assert "| attention" in printed and "mqar d_model=32" in printed and "matched params" in printed
     for name in ("heatmap.png", "curves.png", "accuracy_vs_model.d_model.png"):
@@ -64,8 +92,7 @@ def test_every_format_and_plot_from_the_cli(tmp_path, capsys):
 def test_callback_writes_the_board_and_plots_into_the_sweep_folder(tmp_path, capsys):
     write_all(tmp_path, sweep_records())
     Leaderboard().on_multirun_end(SimpleNamespace(hydra=SimpleNamespace(sweep=SimpleNamespace(dir=str(tmp_path)))))
-    assert {p.name for p in tmp_path.glob("leaderboard.*")} == {"leaderboard.md", "leaderboard.csv",
-                                                                 "leaderboard.html"}
+    assert {p.name for p in tmp_path.glob("leaderboard.*")} == {"leaderboard.md", "leaderboard.csv", "leaderboard.html"}
     assert_png(tmp_path / "plots" / "heatmap.png")
     assert "| attention d_model=64" in capsys.readouterr().out
 

@@ -30,8 +30,9 @@ def test_canon_before_every_mixer_keeps_the_model_causal(compose, name):
         torch.testing.assert_close(h2[:, :t], h[:, :t], rtol=0, atol=1e-6)
         assert not torch.allclose(h2[:, t:], h[:, t:])
     h.square().mean().backward()
-    assert all(b.canon.conv.weight.grad is not None and torch.isfinite(b.canon.conv.weight.grad).all()
-               for b in model.blocks)
+    assert all(
+        b.canon.conv.weight.grad is not None and torch.isfinite(b.canon.conv.weight.grad).all() for b in model.blocks
+    )
 
 
 def test_canon_is_a_residual_causal_depthwise_convolution():
@@ -56,7 +57,8 @@ def test_canon_keeps_pytorchs_conv_init_and_off_adds_nothing(compose):
     plain = build_model(compose, ["model.canon=0"])
     assert all(b.canon is None for b in plain.blocks)
     extra = sum(p.numel() for p in build_model(compose, ["model.canon=4"]).parameters()) - sum(
-        p.numel() for p in plain.parameters())
+        p.numel() for p in plain.parameters()
+    )
     assert extra == len(plain.blocks) * 32 * 4
     with pytest.raises(Exception, match="canon=-1 must be"):  # Hydra wraps the ValueError
         build_model(compose, ["model.canon=-1"])

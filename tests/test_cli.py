@@ -27,8 +27,14 @@ def test_single_run_writes_one_complete_record(tmp_path):
     assert proc.returncode == 0, proc.stderr
     [record] = records(tmp_path)
     assert record["status"] == "completed" and record["seed"] == 0
-    assert record["labels"] == {"model": "transformer", "mixer": "attention", "norm": "layernorm", "ffn": "mlp",
-                                "position": "learned", "task": "mqar"}
+    assert record["labels"] == {
+        "model": "transformer",
+        "mixer": "attention",
+        "norm": "layernorm",
+        "ffn": "mlp",
+        "position": "learned",
+        "task": "mqar",
+    }
     assert {"val/accuracy", "test/accuracy", "test/loss", "best/step"} <= set(record["metrics"])
     assert record["cost"]["params"] > 0 and record["cost"]["tokens_per_second"] > 0
     assert (record["cost"]["mfu"] is None) == (record["cost"]["peak_flops"] is None)  # None where the peak is unknown
@@ -59,13 +65,16 @@ def test_rerunning_a_completed_run_skips_it(tmp_path):
     assert first["run_id"] == second["run_id"] and first["metrics"] == second["metrics"]
 
 
-@pytest.mark.parametrize("args,message", [
-    (["model.d_model=30", "model.mixer.n_heads=4"], "n_heads=4 must divide d_model=30"),
-    (["model/mixer=no_such_mixer"], "no_such_mixer"),
-    (["model.mixer.n_haeds=2"], "n_haeds"),
-    (["task.seq_len=33"], "task.seq_len=33 must be even"),
-    (["trainer.lr=-1"], "trainer.lr=-1: must be a finite number > 0"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["model.d_model=30", "model.mixer.n_heads=4"], "n_heads=4 must divide d_model=30"),
+        (["model/mixer=no_such_mixer"], "no_such_mixer"),
+        (["model.mixer.n_haeds=2"], "n_haeds"),
+        (["task.seq_len=33"], "task.seq_len=33 must be even"),
+        (["trainer.lr=-1"], "trainer.lr=-1: must be a finite number > 0"),
+    ],
+)
 def test_bad_config_gives_one_line_exit_2_and_no_record(tmp_path, args, message):
     proc = archbench(tmp_path, *SMOKE, *args)
     assert proc.returncode == 2

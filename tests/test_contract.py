@@ -47,8 +47,7 @@ class Kwargs(NoFlops):
 
 
 class Loose(Kwargs):
-    def __init__(self, d_model: int, *, max_seq_len: int, layer_idx: int, width=4,
-                 depth: Annotated[int, Ge(1)] = 0):
+    def __init__(self, d_model: int, *, max_seq_len: int, layer_idx: int, width=4, depth: Annotated[int, Ge(1)] = 0):
         super().__init__(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx)
 
 
@@ -60,21 +59,27 @@ class NotAMixer(nn.Module):
         return x
 
 
-@pytest.mark.parametrize("cls,message", [
-    (NoFlops, "NoFlops does not implement flops_per_token"),
-    (Kwargs, "Kwargs.__init__ takes **options: options must be named"),
-    (Loose, "Loose.__init__: option width has no type annotation"),
-    (Loose, "Loose.__init__: the default breaks its own declaration: mixer.depth=0 must be positive"),
-    (NotAMixer, "NotAMixer does not subclass models.mixers.base.Mixer"),
-])
+@pytest.mark.parametrize(
+    "cls,message",
+    [
+        (NoFlops, "NoFlops does not implement flops_per_token"),
+        (Kwargs, "Kwargs.__init__ takes **options: options must be named"),
+        (Loose, "Loose.__init__: option width has no type annotation"),
+        (Loose, "Loose.__init__: the default breaks its own declaration: mixer.depth=0 must be positive"),
+        (NotAMixer, "NotAMixer does not subclass models.mixers.base.Mixer"),
+    ],
+)
 def test_a_broken_mixer_is_reported(cls, message):
     assert any(e.startswith(message) for e in contract_errors(cls)), contract_errors(cls)
 
 
-@pytest.mark.parametrize("name,message", [
-    ("NoFlops", "Can't instantiate abstract class NoFlops"),
-    ("NotAMixer", "does not subclass models.mixers.base.Mixer"),
-])
+@pytest.mark.parametrize(
+    "name,message",
+    [
+        ("NoFlops", "Can't instantiate abstract class NoFlops"),
+        ("NotAMixer", "does not subclass models.mixers.base.Mixer"),
+    ],
+)
 def test_the_config_check_reports_a_broken_mixer_in_one_line(compose, name, message):
     swap = ["model/mixer=rwkv", "~model.mixer.chunk_size", f"model.mixer._target_=tests.test_contract.{name}"]
     cfg = compose([*SMALL, *swap])
@@ -83,15 +88,18 @@ def test_the_config_check_reports_a_broken_mixer_in_one_line(compose, name, mess
     assert "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("name,override,message", [
-    ("mamba", "d_state=0", "mixer.d_state=0 must be positive"),
-    ("mamba", "dt_min=0.5", "mixer.dt_min=0.5 and dt_max=0.1 must satisfy dt_min <= dt_max"),
-    ("s4d", "d_state=3", "mixer.d_state=3 must be a multiple of 2"),
-    ("hyena", "order=1", "mixer.order=1 must be >= 2"),
-    ("linear_attention", "feature_map=softmax", "mixer.feature_map='softmax' must be one of elu, taylor"),
-    ("gla", "gate_temperature=0", "mixer.gate_temperature=0 must be positive"),
-    ("rwkv", "chunk_size=0", "mixer.chunk_size=0 must be positive"),
-])
+@pytest.mark.parametrize(
+    "name,override,message",
+    [
+        ("mamba", "d_state=0", "mixer.d_state=0 must be positive"),
+        ("mamba", "dt_min=0.5", "mixer.dt_min=0.5 and dt_max=0.1 must satisfy dt_min <= dt_max"),
+        ("s4d", "d_state=3", "mixer.d_state=3 must be a multiple of 2"),
+        ("hyena", "order=1", "mixer.order=1 must be >= 2"),
+        ("linear_attention", "feature_map=softmax", "mixer.feature_map='softmax' must be one of elu, taylor"),
+        ("gla", "gate_temperature=0", "mixer.gate_temperature=0 must be positive"),
+        ("rwkv", "chunk_size=0", "mixer.chunk_size=0 must be positive"),
+    ],
+)
 def test_a_declared_range_is_checked_when_the_mixer_is_built(compose, name, override, message):
     factory = instantiate(compose([f"model/mixer={name}", f"model.mixer.{override}"]).model.mixer)
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
@@ -104,13 +112,16 @@ def decay_groups(model):
     return {id(p) for p in decay["params"]}, {id(p) for p in no_decay["params"]}
 
 
-@pytest.mark.parametrize("name,excluded", [
-    ("mamba", ["A_log", "D"]),
-    ("s4d", ["kernel.log_dt", "kernel.log_a", "kernel.a_im"]),
-    ("h3", ["diag.log_dt", "diag.log_a", "diag.a_im"]),
-    ("rwkv", ["time_decay", "time_first"]),
-    ("hyena", ["filter.out", "filter.weights.0", "filter.weights.1"]),
-])
+@pytest.mark.parametrize(
+    "name,excluded",
+    [
+        ("mamba", ["A_log", "D"]),
+        ("s4d", ["kernel.log_dt", "kernel.log_a", "kernel.a_im"]),
+        ("h3", ["diag.log_dt", "diag.log_a", "diag.a_im"]),
+        ("rwkv", ["time_decay", "time_first"]),
+        ("hyena", ["filter.out", "filter.weights.0", "filter.weights.1"]),
+    ],
+)
 def test_reference_no_decay_parameters_take_no_weight_decay(compose, name, excluded):
     model = instantiate(compose([*SMALL, f"model/mixer={name}"]).model)
     decayed, _ = decay_groups(model)
@@ -129,8 +140,11 @@ def test_no_weight_decay_names_own_parameters_and_the_trainer_honours_it(compose
     assert id(model.head.weight) in decayed and id(model.embedding.weight) not in decayed
 
 
-@pytest.mark.parametrize("group,name", [("model/mixer", n) for n in options("model/mixer")]
-                         + [("model/ffn", n) for n in options("model/ffn") if n != "none"])
+@pytest.mark.parametrize(
+    "group,name",
+    [("model/mixer", n) for n in options("model/mixer")]
+    + [("model/ffn", n) for n in options("model/ffn") if n != "none"],
+)
 def test_the_backbone_leaves_the_parts_weights_as_they_made_them(compose, group, name):
     """Each part built inside the backbone has exactly the weights it has when built alone from the same random
     state: the backbone initialises only what it creates (embedding, head)."""

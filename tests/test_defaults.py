@@ -116,8 +116,11 @@ def registered(composed) -> dict[str, str | None]:
     out = {}
     for target, names in by_target.items():
         module, attr = target.rsplit(".", 1)
-        named = [n for n in names if n.split("/")[-1] in
-                 {module.split(".")[-1], attr.lower(), attr.lower().removesuffix("position")}]
+        named = [
+            n
+            for n in names
+            if n.split("/")[-1] in {module.split(".")[-1], attr.lower(), attr.lower().removesuffix("position")}
+        ]
         if target in REGISTRATIONS:
             out[target] = REGISTRATIONS[target]
         elif len(named) == 1:
@@ -156,15 +159,26 @@ def test_a_registration_lists_every_option_with_the_class_default(composed, regi
     missing = sorted(options - set(node))
     assert missing == [], f"{name} does not list {', '.join(missing)} (defaults: {[params[m] for m in missing]})"
     # an interpolation of another node (hgrn2's n_layers: ${model.n_layers}) is the model's value, not a default
-    options -= {k for k in options if OmegaConf.is_interpolation(node, k) and not str(node._get_node(k)._value())
-                .startswith("${.")}
+    options -= {
+        k
+        for k in options
+        if OmegaConf.is_interpolation(node, k) and not str(node._get_node(k)._value()).startswith("${.")
+    }
     interpolated = [k for k in options if OmegaConf.is_interpolation(node, k)]
-    derived = instantiate(OmegaConf.to_container(node, resolve=True) | {
-        k: None for k in options if params[k] is None and k not in interpolated}) if any(
-        params[k] is None for k in options) else None  # a None default the class fills in (a task's vocab_size)
-    wrong = {k: (plain(node[k]), params[k]) for k in sorted(options - set(interpolated))
-             if plain(node[k]) != plain(params[k])
-             and not (params[k] is None and derived is not None and plain(node[k]) == plain(getattr(derived, k)))}
+    derived = (
+        instantiate(
+            OmegaConf.to_container(node, resolve=True)
+            | {k: None for k in options if params[k] is None and k not in interpolated}
+        )
+        if any(params[k] is None for k in options)
+        else None
+    )  # a None default the class fills in (a task's vocab_size)
+    wrong = {
+        k: (plain(node[k]), params[k])
+        for k in sorted(options - set(interpolated))
+        if plain(node[k]) != plain(params[k])
+        and not (params[k] is None and derived is not None and plain(node[k]) == plain(getattr(derived, k)))
+    }
     assert wrong == {}, f"{name}: (YAML, class) defaults disagree"
     if interpolated:  # e.g. max_seq_len: ${.seq_len}: must mean what the class derives from its own default
         with_yaml = instantiate(node)

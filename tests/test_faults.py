@@ -18,8 +18,14 @@ import torch
 from harness import board, cli, results
 from harness.train import seed_everything
 
-SMOKE = ["trainer=smoke", "model/ffn=none", "model.d_model=32", "task.num_train=64", "task.num_val=16",
-         "task.num_test=16"]
+SMOKE = [
+    "trainer=smoke",
+    "model/ffn=none",
+    "model.d_model=32",
+    "task.num_train=64",
+    "task.num_val=16",
+    "task.num_test=16",
+]
 
 
 @pytest.fixture
@@ -47,6 +53,7 @@ def records(root: Path) -> list[dict]:
 
 # --- failure isolation ---------------------------------------------------------------------------------------------
 
+
 def test_exception_nan_and_oom_are_recorded_and_the_sweep_goes_on(archbench, monkeypatch, tmp_path, capsys):
     real_train, real_free, freed = cli.train, cli.free_memory, []
 
@@ -54,8 +61,10 @@ def test_exception_nan_and_oom_are_recorded_and_the_sweep_goes_on(archbench, mon
         if seed == 1:
             raise RuntimeError("injected failure")
         if seed == 2:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total "
-                                              "capacity of 79.11 GiB\nof which 1.2 GiB is free.")
+            raise torch.cuda.OutOfMemoryError(
+                "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total "
+                "capacity of 79.11 GiB\nof which 1.2 GiB is free."
+            )
         if seed == 3:  # lr 1e30, no clipping or decay: the weights overflow and the real loop meets a NaN loss
             cfg = dataclasses.replace(cfg, lr=1e30, grad_clip=0.0, weight_decay=0.0)
         return real_train(model, splits, cfg, seed=seed, **kw)
@@ -105,8 +114,9 @@ def test_a_nan_between_evaluations_is_caught_before_a_checkpoint_holds_it(archbe
     real_train = cli.train
 
     def overflowing(model, splits, cfg, *, seed, **kw):
-        return real_train(model, splits, dataclasses.replace(cfg, lr=1e30, grad_clip=0.0, weight_decay=0.0),
-                          seed=seed, **kw)
+        return real_train(
+            model, splits, dataclasses.replace(cfg, lr=1e30, grad_clip=0.0, weight_decay=0.0), seed=seed, **kw
+        )
 
     monkeypatch.setattr(cli, "train", overflowing)
     with pytest.raises(SystemExit) as e:
@@ -121,8 +131,17 @@ def test_a_nan_between_evaluations_is_caught_before_a_checkpoint_holds_it(archbe
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_a_real_cuda_oom_is_recorded_and_the_next_job_gets_the_memory(archbench, tmp_path):
     """The first job asks for far more activation memory than any GPU has; the second must still run."""
-    archbench("-m", "trainer.batch_size=400000,8", "trainer=smoke", "task.num_train=400000", "task.num_val=16",
-              "task.num_test=16", "model.d_model=1024", "task.seq_len=256", "task.vocab_size=512")
+    archbench(
+        "-m",
+        "trainer.batch_size=400000,8",
+        "trainer=smoke",
+        "task.num_train=400000",
+        "task.num_val=16",
+        "task.num_test=16",
+        "model.d_model=1024",
+        "task.seq_len=256",
+        "task.vocab_size=512",
+    )
     recs = {r["config"]["trainer"]["batch_size"]: r for r in records(tmp_path / "results")}
     assert recs[400000]["status"] == "failed" and recs[400000]["error"].startswith("CUDA out of memory")
     assert recs[8]["status"] == "completed"
@@ -160,8 +179,14 @@ def test_a_sweep_with_one_bad_job_trains_nothing_and_writes_nothing(archbench, m
     trained = []
     monkeypatch.setattr(cli, "train", lambda *a, **k: trained.append(1))
     with pytest.raises(SystemExit) as e:
-        archbench("-m", "logger=wandb", "model.d_model=64,32,30", "model.mixer.n_heads=4", "seed=0,1",
-                  *[a for a in SMOKE if not a.startswith("model.d_model")])
+        archbench(
+            "-m",
+            "logger=wandb",
+            "model.d_model=64,32,30",
+            "model.mixer.n_heads=4",
+            "seed=0,1",
+            *[a for a in SMOKE if not a.startswith("model.d_model")],
+        )
     assert e.value.code == 2 and trained == []
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line == "archbench: error: model.mixer.n_heads=4 must divide d_model=30 (job 4: model.d_model=30 seed=0)"
@@ -170,8 +195,9 @@ def test_a_sweep_with_one_bad_job_trains_nothing_and_writes_nothing(archbench, m
 
 
 @pytest.mark.parametrize("args,message", BAD, ids=[m.split()[0] for _, m in BAD])
-def test_a_single_bad_run_exits_2_in_one_line_and_writes_no_record_and_no_wandb_run(archbench, tmp_path, capsys,
-                                                                                    args, message):
+def test_a_single_bad_run_exits_2_in_one_line_and_writes_no_record_and_no_wandb_run(
+    archbench, tmp_path, capsys, args, message
+):
     if "task=lm_text" in args and not (Path(__file__).parents[1] / "conf/task/lm_text.yaml").exists():
         pytest.skip("no lm_text task")
     with pytest.raises(SystemExit) as e:
@@ -200,8 +226,10 @@ def test_sweep_validation_builds_on_the_meta_device(compose, monkeypatch):
 
 # --- interrupted sweeps: rerun skips completed runs and resumes the interrupted one ---------------------------------
 
-def test_rerunning_an_interrupted_sweep_skips_completed_and_resumes_interrupted(archbench, monkeypatch, tmp_path,
-                                                                                  capsys):
+
+def test_rerunning_an_interrupted_sweep_skips_completed_and_resumes_interrupted(
+    archbench, monkeypatch, tmp_path, capsys
+):
     sweep = ["-m", "seed=0,1", *SMOKE, "trainer.max_steps=12", "trainer.checkpoint_every=4"]
     real_train = cli.train
 
@@ -210,6 +238,7 @@ def test_rerunning_an_interrupted_sweep_skips_completed_and_resumes_interrupted(
             if seed == 1 and step == 6:  # after the checkpoint at step 4: Ctrl-C, as a user (or a kill) would
                 raise KeyboardInterrupt
             log_fn(row, step)
+
         return real_train(model, splits, cfg, seed=seed, log_fn=log, **kw)
 
     monkeypatch.setattr(cli, "train", interrupted)
@@ -234,18 +263,36 @@ def test_rerunning_an_interrupted_sweep_skips_completed_and_resumes_interrupted(
     assert sorted(r["seed"] for r in results.load_records([root])) == [0, 1]  # what the leaderboard counts
 
     # the resumed run equals one that was never interrupted
-    archbench(*SMOKE, "seed=1", "trainer.max_steps=12", "trainer.checkpoint_every=4", "skip_completed=false",
-              "resume=false", "paths.results=" + str(tmp_path / "fresh"))
+    archbench(
+        *SMOKE,
+        "seed=1",
+        "trainer.max_steps=12",
+        "trainer.checkpoint_every=4",
+        "skip_completed=false",
+        "resume=false",
+        "paths.results=" + str(tmp_path / "fresh"),
+    )
     [fresh] = records(tmp_path / "fresh")
     assert fresh["metrics"] == by_seed[1]["metrics"] and fresh["history"] == by_seed[1]["history"]
 
 
 # --- safe records --------------------------------------------------------------------------------------------------
 
+
 def test_damaged_records_are_skipped_with_a_warning_naming_the_file_and_never_counted(tmp_path, caplog, capsys):
-    good = {"schema": results.SCHEMA, "run_id": "a", "status": "completed", "error": None,
-            "labels": {"mixer": "attention", "task": "mqar"}, "overrides": [], "config": {}, "seed": 0,
-            "metrics": {"test/accuracy": 0.5, "val/accuracy": 0.5}, "cost": {}, "timestamps": {}}
+    good = {
+        "schema": results.SCHEMA,
+        "run_id": "a",
+        "status": "completed",
+        "error": None,
+        "labels": {"mixer": "attention", "task": "mqar"},
+        "overrides": [],
+        "config": {},
+        "seed": 0,
+        "metrics": {"test/accuracy": 0.5, "val/accuracy": 0.5},
+        "cost": {},
+        "timestamps": {},
+    }
     results.write_json_atomic(tmp_path / "ok" / results.RECORD, good)
     text = json.dumps({**good, "run_id": "b"})
     damaged = {
@@ -275,6 +322,7 @@ def test_damaged_records_are_skipped_with_a_warning_naming_the_file_and_never_co
 
 # --- global state and parallel workers ------------------------------------------------------------------------------
 
+
 def test_seed_everything_switches_deterministic_kernels_off_again():
     """A joblib worker that ran a deterministic job must not carry the switch into the next job."""
     try:
@@ -287,12 +335,23 @@ def test_seed_everything_switches_deterministic_kernels_off_again():
 
 
 @pytest.mark.slow  # three processes start torch: ~15 s on 2 cores
-@pytest.mark.skipif(not installed("hydra_plugins.hydra_joblib_launcher"),
-                    reason="hydra-joblib-launcher is not installed (pip install -e '.[parallel]')")
+@pytest.mark.skipif(
+    not installed("hydra_plugins.hydra_joblib_launcher"),
+    reason="hydra-joblib-launcher is not installed (pip install -e '.[parallel]')",
+)
 def test_four_jobs_on_two_joblib_workers_leave_four_intact_records_equal_to_serial_runs(tmp_path, compose):
     env = {**os.environ, "ARCHBENCH_RESULTS": str(tmp_path / "results"), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-c", "from harness.cli import main; main()", "-m", "hydra/launcher=parallel",
-           "hydra.launcher.n_jobs=2", "model/mixer=attention,gqa", "seed=0,1", *SMOKE]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from harness.cli import main; main()",
+        "-m",
+        "hydra/launcher=parallel",
+        "hydra.launcher.n_jobs=2",
+        "model/mixer=attention,gqa",
+        "seed=0,1",
+        *SMOKE,
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     [sweep] = [p.parent for p in (tmp_path / "results").rglob("multirun.yaml")]
@@ -323,8 +382,11 @@ def test_the_slurm_preset_composes(compose):
     from hydra import initialize_config_module
 
     with initialize_config_module(config_module="conf", version_base="1.3"):
-        cfg = hydra_compose(config_name="config", return_hydra_config=True,
-                            overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"])
+        cfg = hydra_compose(
+            config_name="config",
+            return_hydra_config=True,
+            overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
+        )
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
     assert launcher.max_num_timeout > 0 and launcher.gpus_per_node == 1

@@ -223,8 +223,11 @@ def test_rwkv7_matches_fla_dplr_naive():
 
     g = torch.Generator().manual_seed(0)
     b, h, t, d = 2, 3, 200, 16
-    r, k, v = torch.randn(b, h, t, d, generator=g), 0.3 * torch.randn(b, h, t, d, generator=g), torch.randn(
-        b, h, t, d, generator=g)
+    r, k, v = (
+        torch.randn(b, h, t, d, generator=g),
+        0.3 * torch.randn(b, h, t, d, generator=g),
+        torch.randn(b, h, t, d, generator=g),
+    )
     kk = F.normalize(torch.randn(b, h, t, d, generator=g), dim=-1)
     rate = torch.rand(b, h, t, d, generator=g)
     log_w = LOG_W_MIN * torch.rand(b, h, t, d, generator=g)
@@ -277,8 +280,11 @@ FLA_LAYERS = {  # our option -> (fla layer, its constructor at d_model 256 match
     "delta_net": ("fla.layers.delta_net", "DeltaNet", {"num_heads": 4}),
     "gated_deltanet": ("fla.layers.gated_deltanet", "GatedDeltaNet", {"num_heads": 3, "head_dim": 64, "expand_v": 2}),
 }
-OUR_CONVS_AS_FLAS = {"convs.0.conv.weight": "q_conv1d.weight", "convs.1.conv.weight": "k_conv1d.weight",
-                     "convs.2.conv.weight": "v_conv1d.weight"}
+OUR_CONVS_AS_FLAS = {
+    "convs.0.conv.weight": "q_conv1d.weight",
+    "convs.1.conv.weight": "k_conv1d.weight",
+    "convs.2.conv.weight": "v_conv1d.weight",
+}
 
 
 @pytest.mark.gpu
@@ -294,10 +300,18 @@ def test_the_layer_matches_flas_layer_on_cuda(compose, name, neg):
     import importlib
 
     module, cls, kwargs = FLA_LAYERS[name]
-    ours = build(compose, name, "kernel=torch", *GPU_SHAPES[name], *(["allow_neg_eigval=true"] if neg else []),
-                 seq_len=512, d_model=256).cuda()
-    theirs = getattr(importlib.import_module(module), cls)(hidden_size=256, allow_neg_eigval=neg, layer_idx=0,
-                                                           **kwargs).cuda()
+    ours = build(
+        compose,
+        name,
+        "kernel=torch",
+        *GPU_SHAPES[name],
+        *(["allow_neg_eigval=true"] if neg else []),
+        seq_len=512,
+        d_model=256,
+    ).cuda()
+    theirs = getattr(importlib.import_module(module), cls)(
+        hidden_size=256, allow_neg_eigval=neg, layer_idx=0, **kwargs
+    ).cuda()
     theirs.load_state_dict({OUR_CONVS_AS_FLAS.get(k, k): v for k, v in ours.state_dict().items()}, strict=True)
     x = torch.randn(2, 500, 256, device="cuda")
     with torch.no_grad():

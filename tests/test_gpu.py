@@ -12,18 +12,24 @@ from harness.train import TrainConfig, seed_everything, train
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
-TASK = ["task.vocab_size=256", "task.seq_len=128", "task.num_kv_pairs=8", "task.num_train=4096",
-        "task.num_val=256", "task.num_test=256"]
+TASK = [
+    "task.vocab_size=256",
+    "task.seq_len=128",
+    "task.num_kv_pairs=8",
+    "task.num_train=4096",
+    "task.num_val=256",
+    "task.num_test=256",
+]
 
 
 def fit(compose, overrides, **trainer):
     cfg = compose([*TASK, *overrides])
-    settings = TrainConfig(**{**OmegaConf.to_container(cfg.trainer), "max_steps": 40, "eval_every": 20,
-                              "progress": False, **trainer})
+    settings = TrainConfig(
+        **{**OmegaConf.to_container(cfg.trainer), "max_steps": 40, "eval_every": 20, "progress": False, **trainer}
+    )
     seed_everything(0, deterministic=settings.deterministic)
     model, task = build_model(cfg), instantiate(cfg.task)
-    return train(model, task.splits(0), settings, seed=0,
-                 flops_per_token=model.flops_per_token(task.seq_len)), model
+    return train(model, task.splits(0), settings, seed=0, flops_per_token=model.flops_per_token(task.seq_len)), model
 
 
 @pytest.mark.parametrize("mixer", ["attention", "sliding_window", "hyena", "mamba"])

@@ -23,10 +23,13 @@ def env() -> dict:
 
 
 def check(out: Path, *args: str, prelude: str = "pass") -> subprocess.CompletedProcess:
-    code = (f"import runpy, sys; {prelude}; sys.argv = [{str(SCRIPT)!r}, {str(out)!r}, *{list(args)!r}]; "
-            f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__')")
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env(), capture_output=True, text=True,
-                          timeout=900)
+    code = (
+        f"import runpy, sys; {prelude}; sys.argv = [{str(SCRIPT)!r}, {str(out)!r}, *{list(args)!r}]; "
+        f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__')"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=900
+    )
 
 
 def assert_summary_shape(summary: dict, sections: list[str]) -> None:
@@ -127,12 +130,16 @@ def test_pytest_counts_come_from_its_junit_xml(tmp_path):
     </testsuite></testsuites>""")
     counts, failures = gpu_check.parse_junit(xml)
     assert counts == {"passed": 1, "failed": 1, "errors": 2, "skipped": 1}
-    assert failures == [{"test": "tests/test_gpu.py::test_b", "message": "assert 1 == 2"},
-                        {"test": "tests/test_mfu.py::test_d", "message": "fixture broke"},
-                        {"test": "tests/test_faults.py (collection)", "message": "collection failure"}]
+    assert failures == [
+        {"test": "tests/test_gpu.py::test_b", "message": "assert 1 == 2"},
+        {"test": "tests/test_mfu.py::test_d", "message": "fixture broke"},
+        {"test": "tests/test_faults.py (collection)", "message": "collection failure"},
+    ]
     verbose = "tests/test_gpu.py::test_a PASSED [ 50%]\ntests/test_gpu.py::test_b[x] FAILED [100%]\n"
-    assert gpu_check.parse_verbose(verbose) == ({"passed": 1, "failed": 1, "errors": 0, "skipped": 0},
-                                                [{"test": "tests/test_gpu.py::test_b[x]", "message": ""}])
+    assert gpu_check.parse_verbose(verbose) == (
+        {"passed": 1, "failed": 1, "errors": 0, "skipped": 0},
+        [{"test": "tests/test_gpu.py::test_b[x]", "message": ""}],
+    )
 
 
 def test_a_run_needs_neither_wandb_nor_datasets_nor_pyarrow():
@@ -150,7 +157,6 @@ def test_a_run_needs_neither_wandb_nor_datasets_nor_pyarrow():
         train(model, task.splits(0), train_cfg, seed=0)
         print(sorted(m for m in ("wandb", "datasets", "pyarrow") if m in sys.modules))
     """)
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env(), capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"

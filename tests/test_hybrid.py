@@ -34,8 +34,14 @@ def test_pattern_is_striped_over_depth(compose):
 
 
 def test_entries_take_options_and_positions_reach_the_mixers_that_accept_them(compose):
-    cfg = compose([*SMALL, "model/position=rope", "model.n_layers=3",
-                   "model.pattern=[mamba,{name:attention,n_heads:4},{name:mamba,d_state:4}]"])
+    cfg = compose(
+        [
+            *SMALL,
+            "model/position=rope",
+            "model.n_layers=3",
+            "model.pattern=[mamba,{name:attention,n_heads:4},{name:mamba,d_state:4}]",
+        ]
+    )
     first, attention, last = mixers_of(build_model(cfg))
     assert isinstance(first, Mamba) and isinstance(last, Mamba)
     assert (first.d_state, last.d_state) == (16, 4)
@@ -55,12 +61,15 @@ def test_available_mixers_are_the_config_options():
     assert available_mixers() == options("model/mixer")
 
 
-@pytest.mark.parametrize("pattern,message", [
-    ("[hyena,nope]", "pattern[1]=nope is no mixer option (available: "),
-    ("[]", "must be a non-empty list"),
-    ("hyena", "must be a non-empty list"),
-    ("[{n_heads:2}]", "pattern[0]=None is no mixer option"),
-])
+@pytest.mark.parametrize(
+    "pattern,message",
+    [
+        ("[hyena,nope]", "pattern[1]=nope is no mixer option (available: "),
+        ("[]", "must be a non-empty list"),
+        ("hyena", "must be a non-empty list"),
+        ("[{n_heads:2}]", "pattern[0]=None is no mixer option"),
+    ],
+)
 def test_bad_patterns_name_the_entry(compose, pattern, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(")):
         build_model(compose([*SMALL, f"model.pattern={pattern}"]))
@@ -73,8 +82,16 @@ def test_instantiating_a_pattern_without_the_harness_fails_loudly(compose):
 
 def _archbench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "ARCHBENCH_RESULTS": str(tmp_path / "results"), "WANDB_MODE": "offline"}
-    cmd = [sys.executable, "-c", "from harness.cli import main; main()", "trainer=smoke", "task.num_train=64",
-           "task.num_val=16", "task.num_test=16", *args]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from harness.cli import main; main()",
+        "trainer=smoke",
+        "task.num_train=64",
+        "task.num_val=16",
+        "task.num_test=16",
+        *args,
+    ]
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
 

@@ -35,8 +35,11 @@ def test_a_local_file_round_trips_through_load_dataset(tmp_path):
     task.check()
     data = text.encode("utf-8")
     n_test, n_val = int(len(data) * 0.2), int(len(data) * 0.1)
-    regions = {"train": data[: len(data) - n_test - n_val], "val": data[len(data) - n_test - n_val : -n_test],
-               "test": data[-n_test:]}
+    regions = {
+        "train": data[: len(data) - n_test - n_val],
+        "val": data[len(data) - n_test - n_val : -n_test],
+        "test": data[-n_test:],
+    }
     splits = task.splits(0)
     for name, split in splits.items():
         x, y = split.inputs.numpy(), split.targets.numpy()
@@ -78,8 +81,9 @@ def test_the_shipped_sample_works_offline(monkeypatch):
     task = LMText(seq_len=128)
     task.check()
     splits = task.splits(0)
-    assert all(len(s) > 0 for s in splits.values()) and b"xz" in bytes(splits["train"].inputs[:20].numpy()
-                                                                        .astype(np.uint8).ravel())
+    assert all(len(s) > 0 for s in splits.values()) and b"xz" in bytes(
+        splits["train"].inputs[:20].numpy().astype(np.uint8).ravel()
+    )
 
 
 @pytest.mark.parametrize("var", ["HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"])
@@ -98,13 +102,16 @@ def test_an_unreachable_hub_fails_within_seconds(monkeypatch):
     assert lm_text.hub_unavailable() is not None
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(data_files="no/such/file.txt"), "data_files='no/such/file.txt' does not exist"),
-    (dict(data_files="x.txt", dataset="wikitext"), "set one of them"),
-    (dict(tokenizer="gpt2"), "tokenizer='gpt2' must be one of byte"),
-    (dict(val_fraction=0.6, test_fraction=0.5), "leave text to train on"),
-    (dict(num_train=0), "num_train=0 must be positive"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(data_files="no/such/file.txt"), "data_files='no/such/file.txt' does not exist"),
+        (dict(data_files="x.txt", dataset="wikitext"), "set one of them"),
+        (dict(tokenizer="gpt2"), "tokenizer='gpt2' must be one of byte"),
+        (dict(val_fraction=0.6, test_fraction=0.5), "leave text to train on"),
+        (dict(num_train=0), "num_train=0 must be positive"),
+    ],
+)
 def test_bad_settings_name_their_field(kwargs, message):
     with pytest.raises(ValueError, match=message):
         LMText(**kwargs).check()
@@ -113,8 +120,14 @@ def test_bad_settings_name_their_field(kwargs, message):
 @pytest.mark.slow
 def test_archbench_runs_on_a_local_text_and_records_bits_per_byte(tmp_path):
     write_corpus(tmp_path / "corpus")
-    proc = archbench(tmp_path, "task=lm_text", f"task.data_files={tmp_path / 'corpus'}", "task.seq_len=32",
-                     "trainer=smoke", env={"ARCHBENCH_CACHE": str(tmp_path / "cache")})
+    proc = archbench(
+        tmp_path,
+        "task=lm_text",
+        f"task.data_files={tmp_path / 'corpus'}",
+        "task.seq_len=32",
+        "trainer=smoke",
+        env={"ARCHBENCH_CACHE": str(tmp_path / "cache")},
+    )
     assert proc.returncode == 0, proc.stderr
     [record] = records(tmp_path)
     m = record["metrics"]

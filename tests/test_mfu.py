@@ -16,8 +16,17 @@ def test_the_models_flops_per_token_are_palms_formula_on_gpt2_small(compose):
     """6 * non-embedding params (head included) + 12 * L * H * Q * T, from the attention mixer's own term."""
     from harness.hybrid import build_model
 
-    cfg = compose(["task=lm_text", "task.seq_len=1024", "task.vocab_size=50304", "model.d_model=768",
-                   "model.n_layers=12", "model.mixer.n_heads=12", "model.max_seq_len=1024"])
+    cfg = compose(
+        [
+            "task=lm_text",
+            "task.seq_len=1024",
+            "task.vocab_size=50304",
+            "model.d_model=768",
+            "model.n_layers=12",
+            "model.mixer.n_heads=12",
+            "model.max_seq_len=1024",
+        ]
+    )
     with torch.device("meta"):
         model = build_model(cfg)
     n = model.num_params(non_embedding=True)
@@ -25,12 +34,23 @@ def test_the_models_flops_per_token_are_palms_formula_on_gpt2_small(compose):
     assert model.flops_per_token(1024) == 6 * n + 12 * 12 * 12 * 64 * 1024
 
 
-@pytest.mark.parametrize("name,peak", [
-    ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12), ("NVIDIA A100-SXM4-80GB", 312e12),
-    ("NVIDIA L40", 181e12), ("NVIDIA L40S", 362e12), ("NVIDIA L4", 121e12), ("NVIDIA A10G", 70e12),
-    ("NVIDIA A10", 125e12), ("NVIDIA GeForce RTX 4090", 165e12), ("NVIDIA H200", 989e12),
-    ("NVIDIA GeForce RTX 3060", None), ("Tesla T4", None),
-])
+@pytest.mark.parametrize(
+    "name,peak",
+    [
+        ("NVIDIA H100 80GB HBM3", 989e12),
+        ("NVIDIA H100 PCIe", 756e12),
+        ("NVIDIA A100-SXM4-80GB", 312e12),
+        ("NVIDIA L40", 181e12),
+        ("NVIDIA L40S", 362e12),
+        ("NVIDIA L4", 121e12),
+        ("NVIDIA A10G", 70e12),
+        ("NVIDIA A10", 125e12),
+        ("NVIDIA GeForce RTX 4090", 165e12),
+        ("NVIDIA H200", 989e12),
+        ("NVIDIA GeForce RTX 3060", None),
+        ("Tesla T4", None),
+    ],
+)
 def test_a_device_name_finds_its_own_peak_and_no_other(name, peak):
     assert peak_of(name) == peak
 

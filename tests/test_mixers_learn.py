@@ -27,13 +27,25 @@ from tests.conftest import options
 
 NUM_KV_PAIRS = 4
 ABOVE_CHANCE, RECALL = 0.2, 2 / NUM_KV_PAIRS
-TASK = ["task=mqar", "task.vocab_size=64", "task.seq_len=32", f"task.num_kv_pairs={NUM_KV_PAIRS}",
-        "task.num_train=10000", "task.num_val=256", "task.num_test=256"]
+TASK = [
+    "task=mqar",
+    "task.vocab_size=64",
+    "task.seq_len=32",
+    f"task.num_kv_pairs={NUM_KV_PAIRS}",
+    "task.num_train=10000",
+    "task.num_val=256",
+    "task.num_test=256",
+]
 TRAINER = dict(max_steps=3000, batch_size=32, warmup_steps=50, eval_every=250, target_accuracy=0.99, progress=False)
 LRS = (1e-3, 3e-3)
 # test accuracy measured at lr 1e-3 / 3e-3
-NO_RECALL_YET = {"base_conv": "0.314 / 0.324", "s4d": "0.298 / 0.384", "linear_attention": "0.280 / 0.259",
-                 "gru": "0.285 / 0.291", "hgrn2": "0.290 / 0.290"}  # measured 2026-12-01 (issue 17's mixers)
+NO_RECALL_YET = {
+    "base_conv": "0.314 / 0.324",
+    "s4d": "0.298 / 0.384",
+    "linear_attention": "0.280 / 0.259",
+    "gru": "0.285 / 0.291",
+    "hgrn2": "0.290 / 0.290",
+}  # measured 2026-12-01 (issue 17's mixers)
 
 
 @functools.cache
@@ -42,9 +54,18 @@ def learn(mixer: str, lr: float, pattern: str | None = None) -> float:
     with initialize_config_module(config_module="conf", version_base="1.3"):
         probe = compose(config_name="config", overrides=[f"model/mixer={mixer}"])
         positions = "learned" if getattr(get_class(probe.model.mixer._target_), "accepts_position", False) else "none"
-        cfg = compose(config_name="config", overrides=[
-            *TASK, f"model/mixer={mixer}", f"model/position={positions}", "model/ffn=none", "model.d_model=128",
-            "model.n_layers=2", *([f"model.pattern={pattern}"] if pattern else [])])
+        cfg = compose(
+            config_name="config",
+            overrides=[
+                *TASK,
+                f"model/mixer={mixer}",
+                f"model/position={positions}",
+                "model/ffn=none",
+                "model.d_model=128",
+                "model.n_layers=2",
+                *([f"model.pattern={pattern}"] if pattern else []),
+            ],
+        )
     seed_everything(0)
     model, task = build_model(cfg), instantiate(cfg.task)
     metrics = train(model, task.splits(0), TrainConfig(lr=lr, **TRAINER), seed=0)["metrics"]
@@ -69,9 +90,15 @@ def test_mixer_learns_mqar_above_chance(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=f"{NO_RECALL_YET[n]} at lr 1e-3 / 3e-3"))
-    if n in NO_RECALL_YET else n for n in options("model/mixer")])
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=f"{NO_RECALL_YET[n]} at lr 1e-3 / 3e-3"))
+        if n in NO_RECALL_YET
+        else n
+        for n in options("model/mixer")
+    ],
+)
 def test_mixer_recalls_mqar(name):
     assert best(name, RECALL) > RECALL
 

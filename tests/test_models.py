@@ -73,7 +73,8 @@ def test_norm_placements(compose, placement):
 def test_gqa_and_mqa_share_key_value_heads(compose):
     params = {n: sum(p.numel() for p in build_mixer(compose, n).parameters()) for n in ("gqa", "mqa")}
     mha = instantiate(compose(["model/mixer=attention", "model.mixer.n_heads=4"]).model.mixer)(
-        D, max_seq_len=T, layer_idx=0)
+        D, max_seq_len=T, layer_idx=0
+    )
     assert params["mqa"] < params["gqa"] < sum(p.numel() for p in mha.parameters())
 
 

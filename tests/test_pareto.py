@@ -8,18 +8,40 @@ import pytest
 from harness import board, pareto, results
 
 
-def record(mixer: str, seed: int, accuracy: float, params: int, status: str = "completed", loss: float = 1.0,
-           task: str = "mqar") -> dict:
-    return {"schema": results.SCHEMA, "run_id": f"{mixer}-{task}-{seed}", "status": status, "error": None,
-            "labels": {"model": "transformer", "mixer": mixer, "task": task}, "overrides": [f"model/mixer={mixer}"],
-            "config": {}, "seed": seed, "metrics": {"test/accuracy": accuracy, "test/loss": loss,
-                                                    "val/accuracy": accuracy},
-            "cost": {"params": params, "flops_per_token": 6 * params}, "timestamps": {"finished": f"t{seed}"}}
+def record(
+    mixer: str,
+    seed: int,
+    accuracy: float,
+    params: int,
+    status: str = "completed",
+    loss: float = 1.0,
+    task: str = "mqar",
+) -> dict:
+    return {
+        "schema": results.SCHEMA,
+        "run_id": f"{mixer}-{task}-{seed}",
+        "status": status,
+        "error": None,
+        "labels": {"model": "transformer", "mixer": mixer, "task": task},
+        "overrides": [f"model/mixer={mixer}"],
+        "config": {},
+        "seed": seed,
+        "metrics": {"test/accuracy": accuracy, "test/loss": loss, "val/accuracy": accuracy},
+        "cost": {"params": params, "flops_per_token": 6 * params},
+        "timestamps": {"finished": f"t{seed}"},
+    }
 
 
 # (mixer, test/accuracy, params): a..f with one seed each
-POINTS = [("a", 0.5, 100), ("b", 0.7, 200), ("c", 0.4, 150), ("d", 0.6, 200), ("e", 0.7, 300), ("f", 0.9, 400),
-          ("g", 0.9, 400)]
+POINTS = [
+    ("a", 0.5, 100),
+    ("b", 0.7, 200),
+    ("c", 0.4, 150),
+    ("d", 0.6, 200),
+    ("e", 0.7, 300),
+    ("f", 0.9, 400),
+    ("g", 0.9, 400),
+]
 
 
 def write(root: Path, records: list[dict]) -> Path:
@@ -41,9 +63,14 @@ def test_the_front_is_the_variants_no_other_beats_on_both():
 
 
 def test_seeds_are_averaged_per_variant_before_the_front_is_drawn():
-    recs = [record("a", 0, 0.2, 100), record("a", 1, 0.8, 100),  # mean 0.5
-            record("b", 0, 0.6, 200), record("b", 1, 0.6, 200),  # 0.6 at more params: still on the front
-            record("c", 0, 0.55, 300), record("c", 1, 0.0, 300, status="diverged")]  # 0.55 over its completed seed
+    recs = [
+        record("a", 0, 0.2, 100),
+        record("a", 1, 0.8, 100),  # mean 0.5
+        record("b", 0, 0.6, 200),
+        record("b", 1, 0.6, 200),  # 0.6 at more params: still on the front
+        record("c", 0, 0.55, 300),
+        record("c", 1, 0.0, 300, status="diverged"),
+    ]  # 0.55 over its completed seed
     table = pareto.front(recs, "test/accuracy", "params").set_index("variant")
     assert table.loc["a", "metric"] == pytest.approx(0.5) and table.loc["a", "n"] == 2
     assert table.loc["c", "n"] == 1 and table.loc["c", "metric"] == pytest.approx(0.55)
@@ -51,8 +78,13 @@ def test_seeds_are_averaged_per_variant_before_the_front_is_drawn():
 
 
 def test_lower_is_better_metrics_and_each_task_its_own_front():
-    recs = [record("a", 0, 0, 100, loss=2.0), record("b", 0, 0, 200, loss=1.0), record("c", 0, 0, 300, loss=1.5),
-            record("a", 0, 0, 100, loss=0.5, task="other"), record("b", 0, 0, 200, loss=1.0, task="other")]
+    recs = [
+        record("a", 0, 0, 100, loss=2.0),
+        record("b", 0, 0, 200, loss=1.0),
+        record("c", 0, 0, 300, loss=1.5),
+        record("a", 0, 0, 100, loss=0.5, task="other"),
+        record("b", 0, 0, 200, loss=1.0, task="other"),
+    ]
     table = pareto.front(recs, "test/loss", "flops_per_token")
     fronts = {s: rows.loc[rows.pareto, "variant"].tolist() for s, rows in table.groupby("setting")}
     assert fronts == {"mqar": ["a", "b"], "other": ["a"]}  # c loses to b; in "other" a beats b on both
@@ -62,8 +94,13 @@ def test_non_dominated_agrees_with_the_definition_on_random_points():
     rng = np.random.default_rng(0)
     for _ in range(20):
         metric, cost = rng.integers(0, 6, 30).astype(float), rng.integers(0, 6, 30).astype(float)
-        brute = [not any(metric[j] >= metric[i] and cost[j] <= cost[i] and (metric[j] > metric[i] or cost[j] < cost[i])
-                         for j in range(30)) for i in range(30)]
+        brute = [
+            not any(
+                metric[j] >= metric[i] and cost[j] <= cost[i] and (metric[j] > metric[i] or cost[j] < cost[i])
+                for j in range(30)
+            )
+            for i in range(30)
+        ]
         assert pareto.non_dominated(metric, cost).tolist() == brute
 
 
@@ -80,11 +117,14 @@ def test_archbench_board_pareto_prints_the_front_and_draws_it(tmp_path, capsys):
     assert csv[0] == "setting,variant,metric,cost,n,pareto" and len(csv) == 8
 
 
-@pytest.mark.parametrize("spec,message", [
-    ("test/accuracy", "give METRIC,COST"),
-    ("test/accuracy,tokens", "no cost tokens in the records (they have: flops_per_token, params)"),
-    ("test/bleu,params", "no metric test/bleu in the records (they have: test/accuracy, test/loss, val/accuracy)"),
-])
+@pytest.mark.parametrize(
+    "spec,message",
+    [
+        ("test/accuracy", "give METRIC,COST"),
+        ("test/accuracy,tokens", "no cost tokens in the records (they have: flops_per_token, params)"),
+        ("test/bleu,params", "no metric test/bleu in the records (they have: test/accuracy, test/loss, val/accuracy)"),
+    ],
+)
 def test_a_bad_pareto_spec_names_what_is_there(tmp_path, spec, message):
     root = write(tmp_path / "search", [record("a", 0, 0.5, 100)])
     with pytest.raises(SystemExit) as e:
@@ -93,6 +133,8 @@ def test_a_bad_pareto_spec_names_what_is_there(tmp_path, spec, message):
 
 
 def test_runs_of_a_search_and_runs_by_hand_name_variants_alike():
-    recs = [{**record(m, 0, acc, p), "overrides": [f"model/mixer={m}", "hparams_search=arch_nsga2"]}
-            for m, acc, p in POINTS[:2]] + [record("c", 0, 0.4, 150)]  # a run by hand: no hparams_search
+    recs = [
+        {**record(m, 0, acc, p), "overrides": [f"model/mixer={m}", "hparams_search=arch_nsga2"]}
+        for m, acc, p in POINTS[:2]
+    ] + [record("c", 0, 0.4, 150)]  # a run by hand: no hparams_search
     assert board.runs_frame(recs)["variant"].tolist() == ["a", "b", "c"]

@@ -29,8 +29,16 @@ def simulate(means, std, races: int, min_seeds: int, max_seeds: int, alpha: floa
     while True:
         upto = np.arange(max_seeds)[None, None, :] < seeds[..., None]
         values = np.where(upto, draws, np.nan)
-        long = pd.DataFrame({"variant": variant, "column": column, "mean": np.nanmean(values, -1).ravel(),
-                             "std": np.nanstd(values, -1, ddof=1).ravel(), "n": seeds.ravel(), "failed": 0})
+        long = pd.DataFrame(
+            {
+                "variant": variant,
+                "column": column,
+                "mean": np.nanmean(values, -1).ravel(),
+                "std": np.nanstd(values, -1, ddof=1).ravel(),
+                "n": seeds.ravel(),
+                "failed": 0,
+            }
+        )
         decided = race.decide(long, alpha, min_seeds, max_seeds)
         more = decided["open"].to_numpy().reshape(races, k)
         if not more.any():
@@ -39,7 +47,7 @@ def simulate(means, std, races: int, min_seeds: int, max_seeds: int, alpha: floa
 
 
 def eliminated(decided, races: int, k: int) -> np.ndarray:
-    return (decided["decision"].to_numpy().reshape(races, k) == "worse")
+    return decided["decision"].to_numpy().reshape(races, k) == "worse"
 
 
 def tolerance(races: int, rate: float) -> int:
@@ -47,8 +55,11 @@ def tolerance(races: int, rate: float) -> int:
     return int(sps.binom.ppf(0.9999, races, rate))
 
 
-@pytest.mark.parametrize("means", [[0.5] * 6, [0.5, 0.5, 0.5, 0.45, 0.4, 0.3], [0.5, 0.49, 0.48]],
-                         ids=["six equal", "three tied at the top", "close"])
+@pytest.mark.parametrize(
+    "means",
+    [[0.5] * 6, [0.5, 0.5, 0.5, 0.45, 0.4, 0.3], [0.5, 0.49, 0.48]],
+    ids=["six equal", "three tied at the top", "close"],
+)
 def test_the_best_variant_is_marked_worse_at_most_at_rate_alpha(means):
     races = 2000
     decided, _ = simulate(means, 0.05, races, min_seeds=2, max_seeds=8)
@@ -75,13 +86,19 @@ def test_a_clear_leader_is_found_and_the_others_stop_early():
 
 
 def test_decisions_follow_the_long_table_alone():
-    long = pd.DataFrame({
-        "variant": ["a", "b", "c", "d", "a", "b"], "column": ["x", "x", "x", "x", "y", "y"],
-        "mean": [0.9, 0.5, 0.89, 0.3, 0.4, 0.6], "std": [0.01, 0.01, 0.05, 0.1, 0.1, 0.1],
-        "n": [5, 5, 4, 3, 2, 1], "failed": [0, 0, 1, 0, 0, 1]})
+    long = pd.DataFrame(
+        {
+            "variant": ["a", "b", "c", "d", "a", "b"],
+            "column": ["x", "x", "x", "x", "y", "y"],
+            "mean": [0.9, 0.5, 0.89, 0.3, 0.4, 0.6],
+            "std": [0.01, 0.01, 0.05, 0.1, 0.1, 0.1],
+            "n": [5, 5, 4, 3, 2, 1],
+            "failed": [0, 0, 1, 0, 0, 1],
+        }
+    )
     d = race.decide(long, ALPHA, 2, 8).set_index(["column", "variant"])
     assert d.loc[("x", "a"), "decision"] == "leader" and d.loc[("x", "a"), "open"]
-    assert d.loc[("x", "b"), "decision"] == "worse" and not d.loc[("x", "b"), "open"]   # far below at 5 seeds
+    assert d.loc[("x", "b"), "decision"] == "worse" and not d.loc[("x", "b"), "open"]  # far below at 5 seeds
     assert d.loc[("x", "c"), "decision"] == "tied" and d.loc[("x", "c"), "seeds"] == 5  # a failed seed counts
     assert d.loc[("x", "d"), "decision"] == "worse" and np.isnan(d.loc[("x", "d"), "p"])  # stopped at 3 seeds
     assert d.loc[("y", "b"), "decision"] == "untested" and d.loc[("y", "a"), "decision"] == "leader"
@@ -94,11 +111,17 @@ def test_decisions_follow_the_long_table_alone():
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from("xyz"), st.floats(0, 1), st.floats(0, 0.3), st.integers(0, 8),
-                          st.integers(0, 2)), min_size=1, max_size=12))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from("xyz"), st.floats(0, 1), st.floats(0, 0.3), st.integers(0, 8), st.integers(0, 2)),
+        min_size=1,
+        max_size=12,
+    )
+)
 def test_every_column_has_one_leader_and_only_open_cells_get_seeds(rows):
     long = pd.DataFrame(rows, columns=["column", "mean", "std", "n", "failed"]).assign(
-        variant=lambda f: [f"v{i}" for i in range(len(f))])
+        variant=lambda f: [f"v{i}" for i in range(len(f))]
+    )
     long["mean"], long["std"] = long["mean"].where(long.n > 0), long["std"].where(long.n > 1)
     d = race.decide(long, ALPHA, 2, 8)
     for _, col in d.groupby("column"):
@@ -111,20 +134,43 @@ def test_every_column_has_one_leader_and_only_open_cells_get_seeds(rows):
 
 
 def test_loss_is_raced_downwards():
-    long = pd.DataFrame({"variant": ["a", "b"], "column": ["x", "x"], "mean": [1.0, 2.0], "std": [0.01, 0.01],
-                         "n": [8, 8], "failed": [0, 0]})
+    long = pd.DataFrame(
+        {
+            "variant": ["a", "b"],
+            "column": ["x", "x"],
+            "mean": [1.0, 2.0],
+            "std": [0.01, 0.01],
+            "n": [8, 8],
+            "failed": [0, 0],
+        }
+    )
     d = race.decide(long, ALPHA, 2, 8, higher_is_better=False)
     assert d["decision"].tolist() == ["leader", "worse"]
 
 
-SMOKE = ["trainer=smoke", "model/ffn=none", "model.d_model=32", "task.num_train=64", "task.num_val=16",
-         "task.num_test=16"]
-RACE = ["-m", "hydra/sweeper=race", "model/mixer=attention,gqa", "task=mqar", "hydra.sweeper.min_seeds=2",
-        "hydra.sweeper.max_seeds=3", "+hydra.callbacks.leaderboard.plots=false", *SMOKE]
+SMOKE = [
+    "trainer=smoke",
+    "model/ffn=none",
+    "model.d_model=32",
+    "task.num_train=64",
+    "task.num_val=16",
+    "task.num_test=16",
+]
+RACE = [
+    "-m",
+    "hydra/sweeper=race",
+    "model/mixer=attention,gqa",
+    "task=mqar",
+    "hydra.sweeper.min_seeds=2",
+    "hydra.sweeper.max_seeds=3",
+    "+hydra.callbacks.leaderboard.plots=false",
+    *SMOKE,
+]
 
 
-def test_a_real_race_gives_consecutive_seeds_and_its_decisions_and_a_rerun_trains_nothing(tmp_path, monkeypatch,
-                                                                                          capsys):
+def test_a_real_race_gives_consecutive_seeds_and_its_decisions_and_a_rerun_trains_nothing(
+    tmp_path, monkeypatch, capsys
+):
     monkeypatch.setenv("ARCHBENCH_RESULTS", str(tmp_path / "results"))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["archbench", *RACE])
@@ -144,8 +190,9 @@ def test_a_real_race_gives_consecutive_seeds_and_its_decisions_and_a_rerun_train
     out = capsys.readouterr().out
     [second] = [p.parent for p in (tmp_path / "results").rglob("race.md") if p.parent != first]
     again = [json.loads(p.read_text()) for p in second.rglob("result.json")]
-    assert sorted((r["run_id"], r["timestamps"]["started"]) for r in again) == \
-        sorted((r["run_id"], r["timestamps"]["started"]) for r in recs)
+    assert sorted((r["run_id"], r["timestamps"]["started"]) for r in again) == sorted(
+        (r["run_id"], r["timestamps"]["started"]) for r in recs
+    )
     assert "(0 trained by this call" in out
 
     monkeypatch.setattr(sys, "argv", ["archbench", *RACE, "hydra.sweeper.budget=5"])
@@ -155,12 +202,15 @@ def test_a_real_race_gives_consecutive_seeds_and_its_decisions_and_a_rerun_train
     assert "runs spent: 4;" in out and "(0 trained by this call" in out and "stopped: " in out
 
 
-@pytest.mark.parametrize("args, message", [
-    (["seed=0,1"], "a race sets the seeds itself"),
-    (["hydra.sweeper.min_seeds=1"], "min_seeds"),
-    (["hydra.sweeper.budget=3"], "less than the first round"),
-    (["suite=quick", "hydra.sweeper.budget=3"], "2 cells x 2 seeds"),  # the suite's seeds dropped
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["seed=0,1"], "a race sets the seeds itself"),
+        (["hydra.sweeper.min_seeds=1"], "min_seeds"),
+        (["hydra.sweeper.budget=3"], "less than the first round"),
+        (["suite=quick", "hydra.sweeper.budget=3"], "2 cells x 2 seeds"),  # the suite's seeds dropped
+    ],
+)
 def test_a_race_that_cannot_run_stops_before_training(tmp_path, monkeypatch, capsys, args, message):
     monkeypatch.setenv("ARCHBENCH_RESULTS", str(tmp_path / "results"))
     monkeypatch.chdir(tmp_path)

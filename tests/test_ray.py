@@ -15,19 +15,42 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("ray", reason="ray is not installed (pip install -e '.[ray]')")
-pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="hydra-ray-launcher is not installed (pip install -e "
-                    "'.[ray]')")
+pytest.importorskip(
+    "hydra_plugins.hydra_ray_launcher", reason="hydra-ray-launcher is not installed (pip install -e '.[ray]')"
+)
 
 from harness import results  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ["trainer=smoke", "model/ffn=none", "model.d_model=32", "task.num_train=64", "task.num_val=16",
-         "task.num_test=16"]
+SMOKE = [
+    "trainer=smoke",
+    "model/ffn=none",
+    "model.d_model=32",
+    "task.num_train=64",
+    "task.num_val=16",
+    "task.num_test=16",
+]
 SWEEP = ["model/mixer=attention,gqa", "seed=0,1", *SMOKE]
-BOARD_COLUMNS = ("variant", "column", "failed", "mean", "std", "n", "params", "flops_per_token", "tokens_seen",
-                 "ci_lo", "ci_hi", "leader", "p_vs_leader", "tied", "rank", "avg_rank")  # all but time and memory
+BOARD_COLUMNS = (
+    "variant",
+    "column",
+    "failed",
+    "mean",
+    "std",
+    "n",
+    "params",
+    "flops_per_token",
+    "tokens_seen",
+    "ci_lo",
+    "ci_hi",
+    "leader",
+    "p_vs_leader",
+    "tied",
+    "rank",
+    "avg_rank",
+)  # all but time and memory
 
 
 def free_port() -> int:
@@ -43,14 +66,33 @@ def ray_head(tmp_path_factory):
     ray = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "ARCHBENCH_RESULTS")}
-    env.update(PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])]),
-               RAY_USAGE_STATS_ENABLED="0", WANDB_MODE="offline", WANDB_SILENT="true")
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])]),
+        RAY_USAGE_STATS_ENABLED="0",
+        WANDB_MODE="offline",
+        WANDB_SILENT="true",
+    )
     temp = tmp_path_factory.mktemp("ray")
     log = open(temp / "ray-start.log", "w")
     t0 = time.perf_counter()
-    head = subprocess.Popen([ray, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
-                             "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",
-                             f"--temp-dir={temp}"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    head = subprocess.Popen(
+        [
+            ray,
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--num-gpus=0",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            f"--temp-dir={temp}",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.perf_counter() + 120
         while head.poll() is None and "Ray runtime started" not in (temp / "ray-start.log").read_text():
@@ -85,15 +127,28 @@ def board(sweep: Path) -> list[dict]:
 
 def archbench(env: dict, cwd: Path, *args: str) -> subprocess.Popen:
     cwd.mkdir(parents=True)
-    return subprocess.Popen([sys.executable, "-m", "harness.cli", "-m", *args, f"paths.results={cwd / 'results'}"],
-                            cwd=cwd, env=env, stdout=open(cwd / "archbench.log", "w"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "-m", *args, f"paths.results={cwd / 'results'}"],
+        cwd=cwd,
+        env=env,
+        stdout=open(cwd / "archbench.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def test_a_four_job_sweep_on_ray_sets_seeds_and_threads_as_the_local_launcher(ray_head, tmp_path):
     address, env = ray_head
     t0 = time.perf_counter()
-    on_ray = archbench(env, tmp_path / "ray", "hydra/launcher=ray", f"hydra.launcher.ray.init.address={address}",
-                       "resources.cpus=1", "resources.gpus=0", "resources.mem_gb=1", *SWEEP)
+    on_ray = archbench(
+        env,
+        tmp_path / "ray",
+        "hydra/launcher=ray",
+        f"hydra.launcher.ray.init.address={address}",
+        "resources.cpus=1",
+        "resources.gpus=0",
+        "resources.mem_gb=1",
+        *SWEEP,
+    )
     local = archbench({**env, "OMP_NUM_THREADS": "1"}, tmp_path / "local", *SWEEP)  # the basic launcher
     assert local.wait(timeout=600) == 0, (tmp_path / "local" / "archbench.log").read_text()[-3000:]
     assert on_ray.wait(timeout=600) == 0, (tmp_path / "ray" / "archbench.log").read_text()[-3000:]
@@ -102,7 +157,11 @@ def test_a_four_job_sweep_on_ray_sets_seeds_and_threads_as_the_local_launcher(ra
     got, expected = records(sweep_of(tmp_path / "ray" / "results")), records(sweep_of(tmp_path / "local" / "results"))
     assert len(got) == 4 and got.keys() == expected.keys()
     assert sorted((r["labels"]["mixer"], r["seed"]) for r in got.values()) == [
-        ("attention", 0), ("attention", 1), ("gqa", 0), ("gqa", 1)]
+        ("attention", 0),
+        ("attention", 1),
+        ("gqa", 0),
+        ("gqa", 1),
+    ]
     for rid, r in got.items():
         # one thread: Ray's OMP_NUM_THREADS for a task of resources.cpus=1, not the head's two CPUs
         assert r["status"] == "completed" and r["cost"]["threads"] == 1

@@ -50,8 +50,9 @@ def test_the_per_epoch_cosine_is_torchs_cosine_annealing_stepped_per_epoch(epoch
     cfg = TrainConfig(lr=lr, epochs=epochs, warmup_steps=0, schedule_unit="epoch", min_lr=floor)
     total = epochs * steps_per_epoch
     f = lr_lambda(cfg, total, steps_per_epoch)
-    expected = _torch_lrs(lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=epochs, eta_min=floor),
-                          lr, total, steps_per_epoch)
+    expected = _torch_lrs(
+        lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=epochs, eta_min=floor), lr, total, steps_per_epoch
+    )
     assert [lr * f(s) for s in range(total)] == pytest.approx(expected, rel=1e-9, abs=1e-15)
 
 
@@ -70,9 +71,18 @@ def _model(**kwargs) -> LanguageModel:
     from models.ffn import MLP
     from models.positions import LearnedPosition
 
-    return LanguageModel(vocab_size=32, d_model=16, n_layers=2, max_seq_len=12,
-                         mixer=partial(Attention, n_heads=2, bias=True, dropout=kwargs.pop("attention_dropout", 0.0)),
-                         norm=nn.LayerNorm, ffn=MLP, position=LearnedPosition, tie_embeddings=True, **kwargs)
+    return LanguageModel(
+        vocab_size=32,
+        d_model=16,
+        n_layers=2,
+        max_seq_len=12,
+        mixer=partial(Attention, n_heads=2, bias=True, dropout=kwargs.pop("attention_dropout", 0.0)),
+        norm=nn.LayerNorm,
+        ffn=MLP,
+        position=LearnedPosition,
+        tie_embeddings=True,
+        **kwargs,
+    )
 
 
 def test_decay_all_decays_every_parameter_once_and_the_default_keeps_norms_biases_embeddings_out():
@@ -113,23 +123,56 @@ def test_zero_dropout_adds_no_module_and_draws_no_random_numbers():
 
 # What each paper's code (or, where none was released, its text) trains with: docs/fidelity.md gives the sources.
 PAPER_RECIPES = {
-    "zoology_mqar": {"trainer": {"epochs": 64, "betas": [0.9, 0.999], "weight_decay": 0.1, "decay_all": True,
-                                 "warmup_steps": 0, "schedule": "cosine", "schedule_unit": "epoch",
-                                 "min_lr_ratio": 0.0, "min_lr": None, "grad_clip": 0.0, "target_accuracy": 0.99},
-                     "model": {"dropout_embedding": 0.1, "dropout_residual": 0.0, "tie_embeddings": True}},
-    "mad": {"trainer": {"epochs": 200, "batch_size": 128, "betas": [0.9, 0.999], "decay_all": True, "warmup_steps": 0,
-                        "schedule": "constant", "grad_clip": 0.0},
-            "model": {"d_model": 128, "n_layers": 2, "dropout_embedding": 0.0}},
-    "mamba_selective_copying": {"trainer": {"max_steps": 400000, "batch_size": 64, "lr": 1e-4, "warmup_steps": 0,
-                                            "schedule": "constant"},
-                                "model": {"d_model": 64, "n_layers": 2}},
-    "mamba_induction": {"trainer": {"max_steps": 204800, "batch_size": 8, "betas": [0.9, 0.999], "weight_decay": 0.0,
-                                    "warmup_steps": 0, "schedule": "constant", "grad_clip": 0.0},
-                        "model": {"d_model": 64, "n_layers": 2}},
+    "zoology_mqar": {
+        "trainer": {
+            "epochs": 64,
+            "betas": [0.9, 0.999],
+            "weight_decay": 0.1,
+            "decay_all": True,
+            "warmup_steps": 0,
+            "schedule": "cosine",
+            "schedule_unit": "epoch",
+            "min_lr_ratio": 0.0,
+            "min_lr": None,
+            "grad_clip": 0.0,
+            "target_accuracy": 0.99,
+        },
+        "model": {"dropout_embedding": 0.1, "dropout_residual": 0.0, "tie_embeddings": True},
+    },
+    "mad": {
+        "trainer": {
+            "epochs": 200,
+            "batch_size": 128,
+            "betas": [0.9, 0.999],
+            "decay_all": True,
+            "warmup_steps": 0,
+            "schedule": "constant",
+            "grad_clip": 0.0,
+        },
+        "model": {"d_model": 128, "n_layers": 2, "dropout_embedding": 0.0},
+    },
+    "mamba_selective_copying": {
+        "trainer": {"max_steps": 400000, "batch_size": 64, "lr": 1e-4, "warmup_steps": 0, "schedule": "constant"},
+        "model": {"d_model": 64, "n_layers": 2},
+    },
+    "mamba_induction": {
+        "trainer": {
+            "max_steps": 204800,
+            "batch_size": 8,
+            "betas": [0.9, 0.999],
+            "weight_decay": 0.0,
+            "warmup_steps": 0,
+            "schedule": "constant",
+            "grad_clip": 0.0,
+        },
+        "model": {"d_model": 64, "n_layers": 2},
+    },
 }
-PAPER_GRIDS = {"zoology_mqar": {"trainer.lr": [1e-4, 4.64e-4, 2.15e-3, 1e-2]},
-               "mad": {"trainer.lr": [1e-4, 5e-4, 1e-3], "trainer.weight_decay": [0.0, 0.1]},
-               "mamba_induction": {"trainer.lr": [2e-4, 1e-3]}}
+PAPER_GRIDS = {
+    "zoology_mqar": {"trainer.lr": [1e-4, 4.64e-4, 2.15e-3, 1e-2]},
+    "mad": {"trainer.lr": [1e-4, 5e-4, 1e-3], "trainer.weight_decay": [0.0, 0.1]},
+    "mamba_induction": {"trainer.lr": [2e-4, 1e-3]},
+}
 
 
 def _sweep(name: str) -> tuple[str, dict[str, list[str]]]:
@@ -142,8 +185,12 @@ def _sweep(name: str) -> tuple[str, dict[str, list[str]]]:
     with initialize_config_module(config_module="conf", version_base="1.3"):
         params = compose(config_name="config", overrides=[experiment], return_hydra_config=True).hydra.sweeper.params
     parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
-    return experiment, {o.key_or_group: [str(v) for v in o.sweep_iterator()] if o.is_sweep_override()
-                        else [o.get_value_element_as_str()] for o in parsed}
+    return experiment, {
+        o.key_or_group: [str(v) for v in o.sweep_iterator()]
+        if o.is_sweep_override()
+        else [o.get_value_element_as_str()]
+        for o in parsed
+    }
 
 
 def _jobs(name: str, compose, vary: tuple[str, ...] = ("model", "model/mixer", "task")) -> list:
@@ -194,8 +241,15 @@ def test_zoologys_models_are_its_figure_2_configs(compose):
 def test_every_zoology_preset_builds_a_causal_model_with_its_dropout(compose, name):
     from harness.hybrid import build_model
 
-    cfg = compose([f"model=zoology/{name}", "task=zoology/mqar_64", "task.vocab_size=32", "model.d_model=16",
-                   "model.dropout_embedding=0.1"])
+    cfg = compose(
+        [
+            f"model=zoology/{name}",
+            "task=zoology/mqar_64",
+            "task.vocab_size=32",
+            "model.d_model=16",
+            "model.dropout_embedding=0.1",
+        ]
+    )
     model = build_model(cfg).eval()
     idx = torch.randint(0, 32, (2, 64))
     idx2 = idx.clone()

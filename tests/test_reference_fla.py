@@ -67,12 +67,32 @@ def _copy(ref: torch.nn.Module, ours: torch.nn.Module, names: dict[str, str]):
 def test_gla_matches_fla_layer(monkeypatch, chunk_size):
     torch.manual_seed(0)
     ours = GatedLinearAttention(D, max_seq_len=T, layer_idx=0, n_heads=4, chunk_size=chunk_size, kernel="torch")
-    ref = fla_gla.GatedLinearAttention(mode="fused_recurrent", hidden_size=D, num_heads=4, expand_k=0.5,
-                                       gate_low_rank_dim=16, gate_logit_normalizer=16, fuse_norm=False, norm_eps=1e-6)
-    ours_params, ref_params = _copy(ref, ours, {
-        "q_proj.weight": "q.weight", "k_proj.weight": "k.weight", "v_proj.weight": "v.weight",
-        "g_proj.weight": "r.weight", "gk_proj.0.weight": "gate.0.weight", "gk_proj.1.weight": "gate.1.weight",
-        "gk_proj.1.bias": "gate.1.bias", "o_proj.weight": "out.weight", "g_norm.weight": "norm.weight"})
+    ref = fla_gla.GatedLinearAttention(
+        mode="fused_recurrent",
+        hidden_size=D,
+        num_heads=4,
+        expand_k=0.5,
+        gate_low_rank_dim=16,
+        gate_logit_normalizer=16,
+        fuse_norm=False,
+        norm_eps=1e-6,
+    )
+    ours_params, ref_params = _copy(
+        ref,
+        ours,
+        {
+            "q_proj.weight": "q.weight",
+            "k_proj.weight": "k.weight",
+            "v_proj.weight": "v.weight",
+            "g_proj.weight": "r.weight",
+            "gk_proj.0.weight": "gate.0.weight",
+            "gk_proj.1.weight": "gate.1.weight",
+            "gk_proj.1.bias": "gate.1.bias",
+            "o_proj.weight": "out.weight",
+            "g_norm.weight": "norm.weight",
+        },
+    )
+
     # fla's kernel, norm and swish are Triton: swap in fla's own references for them (same signature, same math),
     # and torch's silu for its swish (x sigmoid(x))
     def kernel(q, k, v, gk, initial_state=None, output_final_state=False, **_):
@@ -90,13 +110,27 @@ def test_based_linear_branch_matches_fla_layer(monkeypatch, n_heads):
     1 + s + s^2/2 (s = q.k / sqrt(d)) directly rather than through a feature map: it checks our Taylor feature map."""
     torch.manual_seed(0)
     ours = Based(D, max_seq_len=T, layer_idx=0, n_heads=n_heads, feature_dim=16, chunk_size=64).linear
-    ref = fla_based.BasedLinearAttention(D, feature_dim=16, num_heads=n_heads, num_key_value_heads=n_heads,
-                                         mode="parallel")
-    ours_params, ref_params = _copy(ref, ours, {"q_proj.weight": "q.weight", "k_proj.weight": "k.weight",
-                                                "v_proj.weight": "v.weight", "o_proj.weight": "out.weight"})
+    ref = fla_based.BasedLinearAttention(
+        D, feature_dim=16, num_heads=n_heads, num_key_value_heads=n_heads, mode="parallel"
+    )
+    ours_params, ref_params = _copy(
+        ref,
+        ours,
+        {
+            "q_proj.weight": "q.weight",
+            "k_proj.weight": "k.weight",
+            "v_proj.weight": "v.weight",
+            "o_proj.weight": "out.weight",
+        },
+    )
     heads_first = lambda z: z.transpose(1, 2)  # fla's layer: (b, t, h, d); naive_parallel_based: (b, h, t, d)
-    monkeypatch.setattr(fla_based, "parallel_based", lambda q, k, v, scale, use_norm: heads_first(
-        naive_parallel_based(heads_first(q), heads_first(k), heads_first(v), scale, use_norm)))
+    monkeypatch.setattr(
+        fla_based,
+        "parallel_based",
+        lambda q, k, v, scale, use_norm: heads_first(
+            naive_parallel_based(heads_first(q), heads_first(k), heads_first(v), scale, use_norm)
+        ),
+    )
     _check(ours, ours_params, ref, ref_params, torch.randn(BATCH, T, D))
 
 
@@ -108,8 +142,13 @@ def test_retention_matches_fla_naive(chunk_size):
     ours = Retention(D, max_seq_len=T, layer_idx=0, n_heads=4, chunk_size=chunk_size)
     scale = ours.head_dim**0.5
     params = list(ours.parameters())
-    _check(ours, params, lambda x: ours._mix(x, lambda q, k, v, g: naive_retention(q, k * scale, v)), params,
-           torch.randn(BATCH, T, D))
+    _check(
+        ours,
+        params,
+        lambda x: ours._mix(x, lambda q, k, v, g: naive_retention(q, k * scale, v)),
+        params,
+        torch.randn(BATCH, T, D),
+    )
 
 
 @pytest.mark.parametrize(("n_heads", "chunk_size"), [(1, 64), (2, 16)])

@@ -46,9 +46,17 @@ def test_mamba_matches_mamba_ssm_slow_path(monkeypatch, chunk_size):
     torch.manual_seed(0)
     ours = Mamba(D, max_seq_len=T, layer_idx=0, d_state=16, d_conv=4, expand=2, chunk_size=chunk_size)
     ref = mamba_simple.Mamba(D, d_state=16, d_conv=4, expand=2, use_fast_path=False)
-    names = {"in_proj.weight": "in_proj.weight", "conv1d.weight": "conv.conv.weight", "conv1d.bias": "conv.conv.bias",
-             "x_proj.weight": "x_proj.weight", "dt_proj.weight": "dt_proj.weight", "dt_proj.bias": "dt_proj.bias",
-             "A_log": "A_log", "D": "D", "out_proj.weight": "out_proj.weight"}
+    names = {
+        "in_proj.weight": "in_proj.weight",
+        "conv1d.weight": "conv.conv.weight",
+        "conv1d.bias": "conv.conv.bias",
+        "x_proj.weight": "x_proj.weight",
+        "dt_proj.weight": "dt_proj.weight",
+        "dt_proj.bias": "dt_proj.bias",
+        "A_log": "A_log",
+        "D": "D",
+        "out_proj.weight": "out_proj.weight",
+    }
     ref_params, our_params = dict(ref.named_parameters()), dict(ours.named_parameters())
     assert set(names) == set(ref_params) and set(names.values()) == set(our_params)
     with torch.no_grad():

@@ -22,7 +22,8 @@ NAMES = cards.names()
 
 def test_every_reproduction_has_a_card_and_an_experiment():
     assert {"zoology_mqar", "mad", "lra_listops", "mamba_selective_copying", "mamba_induction", "narang_glu"} <= set(
-        NAMES)
+        NAMES
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -62,14 +63,22 @@ def test_a_card_with_a_bad_field_fails_loudly(tmp_path, monkeypatch):
 
 def reproduce(tmp_path, name):
     env = {**os.environ, "WANDB_MODE": "offline"}
-    cmd = [sys.executable, "-c", "from harness.reproduce.cli import main; main()", name, "--scale", "ci",
-           "--results", str(tmp_path / "results")]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from harness.reproduce.cli import main; main()",
+        name,
+        "--scale",
+        "ci",
+        "--results",
+        str(tmp_path / "results"),
+    ]
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
 
 
 def assert_comparison(proc, tmp_path, name):
     assert proc.returncode == 0, proc.stderr[-2000:]
-    out = proc.stdout[proc.stdout.index(f"({name}, scale ci)"):]
+    out = proc.stdout[proc.stdout.index(f"({name}, scale ci)") :]
     header = next(line for line in out.splitlines() if line.startswith("|"))
     assert {"ours", "paper"} <= {c.strip() for c in header.split("|")}
     verdicts = [line.split()[1] for line in out.splitlines() if line.startswith("- ")]
@@ -103,6 +112,7 @@ def test_every_reproduction_runs_at_ci_scale(tmp_path, name):
 
 # claim checkers on constructed tables
 
+
 def zoology_table(base_conv: dict) -> pd.DataFrame:
     """attention at 1.0 everywhere, base_conv as given: {(seq_len, d_model): accuracy}."""
     rows = [{"mixer": "attention", "seq_len": s, "d_model": d, "ours": 1.0} for s, d in base_conv]
@@ -131,8 +141,10 @@ def test_threshold_best_and_better_checks():
     table = zoology_table(ZOOLOGY)
     assert verdict({"check": "at_least", "variant": "attention", "value": 0.9}, table) == "PASS"
     assert verdict({"check": "at_least", "variant": "base_conv", "value": 0.9}, table) == "FAIL"
-    assert verdict({"check": "at_most", "variant": "base_conv", "value": 0.5, "where": {"seq_len": "max"}},
-                   table) == "PASS"
+    assert (
+        verdict({"check": "at_most", "variant": "base_conv", "value": 0.5, "where": {"seq_len": "max"}}, table)
+        == "PASS"
+    )
     assert verdict({"check": "at_least", "variant": "rwkv", "value": 0.9}, table) == "N/A"
     assert verdict({"check": "best", "variant": "attention"}, table) == "PASS"
     assert verdict({"check": "best", "variant": "base_conv"}, table) == "FAIL"
@@ -140,18 +152,21 @@ def test_threshold_best_and_better_checks():
     assert verdict({**lead, "where": {"seq_len": 64, "d_model": 64}}, table) == "PASS"  # leads by 0.31
     assert verdict(lead, table) == "FAIL"  # at width 128 it leads by 0.08 only
 
+
 def test_where_max_is_the_longest_length_that_has_our_value_not_the_papers():
     """The paper's rows go to length 4,096; a small run stops at 256: `max` must mean 256 for our column."""
-    t = pd.DataFrame({"variant": ["attention"] * 3, "length": [64, 256, 4096], "ours": [1.0, 0.1, None],
-                      "paper": [1.0, None, 0.0]})
+    t = pd.DataFrame(
+        {"variant": ["attention"] * 3, "length": [64, 256, 4096], "ours": [1.0, 0.1, None], "paper": [1.0, None, 0.0]}
+    )
     claim = {"check": "at_most", "variant": "attention", "value": 0.5, "where": {"length": "max"}}
     assert claims.check(claim, t, ["length"], "ours", True)[0] == "PASS"  # 0.1 at 256
     assert claims.check(claim, t, ["length"], "paper", True)[0] == "PASS"  # 0.0 at 4,096
 
 
 def test_better_and_close_follow_the_metric_direction():
-    t = pd.DataFrame({"variant": ["mlp_relu layernorm", "swiglu layernorm", "mlp_relu rmsnorm"],
-                      "ours": [1.838, 1.789, 1.821]}).assign(paper=float("nan"))
+    t = pd.DataFrame(
+        {"variant": ["mlp_relu layernorm", "swiglu layernorm", "mlp_relu rmsnorm"], "ours": [1.838, 1.789, 1.821]}
+    ).assign(paper=float("nan"))
     glu = {"check": "better", "a": "swiglu layernorm", "b": "mlp_relu layernorm"}
     assert claims.check(glu, t, [], "ours", higher=False)[0] == "PASS"  # a loss: lower wins
     assert claims.check(glu, t, [], "ours", higher=True)[0] == "FAIL"
@@ -161,16 +176,26 @@ def test_better_and_close_follow_the_metric_direction():
 
 
 def record(mixer, lr, seed, val, test, status="completed"):
-    return {"status": status, "run_id": f"{mixer}{lr}{seed}", "seed": seed, "labels": {"mixer": mixer},
-            "config": {"trainer": {"lr": lr}, "task": {"seq_len": 64}, "model": {"d_model": 64}},
-            "metrics": {"val/accuracy": val, "test/accuracy": test} if status == "completed" else {}}
+    return {
+        "status": status,
+        "run_id": f"{mixer}{lr}{seed}",
+        "seed": seed,
+        "labels": {"mixer": mixer},
+        "config": {"trainer": {"lr": lr}, "task": {"seq_len": 64}, "model": {"d_model": 64}},
+        "metrics": {"val/accuracy": val, "test/accuracy": test} if status == "completed" else {},
+    }
 
 
 def test_ours_takes_the_lr_best_on_val_averages_seeds_and_sits_beside_the_paper():
     card = cards.load("zoology_mqar")
-    records = [record("base_conv", 1e-3, 0, 0.5, 0.4), record("base_conv", 1e-3, 1, 0.5, 0.6),
-               record("base_conv", 1e-2, 0, 0.9, 0.1), record("base_conv", 1e-2, 1, 0.2, 0.2),  # val mean 0.55
-               record("attention", 1e-3, 0, 1.0, 1.0), record("attention", 1e-2, 0, None, None, "failed")]
+    records = [
+        record("base_conv", 1e-3, 0, 0.5, 0.4),
+        record("base_conv", 1e-3, 1, 0.5, 0.6),
+        record("base_conv", 1e-2, 0, 0.9, 0.1),
+        record("base_conv", 1e-2, 1, 0.2, 0.2),  # val mean 0.55
+        record("attention", 1e-3, 0, 1.0, 1.0),
+        record("attention", 1e-2, 0, None, None, "failed"),
+    ]
     table = compare.side_by_side(records, card)
     row = table[(table.mixer == "base_conv") & (table.seq_len == 64) & (table.d_model == 64)].iloc[0]
     assert row["ours"] == pytest.approx(0.15) and row["n"] == 2 and row["paper"] == 0.69

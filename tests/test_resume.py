@@ -20,8 +20,14 @@ from harness.checkpoint import Checkpointer
 from harness.train import TrainConfig, seed_everything, train
 
 TINY = ["model/ffn=none", "model.d_model=32", "task.num_train=256", "task.num_val=32", "task.num_test=32"]
-SETTINGS = {"max_steps": 12, "eval_every": 4, "batch_size": 16, "warmup_steps": 2, "progress": False,
-            "checkpoint_every": 3}
+SETTINGS = {
+    "max_steps": 12,
+    "eval_every": 4,
+    "batch_size": 16,
+    "warmup_steps": 2,
+    "progress": False,
+    "checkpoint_every": 3,
+}
 
 
 class Crash(Exception):
@@ -95,19 +101,36 @@ def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
 
 # --- as a user meets it: kill -9 and the same command again ---------------------------------------------------
 
-RUN = ["trainer=smoke", "model/ffn=none", "model.d_model=32", "model.n_layers=1", "task.num_train=256",
-       "task.num_val=32", "task.num_test=32", "trainer.max_steps=60", "trainer.eval_every=10",
-       "trainer.checkpoint_every=5"]
+RUN = [
+    "trainer=smoke",
+    "model/ffn=none",
+    "model.d_model=32",
+    "model.n_layers=1",
+    "task.num_train=256",
+    "task.num_val=32",
+    "task.num_test=32",
+    "trainer.max_steps=60",
+    "trainer.eval_every=10",
+    "trainer.checkpoint_every=5",
+]
 # Each training step sleeps 20 ms (numerics untouched), so that the kill lands mid-run even on a fast machine.
-SLOWED = ("import time, harness.train as t; f = t.scored_loss; "
-          "t.scored_loss = lambda *a: (time.sleep(0.02) if a[0].training else None, f(*a))[1]; ")
+SLOWED = (
+    "import time, harness.train as t; f = t.scored_loss; "
+    "t.scored_loss = lambda *a: (time.sleep(0.02) if a[0].training else None, f(*a))[1]; "
+)
 
 
 def start(results: Path, *args: str, slowed: bool = False) -> subprocess.Popen:
     env = {**os.environ, "ARCHBENCH_RESULTS": str(results), "OMP_NUM_THREADS": "1"}
     code = (SLOWED if slowed else "") + "from harness.cli import main; main()"
-    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=results.parent, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        cwd=results.parent,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def kill_when(proc: subprocess.Popen, ready, timeout: float = 120) -> None:

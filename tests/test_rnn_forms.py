@@ -81,8 +81,8 @@ def test_rglru_equals_recurrentgemmas_recurrent_block(compose, monkeypatch):
     x = torch.randn(B, T, D, dtype=torch.float64, requires_grad=True)
     y, (y_ref, _) = mixer(x), ref(x, torch.arange(T).repeat(B, 1), return_cache=False)
     torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-12)
-    g, = torch.autograd.grad(y.square().sum(), x)
-    g_ref, = torch.autograd.grad(y_ref.square().sum(), x)
+    (g,) = torch.autograd.grad(y.square().sum(), x)
+    (g_ref,) = torch.autograd.grad(y_ref.square().sum(), x)
     torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-12)
 
 
@@ -95,11 +95,14 @@ def test_rglru_initialises_its_decay_as_recurrentgemma(compose):
     squares = (a.square() - 0.9**2) / (0.999**2 - 0.9**2)  # uniform on [0, 1]: mean 1/2, quartiles 1/4, 3/4
     assert abs(squares.mean() - 0.5) < 0.02 and abs(squares.quantile(0.25) - 0.25) < 0.03
     assert {id(p) for p in mixer.no_weight_decay()} == {id(mixer.a_param)} | {
-        id(p) for m in (mixer.input_gate, mixer.a_gate) for p in m.parameters()}
+        id(p) for m in (mixer.input_gate, mixer.a_gate) for p in m.parameters()
+    }
 
 
-@pytest.mark.parametrize("name,overrides", [("hgrn2", ["use_short_conv=true"]), ("mlstm", ["chunk_size=null"]),
-                                            ("rglru", ["lru_width=48", "n_heads=3"])])
+@pytest.mark.parametrize(
+    "name,overrides",
+    [("hgrn2", ["use_short_conv=true"]), ("mlstm", ["chunk_size=null"]), ("rglru", ["lru_width=48", "n_heads=3"])],
+)
 def test_forms_agree_with_options_and_deeper_layers(compose, name, overrides):
     """Layer 2 of 3 (HGRN2's lower bound is on there) and the non-default options, in value."""
     cfg = compose([f"model/mixer={name}", *(f"model.mixer.{o}" for o in overrides), "model.n_layers=3"])
@@ -120,8 +123,13 @@ def test_hgrn2_layer_equals_fla_hgrn2_attention(compose, monkeypatch, layer_idx)
 
     monkeypatch.setattr(hgrn2, "fused_recurrent_gla", lambda q, k, v, gk, **_: naive_recurrent_gla(q, k, v, gk))
     monkeypatch.setattr(hgrn2, "swish", torch.nn.functional.silu)
-    monkeypatch.setattr(hgrn2, "rms_norm_linear", lambda x, w, b, lw, lb, eps=1e-5: torch.nn.functional.linear(
-        torch.nn.functional.rms_norm(x, x.shape[-1:], w, eps), lw, lb))
+    monkeypatch.setattr(
+        hgrn2,
+        "rms_norm_linear",
+        lambda x, w, b, lw, lb, eps=1e-5: torch.nn.functional.linear(
+            torch.nn.functional.rms_norm(x, x.shape[-1:], w, eps), lw, lb
+        ),
+    )
     cfg = compose(["model/mixer=hgrn2", "model.mixer.expand_ratio=8", "model.n_layers=2"])
     torch.manual_seed(0)
     mixer = instantiate(cfg.model.mixer)(D, max_seq_len=T, layer_idx=layer_idx)
@@ -161,11 +169,17 @@ def test_mlstm_cell_forms_equal_xlstm_backends():
     steps = []
     for s in range(t):
         y, state = backends.recurrent_step_stabilized_simple(
-            *state, q[:, :, s : s + 1].clone(), k[:, :, s : s + 1].clone(), v[:, :, s : s + 1].clone(),
-            i_pre[:, :, s : s + 1], f_pre[:, :, s : s + 1])
+            *state,
+            q[:, :, s : s + 1].clone(),
+            k[:, :, s : s + 1].clone(),
+            v[:, :, s : s + 1].clone(),
+            i_pre[:, :, s : s + 1],
+            f_pre[:, :, s : s + 1],
+        )
         steps.append(y)
-    torch.testing.assert_close(mlstm_recurrent(q, k, v, i_pre, f_pre, m0=0.0), torch.cat(steps, 2),
-                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        mlstm_recurrent(q, k, v, i_pre, f_pre, m0=0.0), torch.cat(steps, 2), rtol=1e-12, atol=1e-12
+    )
     # the reference's two forms themselves differ only through eps in the normaliser (m0 = 0 vs the row maximum)
     torch.testing.assert_close(torch.cat(steps, 2), ref, rtol=1e-5, atol=1e-6)  # measured: 1.6e-8 abs
 
@@ -179,8 +193,17 @@ def test_mlstm_layer_equals_xlstm_mlstm_layer(compose, d_model, n_heads):
 
     mixer = build(compose, "mlstm", f"n_heads={n_heads}", d_model=d_model).double()
     torch.manual_seed(1)
-    ref = mLSTMLayer(mLSTMLayerConfig(embedding_dim=d_model, num_heads=n_heads, context_length=T, proj_factor=2.0,
-                                      conv1d_kernel_size=4, qkv_proj_blocksize=4, bias=False)).double()
+    ref = mLSTMLayer(
+        mLSTMLayerConfig(
+            embedding_dim=d_model,
+            num_heads=n_heads,
+            context_length=T,
+            proj_factor=2.0,
+            conv1d_kernel_size=4,
+            qkv_proj_blocksize=4,
+            bias=False,
+        )
+    ).double()
     ref_shapes = {n: p.shape for n, p in ref.state_dict().items()}
     assert {n: p.shape for n, p in mixer.state_dict().items()} == ref_shapes
     for name, p in mixer.state_dict().items():  # same init: equal stds and constant parts, not equal draws
@@ -196,8 +219,8 @@ def test_mlstm_layer_equals_xlstm_mlstm_layer(compose, d_model, n_heads):
     x = torch.randn(B, T, d_model, dtype=torch.float64, requires_grad=True)
     y, y_ref = mixer(x), ref(x)
     torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-12)
-    g, = torch.autograd.grad(y.square().sum(), x)
-    g_ref, = torch.autograd.grad(y_ref.square().sum(), x)
+    (g,) = torch.autograd.grad(y.square().sum(), x)
+    (g_ref,) = torch.autograd.grad(y_ref.square().sum(), x)
     torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-12)
 
 
@@ -232,8 +255,18 @@ def test_forgetting_attention_equals_fla_naive(compose, kernel):
 @pytest.mark.parametrize("position", ["rope", "alibi"])
 @pytest.mark.parametrize("options", [[], ["model.mixer.qk_norm=true", "model.mixer.output_gate=true"]])
 def test_fox_takes_positions_and_its_pro_options_causally(compose, position, options):
-    cfg = compose(["model/mixer=fox", f"model/position={position}", "model.mixer.n_heads=4", *options,
-                   "model.d_model=32", "task.vocab_size=50", "task.seq_len=16", "task.num_kv_pairs=2"])
+    cfg = compose(
+        [
+            "model/mixer=fox",
+            f"model/position={position}",
+            "model.mixer.n_heads=4",
+            *options,
+            "model.d_model=32",
+            "task.vocab_size=50",
+            "task.seq_len=16",
+            "task.num_kv_pairs=2",
+        ]
+    )
     torch.manual_seed(0)
     model = instantiate(cfg.model).double()
     fox = model.blocks[0].mixer

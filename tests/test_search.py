@@ -16,14 +16,27 @@ from tests.conftest import options
 
 needs_optuna = pytest.mark.skipif(
     not all(importlib.util.find_spec(m) for m in ("optuna", "hydra_plugins.hydra_optuna_sweeper")),
-    reason="needs the search extra: pip install 'archbench[search]'")
+    reason="needs the search extra: pip install 'archbench[search]'",
+)
 
-TINY = ["trainer=smoke", "trainer.max_steps=2", "trainer.eval_every=2", "task.num_train=32", "task.num_val=16",
-        "task.num_test=16", "+hydra.callbacks.leaderboard.plots=false"]
+TINY = [
+    "trainer=smoke",
+    "trainer.max_steps=2",
+    "trainer.eval_every=2",
+    "task.num_train=32",
+    "task.num_val=16",
+    "task.num_test=16",
+    "+hydra.callbacks.leaderboard.plots=false",
+]
 # the space narrowed as a user narrows it; base_conv takes no positions, so rope with it cannot be built
-SPACE = ["model/mixer=choice(attention,base_conv)", "model/position=choice(learned,rope)",
-         "model/norm=choice(layernorm,rmsnorm)", "model/ffn=choice(none,mlp)", "model.n_layers=int(interval(1,2))",
-         "model.d_model=choice(16,32)"]
+SPACE = [
+    "model/mixer=choice(attention,base_conv)",
+    "model/position=choice(learned,rope)",
+    "model/norm=choice(layernorm,rmsnorm)",
+    "model/ffn=choice(none,mlp)",
+    "model.n_layers=int(interval(1,2))",
+    "model.d_model=choice(16,32)",
+]
 
 
 @pytest.fixture
@@ -64,13 +77,17 @@ def trials(tmp_path: Path, study: str):
 def sweep_records(tmp_path: Path) -> list[list[dict]]:
     """The records of each search under tmp_path/results, oldest first, in job (= trial) order."""
     sweeps = sorted(p for p in (tmp_path / "results" / "default").iterdir() if p.is_dir())
-    return [[json.loads((d / results.RECORD).read_text()) for d in sorted(
-        (d for d in s.iterdir() if d.name.isdigit()), key=lambda d: int(d.name))] for s in sweeps]
+    return [
+        [
+            json.loads((d / results.RECORD).read_text())
+            for d in sorted((d for d in s.iterdir() if d.name.isdigit()), key=lambda d: int(d.name))
+        ]
+        for s in sweeps
+    ]
 
 
 @needs_optuna
-def test_six_trial_search_records_every_trial_and_the_same_seed_proposes_the_same_trials(archbench, studies,
-                                                                                          tmp_path):
+def test_six_trial_search_records_every_trial_and_the_same_seed_proposes_the_same_trials(archbench, studies, tmp_path):
     archbench("-m", "hparams_search=arch_tpe", "hydra.sweeper.n_trials=6", *SPACE, *TINY)
     first = studies[0].trials
     [recs] = sweep_records(tmp_path)
@@ -94,8 +111,9 @@ def test_six_trial_search_records_every_trial_and_the_same_seed_proposes_the_sam
 
 
 @needs_optuna
-def test_trials_that_raise_or_diverge_return_the_worst_values_and_the_study_goes_on(archbench, studies, monkeypatch,
-                                                                                    tmp_path):
+def test_trials_that_raise_or_diverge_return_the_worst_values_and_the_study_goes_on(
+    archbench, studies, monkeypatch, tmp_path
+):
     real_train, calls = cli.train, []
 
     def faulty(*args, **kwargs):
@@ -107,8 +125,16 @@ def test_trials_that_raise_or_diverge_return_the_worst_values_and_the_study_goes
         return real_train(*args, **kwargs)
 
     monkeypatch.setattr(cli, "train", faulty)
-    archbench("-m", "hparams_search=arch_nsga2", "hydra.sweeper.n_trials=4", "hydra.sweeper.sampler.population_size=2",
-              "model/mixer=attention", "model/position=learned", *SPACE[2:], *TINY)
+    archbench(
+        "-m",
+        "hparams_search=arch_nsga2",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.sampler.population_size=2",
+        "model/mixer=attention",
+        "model/position=learned",
+        *SPACE[2:],
+        *TINY,
+    )
     [study] = studies
     done = study.trials
     [recs] = sweep_records(tmp_path)
@@ -130,16 +156,31 @@ def test_an_exception_that_escapes_a_trial_fails_that_trial_not_the_study(archbe
         return real_build(*args, **kwargs)
 
     monkeypatch.setattr(cli, "build", faulty)
-    archbench("-m", "hparams_search=arch_tpe", "hydra.sweeper.n_trials=3", "model/mixer=attention",
-              "model/position=learned", *SPACE[2:], *TINY)
+    archbench(
+        "-m",
+        "hparams_search=arch_tpe",
+        "hydra.sweeper.n_trials=3",
+        "model/mixer=attention",
+        "model/position=learned",
+        *SPACE[2:],
+        *TINY,
+    )
     [study] = studies
     assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "COMPLETE"]
 
 
 @needs_optuna
 def test_a_study_resumes_from_its_storage(archbench, tmp_path):
-    args = ["-m", "hparams_search=arch_tpe", "hydra.sweeper.n_trials=1", *stored(tmp_path, "kept"),
-            "model/mixer=attention", "model/position=learned", *SPACE[2:], *TINY]
+    args = [
+        "-m",
+        "hparams_search=arch_tpe",
+        "hydra.sweeper.n_trials=1",
+        *stored(tmp_path, "kept"),
+        "model/mixer=attention",
+        "model/position=learned",
+        *SPACE[2:],
+        *TINY,
+    ]
     archbench(*args)
     before = trials(tmp_path, "kept")
     archbench(*args, "hydra.sweeper.sampler.seed=1")  # a new sampler seed: new random proposals
@@ -150,15 +191,25 @@ def test_a_study_resumes_from_its_storage(archbench, tmp_path):
 
 
 @needs_optuna
-@pytest.mark.parametrize("args,message", [
-    (["-m", "hparams_search=arch_tpe", "model/mixer=choice(attention,hyenna)"],
-     "hydra.sweeper.params.model/mixer: no option hyenna (available: "),
-    (["-m", "hparams_search=arch_tpe", "model.n_layerz=2"], "n_layerz"),
-    (["-m", "hparams_search=arch_nsga2", "hydra.sweeper.direction=[maximize]"],
-     "search.objectives=['val/accuracy', 'cost:params'] has 2 objectives but hydra.sweeper.direction=['maximize']"),
-    (["-m", "hparams_search=arch_tpe", "hydra.sweeper.direction=minimize"],
-     "search.objectives: val/accuracy is maximized, but hydra.sweeper.direction says minimize"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (
+            ["-m", "hparams_search=arch_tpe", "model/mixer=choice(attention,hyenna)"],
+            "hydra.sweeper.params.model/mixer: no option hyenna (available: ",
+        ),
+        (["-m", "hparams_search=arch_tpe", "model.n_layerz=2"], "n_layerz"),
+        (
+            ["-m", "hparams_search=arch_nsga2", "hydra.sweeper.direction=[maximize]"],
+            "search.objectives=['val/accuracy', 'cost:params'] has 2 objectives but "
+            "hydra.sweeper.direction=['maximize']",
+        ),
+        (
+            ["-m", "hparams_search=arch_tpe", "hydra.sweeper.direction=minimize"],
+            "search.objectives: val/accuracy is maximized, but hydra.sweeper.direction says minimize",
+        ),
+    ],
+)
 def test_a_search_with_a_bad_space_stops_before_its_first_trial(archbench, tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as e:
         archbench(*args, *TINY)
@@ -168,10 +219,13 @@ def test_a_search_with_a_bad_space_stops_before_its_first_trial(archbench, tmp_p
 
 
 @needs_optuna
-@pytest.mark.parametrize("preset,objectives,directions", [
-    ("arch_tpe", ["val/accuracy"], "maximize"),
-    ("arch_nsga2", ["val/accuracy", "cost:params"], ["maximize", "minimize"]),
-])
+@pytest.mark.parametrize(
+    "preset,objectives,directions",
+    [
+        ("arch_tpe", ["val/accuracy"], "maximize"),
+        ("arch_nsga2", ["val/accuracy", "cost:params"], ["maximize", "minimize"]),
+    ],
+)
 def test_presets_search_mixer_norm_position_ffn_placement_depth_width_and_lr(preset, objectives, directions):
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
@@ -184,8 +238,16 @@ def test_presets_search_mixer_norm_position_ffn_placement_depth_width_and_lr(pre
     direction = list(sweeper.direction) if OmegaConf.is_list(sweeper.direction) else sweeper.direction
     assert list(cfg.search.objectives) == objectives and direction == directions
     assert sweeper.sampler.seed == 7 and sweeper.n_jobs == 1
-    assert set(sweeper.params) == {"model/mixer", "model/norm", "model/position", "model/ffn", "model.norm_placement",
-                                   "model.n_layers", "model.d_model", "trainer.lr"}
+    assert set(sweeper.params) == {
+        "model/mixer",
+        "model/norm",
+        "model/position",
+        "model/ffn",
+        "model.norm_placement",
+        "model.n_layers",
+        "model.d_model",
+        "trainer.lr",
+    }
     assert sweeper.params["trainer.lr"].startswith("tag(log")
     for group in ("model/mixer", "model/norm", "model/position", "model/ffn"):  # every option of each group
         choice = sweeper.params[group]
@@ -201,12 +263,16 @@ def test_outside_a_search_a_config_that_cannot_be_built_still_exits_2(archbench,
 
 # --- what a trial returns ------------------------------------------------------------------------------------------
 
+
 def _returned(objectives, record):
     return search.returned(OmegaConf.create({"search": {"objectives": objectives}} if objectives else {}), record)
 
 
-COMPLETED = {"status": "completed", "metrics": {"val/accuracy": 0.75, "val/loss": 0.5},
-             "cost": {"params": 1200, "flops_per_token": 9000}}
+COMPLETED = {
+    "status": "completed",
+    "metrics": {"val/accuracy": 0.75, "val/loss": 0.5},
+    "cost": {"params": 1200, "flops_per_token": 9000},
+}
 
 
 def test_a_search_returns_its_objectives_in_order():

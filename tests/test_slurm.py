@@ -27,11 +27,22 @@ from harness.train import seed_everything
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "slurm-local.sh"
 
-SMOKE = ["trainer=smoke", "model/ffn=none", "model.d_model=32", "task.num_train=64", "task.num_val=16",
-         "task.num_test=16"]
+SMOKE = [
+    "trainer=smoke",
+    "model/ffn=none",
+    "model.d_model=32",
+    "task.num_train=64",
+    "task.num_val=16",
+    "task.num_test=16",
+]
 # one CPU, no GPU and 1 GB per job: the node takes two jobs at once
-ON_SLURM = ["hydra/launcher=slurm", "resources.gpus=0", "resources.cpus=1", "resources.mem_gb=1",
-            "resources.time_min=5"]
+ON_SLURM = [
+    "hydra/launcher=slurm",
+    "resources.gpus=0",
+    "resources.cpus=1",
+    "resources.mem_gb=1",
+    "resources.time_min=5",
+]
 LONG = [*SMOKE, "trainer.max_steps=600", "trainer.eval_every=300", "trainer.checkpoint_every=20"]
 # Each training step of a job sleeps (launch's `slow` seconds; numerics untouched, as in test_resume.py), so that a
 # requeue, a cancel or a time limit lands mid-run on a fast machine too: harness.train.scored_loss is wrapped when it
@@ -72,8 +83,9 @@ def test_the_cluster_presets_ask_for_what_resources_says_and_run_id_ignores_it(p
 
     resources = ["resources.gpus=2", "resources.cpus=3", "resources.mem_gb=5", "resources.time_min=7"]
     with initialize_config_module(config_module="conf", version_base="1.3"):
-        cfg = hydra_compose(config_name="config", return_hydra_config=True,
-                            overrides=[f"hydra/launcher={preset}", *resources])
+        cfg = hydra_compose(
+            config_name="config", return_hydra_config=True, overrides=[f"hydra/launcher={preset}", *resources]
+        )
     launcher = cfg.hydra.launcher
     if preset == "slurm":
         assert (launcher.gpus_per_node, launcher.cpus_per_task, launcher.mem_gb, launcher.timeout_min) == (2, 3, 5, 7)
@@ -108,9 +120,15 @@ def slurm(tmp_path_factory):
     hooks = where / "hooks"
     hooks.mkdir()
     (hooks / "slow_steps.py").write_text(SLOW_STEPS)
-    env.update(SLURM_CONF=str(where / "slurm.conf"), PATH=f"{where / 'bin'}:{env['PATH']}",
-               PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])]),
-               OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="1", WANDB_MODE="offline", WANDB_SILENT="true")
+    env.update(
+        SLURM_CONF=str(where / "slurm.conf"),
+        PATH=f"{where / 'bin'}:{env['PATH']}",
+        PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])]),
+        OMP_NUM_THREADS="1",
+        HYDRA_FULL_ERROR="1",
+        WANDB_MODE="offline",
+        WANDB_SILENT="true",
+    )
     env["SLOW_HOOKS"] = str(hooks)
     try:
         yield env
@@ -128,8 +146,14 @@ def launch(env: dict, root: Path, *args: str, slow: float = 0, log: str = "archb
         env["PYTHONPATH"] = os.pathsep.join([str(root.parent / "hooks"), env.pop("SLOW_HOOKS"), env["PYTHONPATH"]])
         env["SLOW_STEP_S"] = str(slow)
     out = open(root.parent / log, "w")
-    return subprocess.Popen([sys.executable, "-m", "harness.cli", "-m", *args, f"paths.results={root}"],
-                            cwd=root.parent, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "-m", *args, f"paths.results={root}"],
+        cwd=root.parent,
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def finish(proc: subprocess.Popen, timeout: float = 480) -> int:
@@ -201,8 +225,24 @@ def intact(root: Path) -> None:
 
 # --- the tests -----------------------------------------------------------------------------------------------------
 
-BOARD_COLUMNS = ("variant", "column", "failed", "mean", "std", "n", "params", "flops_per_token", "tokens_seen",
-                 "ci_lo", "ci_hi", "leader", "p_vs_leader", "tied", "rank", "avg_rank")  # all but time and memory
+BOARD_COLUMNS = (
+    "variant",
+    "column",
+    "failed",
+    "mean",
+    "std",
+    "n",
+    "params",
+    "flops_per_token",
+    "tokens_seen",
+    "ci_lo",
+    "ci_hi",
+    "leader",
+    "p_vs_leader",
+    "tied",
+    "rank",
+    "avg_rank",
+)  # all but time and memory
 
 
 def board(sweep: Path) -> list[dict]:
@@ -251,8 +291,10 @@ def test_a_job_requeued_mid_training_resumes_from_its_checkpoint_bitwise(slurm, 
     assert rec["metrics"] == uninterrupted(compose, rec)
     assert not in_progress(root) and not list(root.rglob("checkpoint.pt"))
     intact(root)
-    print(f"\njob {job} requeued by scontrol, resumed from step {resumed} of 600, metrics bitwise equal to an "
-          f"uninterrupted run; {wall:.0f} s")
+    print(
+        f"\njob {job} requeued by scontrol, resumed from step {resumed} of 600, metrics bitwise equal to an "
+        f"uninterrupted run; {wall:.0f} s"
+    )
 
 
 @pytest.mark.slurm
@@ -263,8 +305,17 @@ def test_a_job_at_its_time_limit_is_requeued_by_submitit_and_resumes(slurm, tmp_
     root = tmp_path / "results"
     limits = ["resources.time_min=1", "hydra.launcher.signal_delay_s=5", "hydra.launcher.max_num_timeout=8"]
     t0 = time.perf_counter()
-    proc = launch(slurm, root, *ON_SLURM, *limits, *SMOKE, "trainer.max_steps=1000", "trainer.eval_every=500",
-                  "trainer.checkpoint_every=25", slow=0.06)
+    proc = launch(
+        slurm,
+        root,
+        *ON_SLURM,
+        *limits,
+        *SMOKE,
+        "trainer.max_steps=1000",
+        "trainer.eval_every=500",
+        "trainer.checkpoint_every=25",
+        slow=0.06,
+    )
     [job] = wait_for(lambda: running_jobs(slurm))
     assert finish(proc, timeout=540) == 0, (tmp_path / "archbench.log").read_text()[-3000:]
     wall = time.perf_counter() - t0
@@ -277,8 +328,10 @@ def test_a_job_at_its_time_limit_is_requeued_by_submitit_and_resumes(slurm, tmp_
     assert "Job has timed out" in text and f"Requeued job {job}" in text
     assert rec["cost"]["resumed_from_step"] is not None and rec["cost"]["resumed_from_step"] > 0
     intact(root)
-    print(f"\njob {job} hit its 1-minute limit and was requeued {restarts} time(s); the last attempt resumed from "
-          f"step {rec['cost']['resumed_from_step']} of 1000; {wall:.0f} s")
+    print(
+        f"\njob {job} hit its 1-minute limit and was requeued {restarts} time(s); the last attempt resumed from "
+        f"step {rec['cost']['resumed_from_step']} of 1000; {wall:.0f} s"
+    )
 
 
 @pytest.mark.slurm
@@ -306,5 +359,7 @@ def test_a_cancelled_job_leaves_no_record_and_rerunning_the_sweep_resumes_it(slu
     assert rec["metrics"] == uninterrupted(compose, rec)
     assert not in_progress(root) and not checkpoint.exists()
     intact(root)
-    print(f"\njob {job} cancelled; the rerun resumed from step {resumed} of 600, metrics bitwise equal to an "
-          f"uninterrupted run; {wall:.0f} s")
+    print(
+        f"\njob {job} cancelled; the rerun resumed from step {resumed} of 600, metrics bitwise equal to an "
+        f"uninterrupted run; {wall:.0f} s"
+    )

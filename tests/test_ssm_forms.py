@@ -49,8 +49,8 @@ def test_mamba_block_forms_agree_in_value_and_gradient():
     x = torch.randn(2, 45, 16, dtype=torch.float64, requires_grad=True)
     y_chunked, y_recurrent = mixer(x), mixer.recurrent(x)
     torch.testing.assert_close(y_chunked, y_recurrent)
-    g_chunked, = torch.autograd.grad(y_chunked.square().sum(), x)
-    g_recurrent, = torch.autograd.grad(y_recurrent.square().sum(), x)
+    (g_chunked,) = torch.autograd.grad(y_chunked.square().sum(), x)
+    (g_recurrent,) = torch.autograd.grad(y_recurrent.square().sum(), x)
     torch.testing.assert_close(g_chunked, g_recurrent)
 
 

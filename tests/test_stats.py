@@ -27,8 +27,10 @@ def test_t_interval_needs_two_seeds():
     assert lo[1] == hi[1] == 0.5  # zero spread: a zero-width interval
 
 
-@pytest.mark.parametrize("a,b", [([0.9, 1.0, 0.8], [0.5, 0.7, 0.6]), ([0.9, 1.0, 0.8], [0.8, 0.9, 0.85]),
-                                 ([0.1, 0.3], [0.2, 0.25, 0.22, 0.3])])
+@pytest.mark.parametrize(
+    "a,b",
+    [([0.9, 1.0, 0.8], [0.5, 0.7, 0.6]), ([0.9, 1.0, 0.8], [0.8, 0.9, 0.85]), ([0.1, 0.3], [0.2, 0.25, 0.22, 0.3])],
+)
 def test_welch_matches_scipy_on_raw_samples(a, b):
     p = stats.welch_p(np.mean(a), np.std(a, ddof=1), len(a), np.mean(b), np.std(b, ddof=1), len(b))
     assert p == pytest.approx(sps.ttest_ind(a, b, equal_var=False).pvalue)
@@ -41,8 +43,14 @@ def test_welch_degenerate_cases():
 
 
 def test_versus_leader_and_ranks():
-    cells = pd.DataFrame({"column": ["t", "t", "t", "u", "u"], "mean": [0.9, 0.6, 0.85, 0.2, np.nan],
-                          "std": [0.1, 0.1, 0.05, 0.0, np.nan], "n": [3, 3, 3, 1, 0]})
+    cells = pd.DataFrame(
+        {
+            "column": ["t", "t", "t", "u", "u"],
+            "mean": [0.9, 0.6, 0.85, 0.2, np.nan],
+            "std": [0.1, 0.1, 0.05, 0.0, np.nan],
+            "n": [3, 3, 3, 1, 0],
+        }
+    )
     out = stats.versus_leader(cells, "column", higher_is_better=True)
     assert out["leader"].tolist() == [True, False, False, True, False]
     p_low = sps.ttest_ind_from_stats(0.9, 0.1, 3, 0.6, 0.1, 3, equal_var=False).pvalue

@@ -20,8 +20,15 @@ def test_suite_composes_into_a_multirun(name):
 
 
 def test_main_job_runs_end_to_end_and_prints_the_leaderboard(tmp_path):
-    proc = archbench(tmp_path, "suite=quick", "trainer.max_steps=2", "trainer.eval_every=1",
-                     "task.num_train=64", "task.num_val=16", "task.num_test=16")
+    proc = archbench(
+        tmp_path,
+        "suite=quick",
+        "trainer.max_steps=2",
+        "trainer.eval_every=1",
+        "task.num_train=64",
+        "task.num_val=16",
+        "task.num_test=16",
+    )
     assert proc.returncode == 0, proc.stderr
     recs = records(tmp_path)
     assert len(recs) == 24 and all(r["status"] == "completed" for r in recs)

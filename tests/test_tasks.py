@@ -61,8 +61,9 @@ def test_mqar_exact_semantics():
 
 def test_mqar_random_non_queries_fill_only_the_gaps():
     base = MQAR(vocab_size=64, seq_len=32, num_kv_pairs=4, num_train=200, num_val=1, num_test=1)
-    rand = MQAR(vocab_size=64, seq_len=32, num_kv_pairs=4, num_train=200, num_val=1, num_test=1,
-                random_non_queries=True)
+    rand = MQAR(
+        vocab_size=64, seq_len=32, num_kv_pairs=4, num_train=200, num_val=1, num_test=1, random_non_queries=True
+    )
     xb, xr = base.split("train", 3), rand.split("train", 3)
     assert torch.equal(xb.targets, xr.targets)
     kept = xb.inputs != 0
@@ -92,11 +93,14 @@ def test_weighted_sampling_without_replacement_matches_numpy():
     np.testing.assert_allclose(np.bincount(draws[:, 0], minlength=4) / 100_000, p, atol=0.006)
 
 
-@pytest.mark.parametrize("kwargs,field", [
-    (dict(seq_len=33), "seq_len=33 must be even"),
-    (dict(vocab_size=32, seq_len=32), "vocab_size=32 must be greater than seq_len=32"),
-    (dict(num_kv_pairs=9, seq_len=32), "num_kv_pairs=9 does not fit"),
-])
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        (dict(seq_len=33), "seq_len=33 must be even"),
+        (dict(vocab_size=32, seq_len=32), "vocab_size=32 must be greater than seq_len=32"),
+        (dict(num_kv_pairs=9, seq_len=32), "num_kv_pairs=9 does not fit"),
+    ],
+)
 def test_mqar_rejects_impossible_settings(kwargs, field):
     with pytest.raises(ValueError, match=field):
         MQAR(**{"vocab_size": 64, "seq_len": 32, **kwargs}).check()

@@ -33,6 +33,7 @@ def test_a_cached_split_is_written_once_and_read_back_identical(cache_dir, monke
     assert torch.equal(first.inputs, second.inputs) and torch.equal(first.targets, second.targets)
     assert second.inputs.dtype == torch.long
     import datasets
+
     rows = datasets.Dataset.from_file(str(path))
     assert rows.num_rows == 100 and rows[3]["inputs"] == first.inputs[3].tolist()
 
@@ -40,11 +41,16 @@ def test_a_cached_split_is_written_once_and_read_back_identical(cache_dir, monke
 def test_the_key_follows_the_data_not_the_labels(cache_dir):
     task = Memorization(vocab_size=64, seq_len=16, num_train=10)
     path = cache.path_for(task, "train", 0, 10)
-    assert cache.path_for(Memorization(vocab_size=64, seq_len=16, num_train=10, num_test=99, setting="x"),
-                          "train", 0, 10) == path, "split sizes of other splits and labels do not change the data"
-    for other in [cache.path_for(task, "train", 1, 10), cache.path_for(task, "val", 0, 10),
-                  cache.path_for(task, "train", 0, 11),
-                  cache.path_for(Memorization(vocab_size=64, seq_len=18, num_train=10), "train", 0, 10)]:
+    assert (
+        cache.path_for(Memorization(vocab_size=64, seq_len=16, num_train=10, num_test=99, setting="x"), "train", 0, 10)
+        == path
+    ), "split sizes of other splits and labels do not change the data"
+    for other in [
+        cache.path_for(task, "train", 1, 10),
+        cache.path_for(task, "val", 0, 10),
+        cache.path_for(task, "train", 0, 11),
+        cache.path_for(Memorization(vocab_size=64, seq_len=18, num_train=10), "train", 0, 10),
+    ]:
         assert other != path
     task.version += 1
     assert cache.path_for(task, "train", 0, 10) != path, "a generator's version is part of the key"

@@ -96,6 +96,7 @@ def ref_binary(op):
         a, b = little(x[:i]), little(x[i + 1 :])
         assert a >= 1 and b >= 1
         return to_little(a + b if op == "add" else a * b) + [2]
+
     return ref
 
 
@@ -184,8 +185,9 @@ def test_padding_is_never_scored_and_never_reaches_a_scored_output(compose, name
     """Changing the padding (to random tokens) never changes the logits at scored positions of a causal model."""
     from harness.hybrid import build_model
 
-    cfg = compose([f"task={name}", "model.d_model=16", "model.n_layers=2", "task.test_lengths=[41]",
-                   "task.train_min_length=3"])
+    cfg = compose(
+        [f"task={name}", "model.d_model=16", "model.n_layers=2", "task.test_lengths=[41]", "task.train_min_length=3"]
+    )
     task = instantiate(cfg.task)
     task.num_train = 64
     split = task.split("train", 0)
@@ -225,10 +227,15 @@ def test_paper_protocol_lengths_and_score():
     assert task.derived_metrics({}) == {}, "no test lengths evaluated: no score"
 
 
-@pytest.mark.parametrize("kwargs,field", [
-    ({"vocab_size": 9}, "vocab_size"), ({"train_min_length": 5, "train_max_length": 4}, "train_min_length"),
-    ({"max_seq_len": 50}, "max_seq_len"), ({"test_lengths": [0]}, "test_lengths"),
-])
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        ({"vocab_size": 9}, "vocab_size"),
+        ({"train_min_length": 5, "train_max_length": 4}, "train_min_length"),
+        ({"max_seq_len": 50}, "max_seq_len"),
+        ({"test_lengths": [0]}, "test_lengths"),
+    ],
+)
 def test_impossible_settings_name_the_field(kwargs, field):
     from tasks.chomsky.parity_check import ParityCheck
 
@@ -296,7 +303,10 @@ def test_grazzi_parity_and_modular_arithmetic_follow_their_code(compose):
             assert y[len(body) - 1] == 5 + eval(text) % 5
             lengths.add(len(body) + 1)  # their s: the expression, `=` and the answer
         assert all(s % 2 == 1 for s in lengths)
-        assert lengths == ({39} if split_name == "test@40" else {57}) if split_name != "train" else \
-            lengths == set(range(3, 40, 2))
+        assert (
+            lengths == ({39} if split_name == "test@40" else {57})
+            if split_name != "train"
+            else lengths == set(range(3, 40, 2))
+        )
     out = mod.derived_metrics({f"test@{length}/accuracy": 0.6 for length in mod.test_lengths})
     assert out["test/length_mean_scaled_accuracy"] == pytest.approx((0.6 - 0.2) / 0.8)

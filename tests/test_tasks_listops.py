@@ -29,8 +29,13 @@ def evaluate(tokens, i=0, depth=1):
     return value, i + 1, deepest, max(widest, len(args))
 
 
-@pytest.mark.parametrize("kwargs", [dict(seq_len=64, max_depth=4, max_args=5, min_length=16, max_length=64),
-                                    dict(seq_len=300, max_depth=6, max_args=8, min_length=100, max_length=300)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(seq_len=64, max_depth=4, max_args=5, min_length=16, max_length=64),
+        dict(seq_len=300, max_depth=6, max_args=8, min_length=100, max_length=300),
+    ],
+)
 def test_labels_equal_an_independent_evaluation_of_random_trees(kwargs):
     task = ListOps(**kwargs, num_train=10, num_val=10, num_test=400, roots_per_batch=5000)
     task.check()
@@ -69,12 +74,15 @@ def test_lra_setting_gives_lengths_between_500_and_2000_and_is_deterministic():
     assert to_text(a.inputs[0].numpy()).startswith("[") and to_text(a.inputs[0].numpy()).endswith("]")
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(seq_len=100), "seq_len=100 must hold the longest expression"),
-    (dict(min_length=2000), "min_length=2000 must be >= 0 and leave room"),
-    (dict(max_args=1), "max_args=1 >= 2"),
-    (dict(vocab_size=10), "vocab_size=10 must be at least 16"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(seq_len=100), "seq_len=100 must hold the longest expression"),
+        (dict(min_length=2000), "min_length=2000 must be >= 0 and leave room"),
+        (dict(max_args=1), "max_args=1 >= 2"),
+        (dict(vocab_size=10), "vocab_size=10 must be at least 16"),
+    ],
+)
 def test_listops_rejects_impossible_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ListOps(**kwargs).check()

@@ -44,11 +44,15 @@ def test_first_occurrence_and_distinct_tuples():
 
 # ---- in-context recall and noisy recall -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("task", [
-    InContextRecall(vocab_size=16, seq_len=64, num_test=400),
-    InContextRecall(vocab_size=32, seq_len=64, multi_query=False, num_test=400),
-    NoisyRecall(vocab_size=32, seq_len=64, frac_noise=0.4, num_test=400),
-])
+
+@pytest.mark.parametrize(
+    "task",
+    [
+        InContextRecall(vocab_size=16, seq_len=64, num_test=400),
+        InContextRecall(vocab_size=32, seq_len=64, multi_query=False, num_test=400),
+        NoisyRecall(vocab_size=32, seq_len=64, frac_noise=0.4, num_test=400),
+    ],
+)
 def test_in_context_recall_scores_exactly_the_recalled_values(task):
     x, y = held_out(task)
     c, L = task.content_vocab, task.seq_len
@@ -132,12 +136,14 @@ def test_in_context_recall_matches_mads_distribution():
 
 # ---- fuzzy recall ------------------------------------------------------------------------------------------------
 
+
 def parse_fuzzy(row, task):
     """Split a fuzzy recall stream into (kind, tokens, start) runs: pad, key, value or noise runs."""
     K, c = task.content_vocab // 2, task.content_vocab
 
     def kind(t):
         return "pad" if t == task.pad else "key" if t < K else "value" if t < c else "other"
+
     runs = []
     for i, t in enumerate(row):
         if runs and runs[-1][0] == kind(t):
@@ -147,9 +153,13 @@ def parse_fuzzy(row, task):
     return runs
 
 
-@pytest.mark.parametrize("task", [FuzzyRecall(vocab_size=16, seq_len=64, num_test=300),
-                                  FuzzyRecall(vocab_size=20, seq_len=48, k_motif_size=2, v_motif_size=2,
-                                              num_test=300)])
+@pytest.mark.parametrize(
+    "task",
+    [
+        FuzzyRecall(vocab_size=16, seq_len=64, num_test=300),
+        FuzzyRecall(vocab_size=20, seq_len=48, k_motif_size=2, v_motif_size=2, num_test=300),
+    ],
+)
 def test_fuzzy_recall_scores_the_values_of_keys_seen_before(task):
     x, y = held_out(task)
     L, answerable = task.seq_len, 0
@@ -223,19 +233,25 @@ def test_fuzzy_recall_matches_mads_distribution():
     x, y = held_out(task)
     rng = np.random.default_rng(1)
     ref = [mad_fuzzy_recall(rng, 12, 40, 3, 3) for _ in range(3000)]
+
     def answerable(stream):
         keys = [tuple(r[1]) for r in parse_fuzzy(np.array(stream), task) if r[0] == "key"]
         return keys[-1] in keys[:-1]
 
-    for ours, theirs in [((x == task.pad).sum(1), np.array([r[0].count(11) for r in ref])),
-                         (np.array([answerable(np.append(a, b[-1])) for a, b in zip(x, y, strict=True)]),
-                          np.array([answerable(r[0]) for r in ref])),
-                         ((y != IGNORE).sum(1), np.array([sum(t != -100 for t in r[1]) for r in ref]))]:
+    for ours, theirs in [
+        ((x == task.pad).sum(1), np.array([r[0].count(11) for r in ref])),
+        (
+            np.array([answerable(np.append(a, b[-1])) for a, b in zip(x, y, strict=True)]),
+            np.array([answerable(r[0]) for r in ref]),
+        ),
+        ((y != IGNORE).sum(1), np.array([sum(t != -100 for t in r[1]) for r in ref])),
+    ]:
         se = np.sqrt(ours.var() / 3000 + theirs.var() / 3000)
         assert abs(ours.mean() - theirs.mean()) < 4 * se, (ours.mean(), theirs.mean())
 
 
 # ---- selective copying, compression, memorization ----------------------------------------------------------------
+
 
 def test_selective_copying_mad_scores_the_tokens_in_order_after_the_copy_token():
     task = SelectiveCopying(vocab_size=10, seq_len=40, num_tokens_to_copy=6, placement="mad", num_test=2000)
@@ -282,23 +298,27 @@ def test_memorization_uses_mads_fixed_map_in_every_split():
     assert len(np.unique(x[:, 0::2])) > 25
 
 
-@pytest.mark.parametrize("cls,kwargs,message", [
-    (InContextRecall, dict(seq_len=33), "seq_len=33 must be even"),
-    (InContextRecall, dict(frac_noise=0.5), "noise_vocab_size=0 must be positive when frac_noise > 0"),
-    (NoisyRecall, dict(vocab_size=17), "vocab_size=17 leaves 1 key and value tokens"),
-    (FuzzyRecall, dict(vocab_size=6), "vocab_size=6 leaves 2 key and 3 value tokens"),
-    (FuzzyRecall, dict(seq_len=12), "seq_len=12 must exceed"),
-    (SelectiveCopying, dict(seq_len=33), "num_tokens_to_copy=16 does not fit"),
-    (SelectiveCopying, dict(placement="random"), "placement='random' must be one of mad, mamba"),
-    (Compression, dict(seq_len=31), "seq_len=31 must be even"),
-    (Memorization, dict(vocab_size=4), "vocab_size=4 must be at least 5"),
-])
+@pytest.mark.parametrize(
+    "cls,kwargs,message",
+    [
+        (InContextRecall, dict(seq_len=33), "seq_len=33 must be even"),
+        (InContextRecall, dict(frac_noise=0.5), "noise_vocab_size=0 must be positive when frac_noise > 0"),
+        (NoisyRecall, dict(vocab_size=17), "vocab_size=17 leaves 1 key and value tokens"),
+        (FuzzyRecall, dict(vocab_size=6), "vocab_size=6 leaves 2 key and 3 value tokens"),
+        (FuzzyRecall, dict(seq_len=12), "seq_len=12 must exceed"),
+        (SelectiveCopying, dict(seq_len=33), "num_tokens_to_copy=16 does not fit"),
+        (SelectiveCopying, dict(placement="random"), "placement='random' must be one of mad, mamba"),
+        (Compression, dict(seq_len=31), "seq_len=31 must be even"),
+        (Memorization, dict(vocab_size=4), "vocab_size=4 must be at least 5"),
+    ],
+)
 def test_mad_tasks_reject_impossible_settings(cls, kwargs, message):
     with pytest.raises(ValueError, match=message):
         cls(**kwargs).check()
 
 
 # ---- the grid ----------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def baselines():

@@ -14,8 +14,9 @@ def fit(compose, overrides, seed=0, **trainer):
     cfg = compose([*TINY, *overrides])
     seed_everything(seed)
     model, task = instantiate(cfg.model), instantiate(cfg.task)
-    settings = TrainConfig(**{"max_steps": 12, "eval_every": 4, "batch_size": 16, "warmup_steps": 2,
-                              "progress": False, **trainer})
+    settings = TrainConfig(
+        **{"max_steps": 12, "eval_every": 4, "batch_size": 16, "warmup_steps": 2, "progress": False, **trainer}
+    )
     return train(model, task.splits(seed), settings, seed=seed)
 
 
@@ -30,9 +31,16 @@ def test_seed_zero_is_a_seed_and_differs_from_one(compose):
 
 def test_attention_learns_mqar(compose):
     """Zoology's setting in miniature: 2 layers, one head, no MLP; well above the 1/num_kv_pairs of guessing."""
-    out = fit(compose, ["task.vocab_size=64", "task.seq_len=32", "task.num_train=10000", "task.num_val=256",
-                        "task.num_test=256"], max_steps=700, batch_size=32, lr=3e-3, warmup_steps=50,
-              eval_every=100, target_accuracy=0.99)
+    out = fit(
+        compose,
+        ["task.vocab_size=64", "task.seq_len=32", "task.num_train=10000", "task.num_val=256", "task.num_test=256"],
+        max_steps=700,
+        batch_size=32,
+        lr=3e-3,
+        warmup_steps=50,
+        eval_every=100,
+        target_accuracy=0.99,
+    )
     assert out["metrics"]["test/accuracy"] > 0.9
 
 
@@ -43,8 +51,11 @@ def test_weight_decay_skips_norms_biases_and_embeddings(compose):
     assert decay["weight_decay"] > 0 and no_decay["weight_decay"] == 0
     assert id(model.embedding.weight) not in decayed and id(model.position.embedding.weight) not in decayed
     assert id(model.blocks[0].mixer.qkv.weight) in decayed and id(model.head.weight) in decayed
-    assert all(p.dim() < 2 for p in no_decay["params"] if id(p) not in
-               {id(model.embedding.weight), id(model.position.embedding.weight)})
+    assert all(
+        p.dim() < 2
+        for p in no_decay["params"]
+        if id(p) not in {id(model.embedding.weight), id(model.position.embedding.weight)}
+    )
 
 
 def test_a_nan_loss_is_reported_as_divergence(compose):
@@ -76,12 +87,19 @@ def test_the_logger_gets_throughput_with_every_eval_row_and_the_history_stays_ex
     seed_everything(0)
     model, task = instantiate(cfg.model), instantiate(cfg.task)
     settings = TrainConfig(max_steps=8, eval_every=4, batch_size=16, warmup_steps=2, progress=False, peak_flops=1e12)
-    out = train(model, task.splits(0), settings, seed=0, log_fn=lambda row, step: rows.append(row),
-                flops_per_token=model.flops_per_token(task.seq_len))
+    out = train(
+        model,
+        task.splits(0),
+        settings,
+        seed=0,
+        log_fn=lambda row, step: rows.append(row),
+        flops_per_token=model.flops_per_token(task.seq_len),
+    )
     assert [r["step"] for r in rows] == [4, 8] and all(r["tokens_per_second"] > 0 and r["mfu"] > 0 for r in rows)
     assert all("tokens_per_second" not in r and "mfu" not in r for r in out["history"])  # timings do not repeat
     assert out["cost"]["mfu"] == pytest.approx(
-        model.flops_per_token(task.seq_len) * out["cost"]["tokens_per_second"] / 1e12)
+        model.flops_per_token(task.seq_len) * out["cost"]["tokens_per_second"] / 1e12
+    )
 
 
 @pytest.mark.parametrize("name", options("trainer"))

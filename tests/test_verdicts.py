@@ -16,8 +16,14 @@ from hypothesis import strategies as st
 from harness import board, cli, render, results
 from tests.test_board import record, write_all
 
-SMOKE = ["trainer=smoke", "model/ffn=none", "model.d_model=32", "task.num_train=64", "task.num_val=16",
-         "task.num_test=16"]
+SMOKE = [
+    "trainer=smoke",
+    "model/ffn=none",
+    "model.d_model=32",
+    "task.num_train=64",
+    "task.num_val=16",
+    "task.num_test=16",
+]
 
 
 @pytest.fixture
@@ -42,6 +48,7 @@ def saved(root: Path) -> list[dict]:
 
 
 # 1. the board silently dropped runs whose overrides differ ---------------------------------------------------------
+
 
 def test_single_runs_with_different_overrides_are_each_a_row(tmp_path):
     """`archbench`, the same with model.d_model=128, the same with model/mixer=gqa: three rows, not one."""
@@ -76,17 +83,19 @@ def test_runs_of_one_cell_that_differ_in_a_field_nobody_overrode_are_not_merged(
     assert set(result.long["n"]) == {1}
 
 
-RECORD_CHOICES = st.fixed_dictionaries({
-    "mixer": st.sampled_from(["attention", "hyena", "gqa"]),
-    "task": st.sampled_from(["mqar", "induction_heads"]),
-    "seed": st.integers(0, 3),
-    "lr": st.sampled_from([1e-3, 3e-3]),
-    "d_model": st.sampled_from([64, 128]),
-    "status": st.sampled_from(["completed"] * 4 + ["failed", "diverged"]),
-    "test": st.floats(0, 1, allow_nan=False),
-    "overridden": st.lists(st.sampled_from(["lr", "d_model", "mixer", "seed"]), unique=True),
-    "folders": st.integers(1, 2),  # a record copied into a second folder (a rerun of a sweep)
-})
+RECORD_CHOICES = st.fixed_dictionaries(
+    {
+        "mixer": st.sampled_from(["attention", "hyena", "gqa"]),
+        "task": st.sampled_from(["mqar", "induction_heads"]),
+        "seed": st.integers(0, 3),
+        "lr": st.sampled_from([1e-3, 3e-3]),
+        "d_model": st.sampled_from([64, 128]),
+        "status": st.sampled_from(["completed"] * 4 + ["failed", "diverged"]),
+        "test": st.floats(0, 1, allow_nan=False),
+        "overridden": st.lists(st.sampled_from(["lr", "d_model", "mixer", "seed"]), unique=True),
+        "folders": st.integers(1, 2),  # a record copied into a second folder (a rerun of a sweep)
+    }
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -115,8 +124,10 @@ def test_every_completed_run_is_counted_exactly_once_in_exactly_one_cell(tmp_pat
         values = [runs[rid]["metrics"]["test/accuracy"] for rid in cell["run_id"]]
         row = result.long[(result.long.variant == cell.variant.iloc[0]) & (result.long.column == cell.column.iloc[0])]
         assert row["n"].item() == len(values) and row["mean"].item() == pytest.approx(sum(values) / len(values))
-    distinct_variants = {json.dumps({k: v for k, v in runs[rid]["config"].items() if k not in ("seed", "task")},
-                                    sort_keys=True) for rid in runs}
+    distinct_variants = {
+        json.dumps({k: v for k, v in runs[rid]["config"].items() if k not in ("seed", "task")}, sort_keys=True)
+        for rid in runs
+    }
     assert result.runs["variant"].nunique() == len(distinct_variants)  # rows = distinct variants
     assert len(result.files) == len(recs)  # every file read is accounted for
 
@@ -134,8 +145,10 @@ BAD_VALUES = [
     ("trainer.weight_decay=-0.1", "trainer.weight_decay=-0.1: must be a finite number >= 0"),
     ("trainer.min_lr_ratio=2", "trainer.min_lr_ratio=2: must be a finite number >= 0 and <= 1"),
     ("trainer.target_accuracy=1.5", "trainer.target_accuracy=1.5: must be a finite number > 0 and <= 1 or null"),
-    ("trainer.betas=[0.9,1.5]", "trainer.betas=[0.9, 1.5]: must be a list of 2 values, each a finite number >= 0 "
-                                "and < 1"),
+    (
+        "trainer.betas=[0.9,1.5]",
+        "trainer.betas=[0.9, 1.5]: must be a list of 2 values, each a finite number >= 0 and < 1",
+    ),
     ("model.n_layers=2.5", "model.n_layers=2.5: must be an integer >= 1"),
     ("task.num_kv_pairs=0", "task.num_kv_pairs=0: must be an integer >= 1"),
 ]
@@ -153,8 +166,9 @@ def test_a_sweep_with_a_bad_seed_trains_no_job(archbench, tmp_path, capsys, monk
     trained = []
     monkeypatch.setattr(cli, "train", lambda *a, **k: trained.append(1))
     assert archbench("-m", *SMOKE, "seed=0,-1") == 2 and trained == []
-    assert capsys.readouterr().err.strip() == ("archbench: error: seed=-1: must be an integer >= 0 and < 4294967296 "
-                                               "(job 1: seed=-1)")
+    assert capsys.readouterr().err.strip() == (
+        "archbench: error: seed=-1: must be an integer >= 0 and < 4294967296 (job 1: seed=-1)"
+    )
 
 
 def _numeric_fields():
@@ -164,9 +178,14 @@ def _numeric_fields():
     from tests.conftest import CONF
 
     fields = []
-    for group, prefix in (("trainer", "trainer."), ("task", "task."), ("model/mixer", "model.mixer."),
-                          ("model/ffn", "model.ffn."), ("model/norm", "model.norm."),
-                          ("model/position", "model.position.")):
+    for group, prefix in (
+        ("trainer", "trainer."),
+        ("task", "task."),
+        ("model/mixer", "model.mixer."),
+        ("model/ffn", "model.ffn."),
+        ("model/norm", "model.norm."),
+        ("model/position", "model.position."),
+    ):
         for path in sorted((CONF / group).glob("*.yaml")):
             node = yaml.safe_load(path.read_text()) or {}
             for key, value in node.items():
@@ -178,14 +197,16 @@ def _numeric_fields():
 
 
 NUMERIC_FIELDS = _numeric_fields()
-BAD = st.one_of(st.sampled_from([float("nan"), float("inf"), float("-inf"), -1, -0.5, 0, 0.5, 1.5, -3, 2.5]),
-                st.floats(-4, 4, allow_nan=False), st.integers(-4, 4))
+BAD = st.one_of(
+    st.sampled_from([float("nan"), float("inf"), float("-inf"), -1, -0.5, 0, 0.5, 1.5, -3, 2.5]),
+    st.floats(-4, 4, allow_nan=False),
+    st.integers(-4, 4),
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(field=st.sampled_from(NUMERIC_FIELDS), value=BAD)
-def test_random_values_of_every_numeric_field_are_refused_in_one_line_or_build_a_model_that_runs(compose, field,
-                                                                                                 value):
+def test_random_values_of_every_numeric_field_are_refused_in_one_line_or_build_a_model_that_runs(compose, field, value):
     """No traceback ever: a value is refused with one line naming its field, or the model builds and runs."""
     import torch
 
@@ -201,8 +222,13 @@ def test_random_values_of_every_numeric_field_are_refused_in_one_line_or_build_a
     try:
         cli.check(cfg)
     except cli.ConfigError as e:
-        assert "\n" not in str(e) and (key.split(".")[-1] in str(e) or key in str(e) or "seq_len" in str(e)
-                                       or "vocab" in str(e) or "d_model" in str(e)), str(e)
+        assert "\n" not in str(e) and (
+            key.split(".")[-1] in str(e)
+            or key in str(e)
+            or "seq_len" in str(e)
+            or "vocab" in str(e)
+            or "d_model" in str(e)
+        ), str(e)
         return
     task, model, _ = cli.build(cfg)  # what check accepted builds for real, and runs forward and backward
     x = torch.randint(0, task.vocab_size, (2, min(task.seq_len, 64)))
@@ -211,6 +237,7 @@ def test_random_values_of_every_numeric_field_are_refused_in_one_line_or_build_a
 
 # 3. a single run that fails or diverges exited 0 ---------------------------------------------------------------------
 
+
 def test_a_single_run_that_diverges_exits_1_and_keeps_its_record(archbench, tmp_path, capsys):
     code = archbench(*SMOKE, "trainer.lr=1e30", "trainer.grad_clip=0", "trainer.weight_decay=0")
     [rec] = saved(tmp_path / "results")
@@ -218,8 +245,9 @@ def test_a_single_run_that_diverges_exits_1_and_keeps_its_record(archbench, tmp_
     assert "archbench: failed: the run diverged: training loss is" in capsys.readouterr().err
 
 
-def test_a_single_run_that_fails_exits_1_and_a_sweep_with_failures_exits_1_and_counts_them(archbench, tmp_path,
-                                                                                         monkeypatch, capsys):
+def test_a_single_run_that_fails_exits_1_and_a_sweep_with_failures_exits_1_and_counts_them(
+    archbench, tmp_path, monkeypatch, capsys
+):
     real = cli.train
 
     def flaky(model, splits, cfg, *, seed, **kw):
@@ -238,9 +266,11 @@ def test_a_single_run_that_fails_exits_1_and_a_sweep_with_failures_exits_1_and_c
 
 # 4. file-system faults were raw tracebacks ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("where", ["paths.results={file}", "paths.results={file}/below", "hydra.run.dir={file}/run"])
-def test_an_unwritable_results_folder_stops_before_training_in_one_line(archbench, tmp_path, capsys, monkeypatch,
-                                                                       where):
+def test_an_unwritable_results_folder_stops_before_training_in_one_line(
+    archbench, tmp_path, capsys, monkeypatch, where
+):
     trained = []
     monkeypatch.setattr(cli, "train", lambda *a, **k: trained.append(1))
     (tmp_path / "a_file").write_text("not a folder")
@@ -249,8 +279,9 @@ def test_an_unwritable_results_folder_stops_before_training_in_one_line(archbenc
     assert code == 2 and "is not a writable folder" in line and "a_file is a file" in line and trained == []
 
 
-def test_a_record_that_cannot_be_written_keeps_the_checkpoint_and_says_how_to_recover(archbench, tmp_path,
-                                                                                     monkeypatch, capsys):
+def test_a_record_that_cannot_be_written_keeps_the_checkpoint_and_says_how_to_recover(
+    archbench, tmp_path, monkeypatch, capsys
+):
     real = results.write_json_atomic
 
     def full_disk(path, obj):
@@ -271,6 +302,7 @@ def test_a_record_that_cannot_be_written_keeps_the_checkpoint_and_says_how_to_re
 
 
 # 5. damaged records were not all reported ---------------------------------------------------------------------------
+
 
 def test_a_folder_named_result_json_and_bad_schema_or_status_are_reported_with_their_reason(tmp_path, caplog):
     good = record("attention", "mqar", 0, 0.5)
@@ -305,6 +337,7 @@ def test_a_completed_record_without_the_reported_metric_is_shown_not_silently_dr
 
 # 6. records were created mode 0600 ------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o007, 0o660)])
 def test_records_and_markers_respect_the_umask(tmp_path, umask, mode):
     old = os.umask(umask)
@@ -318,6 +351,7 @@ def test_records_and_markers_respect_the_umask(tmp_path, umask, mode):
 
 
 # 7. a single run never said where its result.json went ----------------------------------------------------------------
+
 
 def test_a_single_run_says_where_its_record_is(archbench, tmp_path, capsys):
     assert archbench(*SMOKE) == 0

@@ -64,15 +64,29 @@ def offline_contents(run_dir, wait: float = 30.0) -> dict:
     for m in messages:
         if m.HasField("summary"):
             summary.update({_key(i): json.loads(i.value_json) for i in m.summary.update})
-    return {"run": run, "config": {i.key: json.loads(i.value_json) for i in run.config.update}, "history": history,
-            "summary": summary, "file": data}
+    return {
+        "run": run,
+        "config": {i.key: json.loads(i.value_json) for i in run.config.update},
+        "history": history,
+        "summary": summary,
+        "file": data,
+    }
 
 
 def test_offline_run_folder_holds_group_tags_config_history_and_summary(tmp_path):
     config = {"seed": 0, "model": {"d_model": 64}, "trainer": {"lr": 1e-3}}
-    logger = WandbLogger(project="archbench", mode="offline", group="sweep1", job_type="mqar",
-                         tags=["attention", "mqar"], name="attention-mqar-s0", config=config, dir=str(tmp_path),
-                         labels={"mixer": "attention", "task": "mqar"}, overrides=["model/mixer=attention"])
+    logger = WandbLogger(
+        project="archbench",
+        mode="offline",
+        group="sweep1",
+        job_type="mqar",
+        tags=["attention", "mqar"],
+        name="attention-mqar-s0",
+        config=config,
+        dir=str(tmp_path),
+        labels={"mixer": "attention", "task": "mqar"},
+        overrides=["model/mixer=attention"],
+    )
     for step in (50, 100):
         logger.log({"step": step, "train/loss": 2.0 / step, "val/accuracy": step / 200}, step)
     logger.summary({"test/accuracy": 0.9, "params": 1234, "peak_memory_bytes": None})
@@ -97,8 +111,18 @@ def test_offline_run_folder_holds_group_tags_config_history_and_summary(tmp_path
 @pytest.mark.slow
 def test_cli_run_logs_labels_and_overrides_from_hydra(tmp_path):
     env = {**os.environ, "ARCHBENCH_RESULTS": str(tmp_path / "results"), "WANDB_MODE": "offline"}
-    cmd = [sys.executable, "-c", "from harness.cli import main; main()", "logger=wandb", "trainer=smoke",
-           "task.num_train=64", "task.num_val=16", "task.num_test=16", "model/mixer=gqa", "name=wb"]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from harness.cli import main; main()",
+        "logger=wandb",
+        "trainer=smoke",
+        "task.num_train=64",
+        "task.num_val=16",
+        "task.num_test=16",
+        "model/mixer=gqa",
+        "name=wb",
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     [run_dir] = (tmp_path / "results").rglob("offline-run-*")
@@ -120,10 +144,18 @@ class FakeRun:
         self.tags = sorted(set(rec["labels"].values()))
         extra = {"labels": rec["labels"], "run_id": rec["run_id"], "overrides": rec["overrides"]}
         self.config = {**rec["config"], **(extra if logged_by_archbench else {}), "_wandb": {"cli_version": "0"}}
-        self.summary = {**rec["metrics"], **rec["cost"], "_runtime": 3.5, "_step": 100, "_timestamp": 1.7e9,
-                        "_wandb": {"runtime": 3}}
-        self._rows = [{"_step": h["step"], **{k: v for k, v in h.items() if k != "step"}, "_runtime": 1.0}
-                      for h in rec.get("history", [])]
+        self.summary = {
+            **rec["metrics"],
+            **rec["cost"],
+            "_runtime": 3.5,
+            "_step": 100,
+            "_timestamp": 1.7e9,
+            "_wandb": {"runtime": 3},
+        }
+        self._rows = [
+            {"_step": h["step"], **{k: v for k, v in h.items() if k != "step"}, "_runtime": 1.0}
+            for h in rec.get("history", [])
+        ]
 
     def scan_history(self, keys=None, page_size=1000, min_step=None, max_step=None):
         return iter(self._rows)
@@ -148,8 +180,11 @@ def test_wandb_runs_give_the_same_leaderboard_as_result_files(tmp_path):
 
 
 def test_runs_logged_without_archbench_fields_are_named_by_their_differing_config(tmp_path):
-    recs = [record(m, "mqar", s, acc + s / 100, d_model=d) for m, d, acc in
-            [("attention", 32, 0.5), ("attention", 64, 0.9)] for s in (0, 1)]
+    recs = [
+        record(m, "mqar", s, acc + s / 100, d_model=d)
+        for m, d, acc in [("attention", 32, 0.5), ("attention", 64, 0.9)]
+        for s in (0, 1)
+    ]
     runs = [FakeRun(r, logged_by_archbench=False) for r in recs]
     runs[-1].state = "crashed"
     converted = records_from_runs(runs)
@@ -163,8 +198,16 @@ def test_runs_logged_without_archbench_fields_are_named_by_their_differing_confi
 
 
 def test_history_comes_from_scan_history_and_fetch_filters_by_group():
-    rec = record("attention", "mqar", 0, 0.9, history=[{"step": 50, "train/loss": 1.0, "val/accuracy": 0.5},
-                                                        {"step": 100, "train/loss": 0.5, "val/accuracy": 0.9}])
+    rec = record(
+        "attention",
+        "mqar",
+        0,
+        0.9,
+        history=[
+            {"step": 50, "train/loss": 1.0, "val/accuracy": 0.5},
+            {"step": 100, "train/loss": 0.5, "val/accuracy": 0.9},
+        ],
+    )
 
     class FakeApi:
         def runs(self, path, filters=None):
@@ -174,8 +217,10 @@ def test_history_comes_from_scan_history_and_fetch_filters_by_group():
     api = FakeApi()
     [got] = fetch_records("me/archbench", group="sweep1", history=True, api=api)
     assert api.asked == ("me/archbench", {"group": "sweep1"})
-    assert got["history"] == [{"step": 50, "train/loss": 1.0, "val/accuracy": 0.5},
-                              {"step": 100, "train/loss": 0.5, "val/accuracy": 0.9}]
+    assert got["history"] == [
+        {"step": 50, "train/loss": 1.0, "val/accuracy": 0.5},
+        {"step": 100, "train/loss": 0.5, "val/accuracy": 0.9},
+    ]
     assert got["metrics"]["test/accuracy"] == 0.9 and got["path"] == f"wandb:me/archbench/{rec['run_id'][:8]}"
     assert "_runtime" not in got["metrics"] and "params" not in got["metrics"]
     with pytest.raises(SystemExit, match="no finished runs"):

@@ -11,8 +11,13 @@ SCALES = ("ci", "small", "full")
 REQUIRED = ("title", "experiment", "metric", "split", "row", "columns", "scales", "published", "claims")
 # The ci scale checks the pipeline only, so it is a few steps whatever the experiment sets (an experiment's own
 # trainer fields, such as max_steps 400,000, win over a trainer group chosen on the command line).
-CI_STEPS = ["trainer.max_steps=4", "trainer.epochs=null", "trainer.eval_every=2", "trainer.warmup_steps=1",
-            "trainer.batch_size=8"]
+CI_STEPS = [
+    "trainer.max_steps=4",
+    "trainer.epochs=null",
+    "trainer.eval_every=2",
+    "trainer.warmup_steps=1",
+    "trainer.batch_size=8",
+]
 
 
 def names() -> list[str]:
@@ -43,8 +48,9 @@ def load(name: str) -> dict:
     fields = [*card["row"], *card["columns"], "value"]
     published = card["published"]
     if published.get("fields") != fields:
-        raise ValueError(f"{path}: published.fields={published.get('fields')} must be the row and column fields "
-                         f"then value: {fields}")
+        raise ValueError(
+            f"{path}: published.fields={published.get('fields')} must be the row and column fields then value: {fields}"
+        )
     for row in published["rows"]:
         if len(row) != len(fields):
             raise ValueError(f"{path}: published row {row} must have {len(fields)} values ({', '.join(fields)})")

@@ -72,8 +72,9 @@ def better(table, columns, value, higher, *, a, b, margin=0.0, where=None):
     if diff.empty:
         return NA, f"no cell with both {a} and {b}"
     ok = diff >= margin
-    return (PASS if ok.all() else FAIL), (f"{a} ahead of {b} by >= {margin} in {int(ok.sum())}/{len(ok)} cells, "
-                                          f"smallest lead {_fmt(diff.min())}")
+    return (PASS if ok.all() else FAIL), (
+        f"{a} ahead of {b} by >= {margin} in {int(ok.sum())}/{len(ok)} cells, smallest lead {_fmt(diff.min())}"
+    )
 
 
 def close(table, columns, value, higher, *, a, b, tol, relative=False, where=None):
@@ -101,7 +102,7 @@ def gap_trend(table, columns, value, higher, *, a, b, along, trend, tol=0.0, whe
     sign = 1 if higher else -1
     rest = [c for c in columns if c != along]
     seen, bad = 0, []
-    for key, g in (t.groupby(rest, sort=True) if rest else [("all", t)]):
+    for key, g in t.groupby(rest, sort=True) if rest else [("all", t)]:
         gaps = {}
         for x, cell in g.groupby(along, sort=True):
             mine, rivals = cell[cell["variant"] == a][value], cell[cell["variant"].isin(b)][value]
@@ -121,8 +122,14 @@ def gap_trend(table, columns, value, higher, *, a, b, along, trend, tol=0.0, whe
     return (FAIL, detail + "; not in " + "; ".join(bad)) if bad else (PASS, detail)
 
 
-CHECKS = {"at_least": at_least, "at_most": at_most, "best": best, "better": better, "close": close,
-          "gap_trend": gap_trend}
+CHECKS = {
+    "at_least": at_least,
+    "at_most": at_most,
+    "best": best,
+    "better": better,
+    "close": close,
+    "gap_trend": gap_trend,
+}
 
 
 def check(claim: dict, table: pd.DataFrame, columns: list[str], value: str, higher: bool) -> tuple[str, str]:

@@ -18,8 +18,15 @@ from harness.results import load_records
 
 def command(card: dict, scale: str, extra=()) -> list[str]:
     """The archbench call of a reproduction at a scale: its experiment, name <name>_<scale>, the scale's overrides."""
-    return [sys.executable, "-c", "from harness.cli import main; main()", f"experiment={card['experiment']}",
-            f"name={card['name']}_{scale}", *cards.overrides(card, scale), *extra]
+    return [
+        sys.executable,
+        "-c",
+        "from harness.cli import main; main()",
+        f"experiment={card['experiment']}",
+        f"name={card['name']}_{scale}",
+        *cards.overrides(card, scale),
+        *extra,
+    ]
 
 
 def run(card: dict, scale: str, results: Path, extra=(), quiet: bool = False) -> int:
@@ -36,8 +43,15 @@ def check_claims(card: dict, table: pd.DataFrame) -> pd.DataFrame:
     for claim in card["claims"]:
         ours, seen = claims.check(claim, table, columns, "ours", higher)
         paper, paper_seen = claims.check(claim, table, columns, "paper", higher)
-        rows.append({"claim": claim.get("text", claim["check"]), "ours": ours, "seen": seen, "paper": paper,
-                     "paper_seen": paper_seen})
+        rows.append(
+            {
+                "claim": claim.get("text", claim["check"]),
+                "ours": ours,
+                "seen": seen,
+                "paper": paper,
+                "paper_seen": paper_seen,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -46,10 +60,18 @@ def report(card: dict, scale: str, records: list[dict]) -> tuple[str, pd.DataFra
     table = compare.side_by_side(records, card)
     verdicts = check_claims(card, table)
     metric = f"{card['split']}/{card['metric']}"
-    lines = [f"## {card['title']} ({card['name']}, scale {scale})", "",
-             f"ours: {metric}" + (f", best over {', '.join(card['select'])} on val" if card.get("select") else "")
-             + f"; paper: {' '.join(str(card['published']['source']).split())}", "",
-             compare.render(table, card), "", "claims (checked on ours, and on the paper's numbers):", ""]
+    lines = [
+        f"## {card['title']} ({card['name']}, scale {scale})",
+        "",
+        f"ours: {metric}"
+        + (f", best over {', '.join(card['select'])} on val" if card.get("select") else "")
+        + f"; paper: {' '.join(str(card['published']['source']).split())}",
+        "",
+        compare.render(table, card),
+        "",
+        "claims (checked on ours, and on the paper's numbers):",
+        "",
+    ]
     for v in verdicts.itertuples():
         lines.append(f"- {v.ours:4}  {v.claim}: {v.seen}  [paper: {v.paper}]")
     return "\n".join(lines), table, verdicts
@@ -59,8 +81,12 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="archbench-reproduce", description=__doc__.splitlines()[0])
     p.add_argument("name", nargs="?", help="a reproduction (see --list)")
     p.add_argument("overrides", nargs="*", help="more archbench overrides, e.g. trainer.device=cuda")
-    p.add_argument("--scale", choices=cards.SCALES, default="small", help="ci: seconds; small: a CPU hour; full: "
-                   "the paper's protocol (GPU)")
+    p.add_argument(
+        "--scale",
+        choices=cards.SCALES,
+        default="small",
+        help="ci: seconds; small: a CPU hour; full: the paper's protocol (GPU)",
+    )
     p.add_argument("--results", type=Path, default=Path("results/reproduce"), help="root of the result records")
     p.add_argument("--no-run", action="store_true", help="only report on the records already there")
     p.add_argument("--list", action="store_true", help="list the reproductions")
@@ -80,8 +106,9 @@ def main(argv=None) -> None:
     if not args.no_run:
         code = run(card, args.scale, results, args.overrides)
         if code != 0:
-            print(f"archbench-reproduce: the runs exited with {code}; reporting on the records there are",
-                  file=sys.stderr)
+            print(
+                f"archbench-reproduce: the runs exited with {code}; reporting on the records there are", file=sys.stderr
+            )
     folder = results / f"{card['name']}_{args.scale}"
     records = load_records([folder])
     if not records:

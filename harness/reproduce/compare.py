@@ -51,8 +51,13 @@ def runs(records: list[dict], card: dict) -> pd.DataFrame:
             row["variant"] = " ".join(str(row[k]) for k in card["row"])
             row["column"] = " ".join(f"{k}={row[k]}" for k in card["columns"])
             row.update({k: board.lookup(r.get("config") or {}, k) for k in card.get("select", [])})
-            row.update({"status": r.get("status"), f"metric:val/{metric}": metrics.get(f"val/{metric}"),
-                        "value": metrics.get(f"{split}/{metric}")})
+            row.update(
+                {
+                    "status": r.get("status"),
+                    f"metric:val/{metric}": metrics.get(f"val/{metric}"),
+                    "value": metrics.get(f"{split}/{metric}"),
+                }
+            )
             rows.append(row)
     return pd.DataFrame(rows)
 

@@ -62,9 +62,20 @@ class ImplicitFilter(nn.Module):
     these included, N(0, 0.02): a known deviation (docs/fidelity.md).
     """
 
-    def __init__(self, channels: int, max_seq_len: int, *, emb_dim: int = 5, width: int = 64, depth: int = 2,
-                 frequency: float = 1.0, fast_decay: float = 0.3, slow_decay: float = 1.5, target: float = 1e-2,
-                 shift: float = 0.0):
+    def __init__(
+        self,
+        channels: int,
+        max_seq_len: int,
+        *,
+        emb_dim: int = 5,
+        width: int = 64,
+        depth: int = 2,
+        frequency: float = 1.0,
+        fast_decay: float = 0.3,
+        slow_decay: float = 1.5,
+        target: float = 1e-2,
+        shift: float = 0.0,
+    ):
         super().__init__()
         if emb_dim < 3 or emb_dim % 2 == 0:
             raise ValueError(f"filter emb_dim={emb_dim} must be odd and >= 3 (time plus sine and cosine bands)")

@@ -35,10 +35,24 @@ class Based(Mixer):
         super().__init__(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx)
         if d_model % window_heads:
             raise ValueError(f"mixer.window_heads={window_heads} must divide d_model={d_model}")
-        self.linear = LinearAttention(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx, n_heads=n_heads,
-                                      feature_map="taylor", feature_dim=feature_dim, chunk_size=chunk_size, eps=eps)
-        self.window = SlidingWindowAttention(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx, window=window,
-                                             n_heads=window_heads, position=position)
+        self.linear = LinearAttention(
+            d_model,
+            max_seq_len=max_seq_len,
+            layer_idx=layer_idx,
+            n_heads=n_heads,
+            feature_map="taylor",
+            feature_dim=feature_dim,
+            chunk_size=chunk_size,
+            eps=eps,
+        )
+        self.window = SlidingWindowAttention(
+            d_model,
+            max_seq_len=max_seq_len,
+            layer_idx=layer_idx,
+            window=window,
+            n_heads=window_heads,
+            position=position,
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.linear(x) + self.window(x)

@@ -37,8 +37,9 @@ HAVE_FLA = importlib.util.find_spec("fla") is not None
 KERNELS = ("auto", "torch", "fla")
 
 
-def chunked_delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_decay: Tensor | None = None, *,
-                       chunk_size: int) -> Tensor:
+def chunked_delta_rule(
+    q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_decay: Tensor | None = None, *, chunk_size: int
+) -> Tensor:
     """o_t = S_t^T q_t with S_t = a_t (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T, S_0 = 0, chunk by chunk.
 
     q, k: (batch, heads, seq, dk), q already scaled; v: (batch, heads, seq, dv); beta: (batch, heads, seq);
@@ -156,8 +157,11 @@ class DeltaNet(Mixer):
         self.k_proj = nn.Linear(d_model, key_dim, bias=False)
         self.v_proj = nn.Linear(d_model, value_dim, bias=False)
         self.b_proj = nn.Linear(d_model, n_heads, bias=False)
-        self.convs = nn.ModuleList(ShortConv(dim, conv_size, bias=False) for dim in (key_dim, key_dim, value_dim)) \
-            if use_short_conv else None
+        self.convs = (
+            nn.ModuleList(ShortConv(dim, conv_size, bias=False) for dim in (key_dim, key_dim, value_dim))
+            if use_short_conv
+            else None
+        )
         self.g_proj = nn.Linear(d_model, value_dim, bias=False) if use_gate else None
         self.o_norm = nn.RMSNorm(self.dv, eps=norm_eps)
         self.o_proj = nn.Linear(value_dim, d_model, bias=False)
@@ -208,8 +212,10 @@ def check_dims(d_model: int, n_heads: int, expand_k: float, expand_v: float | No
             continue
         dim = round(d_model * expand)
         if expand <= 0 or abs(dim - d_model * expand) > 1e-6 or dim % n_heads or dim < n_heads:
-            raise ValueError(f"mixer.{name}={expand} must make d_model*{name} (d_model={d_model}) an integer "
-                             f"multiple of n_heads={n_heads}")
+            raise ValueError(
+                f"mixer.{name}={expand} must make d_model*{name} (d_model={d_model}) an integer "
+                f"multiple of n_heads={n_heads}"
+            )
         dims.append(dim)
     return dims[0], dims[1]
 

@@ -64,8 +64,9 @@ class GatedDeltaNet(Mixer):
         self.dk = key_dim // n_heads
         self.dv = round(self.dk * expand_v)
         if expand_v <= 0 or abs(self.dv - self.dk * expand_v) > 1e-6:
-            raise ValueError(f"mixer.expand_v={expand_v} must make the value head dim (key head dim {self.dk} * "
-                             f"expand_v) an integer")
+            raise ValueError(
+                f"mixer.expand_v={expand_v} must make the value head dim (key head dim {self.dk} * expand_v) an integer"
+            )
         value_dim = n_heads * self.dv
         self.n_heads, self.chunk_size, self.kernel = n_heads, chunk_size, kernel
         self.beta_scale = 2.0 if allow_neg_eigval else 1.0
@@ -79,8 +80,11 @@ class GatedDeltaNet(Mixer):
         dt = torch.exp(torch.rand(n_heads) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
         dt = dt.clamp(min=dt_floor)
         self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
-        self.convs = nn.ModuleList(ShortConv(dim, conv_size, bias=False) for dim in (key_dim, key_dim, value_dim)) \
-            if use_short_conv else None
+        self.convs = (
+            nn.ModuleList(ShortConv(dim, conv_size, bias=False) for dim in (key_dim, key_dim, value_dim))
+            if use_short_conv
+            else None
+        )
         self.g_proj = nn.Linear(d_model, value_dim, bias=False) if use_gate else None
         self.o_norm = nn.RMSNorm(self.dv, eps=norm_eps)
         self.o_proj = nn.Linear(value_dim, d_model, bias=False)
@@ -130,6 +134,7 @@ def fla_gated_delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_deca
     """fla's chunked gated delta-rule kernel on (batch, heads, seq, dim) tensors, q normalised and scaled."""
     from fla.ops.gated_delta_rule import chunk_gated_delta_rule
 
-    out = chunk_gated_delta_rule(heads_last(q), heads_last(k), heads_last(v), heads_last(log_decay),
-                                 heads_last(beta), scale=1.0)
+    out = chunk_gated_delta_rule(
+        heads_last(q), heads_last(k), heads_last(v), heads_last(log_decay), heads_last(beta), scale=1.0
+    )
     return (out[0] if isinstance(out, tuple) else out).transpose(1, 2)

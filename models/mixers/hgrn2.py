@@ -62,8 +62,9 @@ class HGRN2(Mixer):
         if expand_ratio < 1 or d_model % expand_ratio:
             raise ValueError(f"mixer.expand_ratio={expand_ratio} must divide d_model={d_model}")
         if layer_idx >= n_layers:
-            raise ValueError(f"mixer.n_layers={n_layers} must exceed the layer index {layer_idx} (set it to "
-                             f"model.n_layers)")
+            raise ValueError(
+                f"mixer.n_layers={n_layers} must exceed the layer index {layer_idx} (set it to model.n_layers)"
+            )
         self.kernel, self.chunk_size, self.expand_ratio = kernel, chunk_size, expand_ratio
         self.n_heads = d_model // expand_ratio
         self.q_proj, self.f_proj, self.i_proj, self.o_proj = (nn.Linear(d_model, d_model, bias=False) for _ in "qfio")

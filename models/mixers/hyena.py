@@ -44,8 +44,14 @@ class Hyena(Mixer):
         self.order = order
         self.in_proj = nn.Linear(d_model, (order + 1) * d_model, bias=bias)
         self.short = ShortConv((order + 1) * d_model, short_kernel)
-        self.filter = ImplicitFilter((order - 1) * d_model, max_seq_len, emb_dim=filter_emb_dim,
-                                     width=filter_width, depth=filter_depth, frequency=filter_frequency)
+        self.filter = ImplicitFilter(
+            (order - 1) * d_model,
+            max_seq_len,
+            emb_dim=filter_emb_dim,
+            width=filter_width,
+            depth=filter_depth,
+            frequency=filter_frequency,
+        )
         self.skip = nn.Parameter(torch.randn((order - 1) * d_model))
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
         normal_init_(self.in_proj)

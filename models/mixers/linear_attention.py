@@ -145,4 +145,3 @@ def recurrent_linear_attention(q: Tensor, k: Tensor, v: Tensor, log_decay: Tenso
 def full_precision(z: Tensor) -> Tensor:
     """Scans accumulate over the whole sequence: run them in float32 even when autocast hands over bf16."""
     return z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
-

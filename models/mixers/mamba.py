@@ -41,8 +41,15 @@ def selective_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk
         x, dt, B, C = (F.pad(z, (0, 0, 0, pad)) for z in (x, dt, B, C))
     K = (L + pad) // c
     dt = dt.view(b, K, c, d)
-    steps = list(zip(dt.unbind(2), (dt * x.view(b, K, c, d)).unbind(2), B.view(b, K, c, 1, -1).unbind(2),
-                     C.view(b, K, c, 1, -1).unbind(2), strict=True))
+    steps = list(
+        zip(
+            dt.unbind(2),
+            (dt * x.view(b, K, c, d)).unbind(2),
+            B.view(b, K, c, 1, -1).unbind(2),
+            C.view(b, K, c, 1, -1).unbind(2),
+            strict=True,
+        )
+    )
     g = x.new_zeros(b, K, d, A.shape[1])
     for dt_t, dx_t, B_t, _ in steps:  # 1.
         g = torch.exp(dt_t[..., None] * A) * g + dx_t[..., None] * B_t
@@ -99,7 +106,7 @@ class Mamba(Mixer):
         self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
         self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
         with torch.no_grad():  # in the reference's order, so that a seed draws the same numbers
-            self.dt_proj.weight.uniform_(-self.dt_rank**-0.5, self.dt_rank**-0.5)
+            self.dt_proj.weight.uniform_(-(self.dt_rank**-0.5), self.dt_rank**-0.5)
             dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
             dt = dt.clamp(min=dt_floor)
             self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)

@@ -34,8 +34,9 @@ from models.mixers.linear_attention import full_precision
 TINY = 1e-30  # |a| floor for a decay of exactly 0 (2 e^{dt A} = 1), so log|a| stays finite: 1e-30 is 0 at any precision
 
 
-def chunked_ssd(q: Tensor, k: Tensor, v: Tensor, log_abs: Tensor, negative: Tensor | None = None, *,
-                chunk_size: int) -> Tensor:
+def chunked_ssd(
+    q: Tensor, k: Tensor, v: Tensor, log_abs: Tensor, negative: Tensor | None = None, *, chunk_size: int
+) -> Tensor:
     """y_t = S_t^T q_t with S_t = a_t S_{t-1} + k_t v_t^T, S_0 = 0, chunk by chunk (SSD; q = C, k = B, v = dt x).
 
     q, k: (batch, heads, seq, d_state); v: (batch, heads, seq, head_dim); log_abs = log|a_t| <= 0 and `negative`
@@ -104,8 +105,10 @@ class Mamba2(Mixer):
         super().__init__(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx)
         check_kernel(kernel)
         if kernel == "fla" and allow_neg_eigval:
-            raise ValueError("mixer.kernel=fla cannot run mixer.allow_neg_eigval=true (fla keeps decays in log "
-                             "space): use kernel=auto or torch")
+            raise ValueError(
+                "mixer.kernel=fla cannot run mixer.allow_neg_eigval=true (fla keeps decays in log "
+                "space): use kernel=auto or torch"
+            )
         for name, value in [("d_state", d_state), ("d_conv", d_conv), ("expand", expand), ("chunk_size", chunk_size)]:
             if value <= 0:
                 raise ValueError(f"mixer.{name}={value} must be positive")
@@ -115,11 +118,13 @@ class Mamba2(Mixer):
         self.d_inner, self.d_state, self.head_dim = int(d_inner), d_state, head_dim
         self.n_heads = self.d_inner // head_dim
         if self.n_heads % ngroups:
-            raise ValueError(f"mixer.ngroups={ngroups} must divide the number of heads d_inner/head_dim = "
-                             f"{self.n_heads}")
+            raise ValueError(
+                f"mixer.ngroups={ngroups} must divide the number of heads d_inner/head_dim = {self.n_heads}"
+            )
         if not 0 < A_init_min <= A_init_max:
-            raise ValueError(f"mixer.A_init_min={A_init_min} and A_init_max={A_init_max} must satisfy "
-                             "0 < A_init_min <= A_init_max")
+            raise ValueError(
+                f"mixer.A_init_min={A_init_min} and A_init_max={A_init_max} must satisfy 0 < A_init_min <= A_init_max"
+            )
         if not 0 < dt_min <= dt_max:
             raise ValueError(f"mixer.dt_min={dt_min} and dt_max={dt_max} must satisfy 0 < dt_min <= dt_max")
         self.ngroups, self.chunk_size, self.kernel, self.neg = ngroups, chunk_size, kernel, allow_neg_eigval
@@ -153,8 +158,9 @@ class Mamba2(Mixer):
 
     def _block(self, u: Tensor, scan) -> Tensor:
         b, t, _ = u.shape
-        z, xbc, dt = self.in_proj(u).split([self.d_inner, self.d_inner + 2 * self.ngroups * self.d_state,
-                                            self.n_heads], dim=-1)
+        z, xbc, dt = self.in_proj(u).split(
+            [self.d_inner, self.d_inner + 2 * self.ngroups * self.d_state, self.n_heads], dim=-1
+        )
         xbc = F.silu(self.conv(xbc))
         x, B, C = xbc.split([self.d_inner, self.ngroups * self.d_state, self.ngroups * self.d_state], dim=-1)
         dt = F.softplus(full_precision(dt) + self.dt_bias.float()).transpose(1, 2)  # (b, h, t)
@@ -165,7 +171,8 @@ class Mamba2(Mixer):
             negative, log_a = a < 0, a.abs().clamp(min=TINY).log()
         per_head = self.n_heads // self.ngroups
         groups = lambda m: full_precision(m.view(b, t, self.ngroups, self.d_state).transpose(1, 2)).repeat_interleave(
-            per_head, dim=1)  # (b, h, t, d_state): head i reads group i // per_head, as in the reference
+            per_head, dim=1
+        )  # (b, h, t, d_state): head i reads group i // per_head, as in the reference
         x = full_precision(x.view(b, t, self.n_heads, self.head_dim).transpose(1, 2))
         with torch.autocast(u.device.type, enabled=False):
             y = scan(groups(C), groups(B), x * dt[..., None], log_a, *([negative] if self.neg else []))

@@ -147,8 +147,10 @@ class MLSTM(Mixer):
         super().__init__(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx)
         inner = round_to * math.ceil(proj_factor * d_model / round_to)
         if inner % n_heads:
-            raise ValueError(f"mixer.n_heads={n_heads} must divide the inner width {inner} "
-                             f"(proj_factor * d_model rounded up to a multiple of mixer.round_to)")
+            raise ValueError(
+                f"mixer.n_heads={n_heads} must divide the inner width {inner} "
+                f"(proj_factor * d_model rounded up to a multiple of mixer.round_to)"
+            )
         if inner % qkv_blocksize:
             raise ValueError(f"mixer.qkv_blocksize={qkv_blocksize} must divide the inner width {inner}")
         if chunk_size is not None and chunk_size < 1:

@@ -26,8 +26,15 @@ class Retention(Mixer):
     """Weights: N(0, 0.02), biases zero, as flash-linear-attention's RetNet model initialises its layers
     (fla/models/retnet/modeling_retnet.py `_init_weights`, initializer_range 0.02)."""
 
-    def __init__(self, d_model: int, *, max_seq_len: int, layer_idx: int, n_heads: Annotated[int, Ge(1)] = 4,
-                 chunk_size: ChunkSize = 64):
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        max_seq_len: int,
+        layer_idx: int,
+        n_heads: Annotated[int, Ge(1)] = 4,
+        chunk_size: ChunkSize = 64,
+    ):
         super().__init__(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx)
         if d_model % n_heads:
             raise ValueError(f"mixer.n_heads={n_heads} must divide d_model={d_model}")

@@ -68,8 +68,9 @@ def chunked_rwkv7(r: Tensor, log_w: Tensor, k: Tensor, v: Tensor, a: Tensor, b: 
     A_rb, A_rk = tri(r_in, b_g, causal), tri(r_in, k_g, causal)
     eye = torch.eye(c, dtype=r.dtype, device=r.device)
     dv = v.shape[-1]
-    u, w = torch.linalg.solve_triangular(eye - A_ab, torch.cat([A_ak @ v, a_in], dim=-1), upper=False,
-                                         unitriangular=True).split([dv, dk], dim=-1)
+    u, w = torch.linalg.solve_triangular(
+        eye - A_ab, torch.cat([A_ak @ v, a_in], dim=-1), upper=False, unitriangular=True
+    ).split([dv, dk], dim=-1)
     o_v = A_rk @ v
     to_end = (last - cum).exp()  # e^{c_C - c_i} <= 1
     k_out, b_out, chunk_decay = k * to_end, b * to_end, last.exp().transpose(-1, -2)  # decay: (b, h, n, dk, 1)
@@ -77,8 +78,11 @@ def chunked_rwkv7(r: Tensor, log_w: Tensor, k: Tensor, v: Tensor, a: Tensor, b: 
     for i in range(n):
         s = u[:, :, i] + w[:, :, i] @ state  # (b, h, c, dv): a_t^T S_{t-1} for every t of the chunk
         out.append(o_v[:, :, i] + A_rb[:, :, i] @ s + r_in[:, :, i] @ state)
-        state = chunk_decay[:, :, i] * state + k_out[:, :, i].transpose(-1, -2) @ v[:, :, i] \
+        state = (
+            chunk_decay[:, :, i] * state
+            + k_out[:, :, i].transpose(-1, -2) @ v[:, :, i]
             + b_out[:, :, i].transpose(-1, -2) @ s
+        )
     return torch.stack(out, dim=2).flatten(2, 3)[:, :, :t]
 
 
@@ -88,8 +92,11 @@ def recurrent_rwkv7(r: Tensor, log_w: Tensor, k: Tensor, v: Tensor, a: Tensor, b
     state, out = torch.zeros(bsz, h, dk, v.shape[-1], dtype=v.dtype, device=v.device), []
     for i in range(t):
         read = a[:, :, i, None, :] @ state  # (b, h, 1, dv): a^T S_{t-1}
-        state = log_w[:, :, i, :, None].exp() * state + b[:, :, i, :, None] @ read \
+        state = (
+            log_w[:, :, i, :, None].exp() * state
+            + b[:, :, i, :, None] @ read
             + k[:, :, i, :, None] * v[:, :, i, None, :]
+        )
         out.append(r[:, :, i, None, :] @ state)
     return torch.cat(out, dim=2)
 
@@ -120,8 +127,10 @@ class RWKV7TimeMix(Mixer):
         if head_dim < 1 or d_model % head_dim:
             raise ValueError(f"mixer.head_dim={head_dim} must divide d_model={d_model}")
         if not 1 <= chunk_size <= MAX_CHUNK:
-            raise ValueError(f"mixer.chunk_size={chunk_size} must be in [1, {MAX_CHUNK}] (the factored decays of "
-                             f"the chunked form are bounded by e^(0.61 chunk_size))")
+            raise ValueError(
+                f"mixer.chunk_size={chunk_size} must be in [1, {MAX_CHUNK}] (the factored decays of "
+                f"the chunked form are bounded by e^(0.61 chunk_size))"
+            )
         C, N = d_model, head_dim
         self.n_heads, self.head_dim, self.chunk_size, self.kernel = C // N, N, chunk_size, kernel
         ratio_0_to_1, ratio_1_to_almost0 = 0.5, 0.5  # a middle layer's (the mixer is not told n_layers)
@@ -199,6 +208,7 @@ def fla_rwkv7(r: Tensor, log_w: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tens
     """fla's chunked RWKV-7 kernel on (batch, heads, seq, dim) tensors (log decays, scale 1)."""
     from fla.ops.rwkv7 import chunk_rwkv7
 
-    out = chunk_rwkv7(*(heads_last(z) for z in (r, log_w, k, v, a, b)), scale=1.0, safe_gate=True,
-                      lower_bound=LOG_W_MIN)
+    out = chunk_rwkv7(
+        *(heads_last(z) for z in (r, log_w, k, v, a, b)), scale=1.0, safe_gate=True, lower_bound=LOG_W_MIN
+    )
     return (out[0] if isinstance(out, tuple) else out).transpose(1, 2)

@@ -31,8 +31,9 @@ class S4DKernel(nn.Module):
     [log dt_min, log dt_max], C complex standard normal, A = -1/2 + i pi n (S4D-Lin). log_dt, log_a and a_im are
     registered there with weight_decay 0 (`register`): `no_weight_decay` returns them."""
 
-    def __init__(self, channels: int, d_state: int = 64, dt_min: float = 1e-3, dt_max: float = 1e-1,
-                 discretization: str = "zoh"):
+    def __init__(
+        self, channels: int, d_state: int = 64, dt_min: float = 1e-3, dt_max: float = 1e-1, discretization: str = "zoh"
+    ):
         super().__init__()
         if discretization not in ("zoh", "bilinear"):
             raise ValueError(f"discretization={discretization!r} must be zoh or bilinear")
@@ -85,8 +86,16 @@ class S4D(Mixer):
     D standard normal, and the output map PyTorch's default (there a Conv1d of kernel 1, here the same nn.Linear).
     No weight decay on the kernel's A and dt, as there; C, D and the output map follow archbench's recipe."""
 
-    def __init__(self, d_model: int, *, max_seq_len: int, layer_idx: int, d_state: StateSize = 64,
-                 dt_min: Step = 1e-3, dt_max: Step = 1e-1):
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        max_seq_len: int,
+        layer_idx: int,
+        d_state: StateSize = 64,
+        dt_min: Step = 1e-3,
+        dt_max: Step = 1e-1,
+    ):
         super().__init__(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx)
         self.kernel = S4DKernel(d_model, d_state, dt_min, dt_max)
         self.D = nn.Parameter(torch.randn(d_model))

@@ -35,8 +35,18 @@ class SlidingWindowAttention(Attention):
         dropout: Annotated[float, Ge(0), Lt(1)] = 0.0,
         position: nn.Module | None = None,
     ):
-        super().__init__(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx, n_heads=n_heads, dropout=dropout,
-                         n_kv_heads=n_kv_heads, bias=bias, qk_norm=qk_norm, kernel=kernel, position=position)
+        super().__init__(
+            d_model,
+            max_seq_len=max_seq_len,
+            layer_idx=layer_idx,
+            n_heads=n_heads,
+            dropout=dropout,
+            n_kv_heads=n_kv_heads,
+            bias=bias,
+            qk_norm=qk_norm,
+            kernel=kernel,
+            position=position,
+        )
         self.window = window
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -63,8 +73,9 @@ class SlidingWindowAttention(Attention):
         else:
             bias = self.score_bias.bias(h, w + a, j)  # (h, w, 2w): depends only on the distance
             mask = bias.masked_fill(~visible, float("-inf")).to(q.dtype)
-        y = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask, enable_gqa=self.n_kv_heads != h,
-                                           dropout_p=self.dropout_p)
+        y = F.scaled_dot_product_attention(
+            qb, kb, vb, attn_mask=mask, enable_gqa=self.n_kv_heads != h, dropout_p=self.dropout_p
+        )
         return y.transpose(1, 2).reshape(b, h, n * w, d)[:, :, :t]
 
     def flops_per_token(self, seq_len: int) -> int:
@@ -76,5 +87,3 @@ def _with_previous_block(z: Tensor) -> Tensor:
     """(b, n, h, w, d) -> (b, n, h, 2w, d): each block's keys preceded by the previous block's (zeros for block 0)."""
     previous = F.pad(z, (0, 0, 0, 0, 0, 0, 1, 0))[:, :-1]
     return torch.cat([previous, z], dim=-2)
-
-

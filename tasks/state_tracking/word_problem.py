@@ -38,8 +38,9 @@ def cayley_table(group: str) -> np.ndarray:
         arr = np.array(perms)
         m = len(perms)
         # (a·b)(i) = b(a(i)) for every pair at once: composed[a, b, i] = perms[b][perms[a][i]]
-        composed = np.take_along_axis(np.broadcast_to(arr[None, :, :], (m, m, n)),
-                                      np.broadcast_to(arr[:, None, :], (m, m, n)), axis=2)
+        composed = np.take_along_axis(
+            np.broadcast_to(arr[None, :, :], (m, m, n)), np.broadcast_to(arr[:, None, :], (m, m, n)), axis=2
+        )
         weights = n ** np.arange(n - 1, -1, -1)  # lexicographic order of image tuples = order of these keys
         tables.append(np.searchsorted(arr @ weights, composed @ weights))
     table = tables[0]
@@ -51,8 +52,10 @@ def cayley_table(group: str) -> np.ndarray:
 def check_group(group: str) -> None:
     for factor in group.split("_x_"):
         if len(factor) < 2 or factor[0] not in "SAZ" or not factor[1:].isdigit() or int(factor[1:]) < 1:
-            raise ValueError(f"group={group!r} must be S<n>, A<n>, Z<n> or products of them joined by _x_ "
-                             "(e.g. S5, A5, Z60, A4_x_Z5)")
+            raise ValueError(
+                f"group={group!r} must be S<n>, A<n>, Z<n> or products of them joined by _x_ "
+                "(e.g. S5, A5, Z60, A4_x_Z5)"
+            )
         if factor[0] in "SA" and int(factor[1:]) > 7:
             raise ValueError(f"group={group!r}: permutations of more than 7 points make too large a vocabulary")
 
@@ -95,4 +98,3 @@ class WordProblem(LengthGeneralizationTask):
             state = self.table[state, x[:, t]]
             y[:, t] = state
         return x, y
-
