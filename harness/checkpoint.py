@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness.results import file_mode
+
 log = logging.getLogger(__name__)
 
 FILE = "checkpoint.pt"
@@ -48,9 +50,7 @@ def save(path: Path, state: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(tmp, 0o666 & ~mask)  # as a plainly created file: readable by the group where the umask says so
+    os.chmod(tmp, file_mode())  # as a plainly created file: readable by the group where the umask says so
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)

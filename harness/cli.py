@@ -263,7 +263,7 @@ def run(cfg: DictConfig) -> dict:
         on_save=lambda path: results.mark_in_progress(results_root, rid, path),
     )
     logger = None
-    record["_t0"] = time.perf_counter()  # taken out again when the record is written
+    t0 = time.perf_counter()
     try:
         logger = instantiate(cfg.logger)(
             group=cfg.name,
@@ -304,7 +304,7 @@ def run(cfg: DictConfig) -> dict:
         record.update(status="failed", error=f"{type(e).__name__}: {e}")
         log.error("run %s failed: %s\n%s", rid, record["error"], traceback.format_exc())
     finally:
-        written = record["status"] is not None and _write_record(out_dir, record, results_root, checkpointer)
+        written = record["status"] is not None and _write_record(out_dir, record, results_root, checkpointer, t0)
         if logger is not None:  # after the record: a logger that fails to close costs no result
             try:
                 if record["status"] not in (None, "completed"):  # why it ended, for the dashboard and --wandb
@@ -332,12 +332,12 @@ def run(cfg: DictConfig) -> dict:
     return record
 
 
-def _write_record(out_dir: Path, record: dict, results_root: Path, checkpointer: Checkpointer) -> bool:
+def _write_record(out_dir: Path, record: dict, results_root: Path, checkpointer: Checkpointer, t0: float) -> bool:
     """Write the record (then, for a completed run, its marker, and drop its checkpoint). If the file system refuses,
     keep the checkpoint and the in-progress marker, save the record to the temporary folder instead, and say how to
     recover. Returns whether the record is where it belongs."""
     rid = record["run_id"]
-    record["cost"]["wall_seconds"] = time.perf_counter() - record.pop("_t0", time.perf_counter())
+    record["cost"]["wall_seconds"] = time.perf_counter() - t0
     record["timestamps"]["finished"] = _now()
     try:
         results.write_json_atomic(out_dir / results.RECORD, record)

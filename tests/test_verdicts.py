@@ -358,3 +358,19 @@ def test_a_single_run_says_where_its_record_is(archbench, tmp_path, capsys):
     [path] = [p for p in (tmp_path / "results").rglob(results.RECORD)]
     out = capsys.readouterr()
     assert f"record: {path}" in out.out + out.err
+
+
+def test_a_job_lost_to_the_cluster_is_one_line_and_exit_1(monkeypatch, capsys):
+    """submitit raises UncompletedJobError when a job is scancelled: one line saying a rerun resumes, exit 1."""
+
+    class UncompletedJobError(RuntimeError):
+        pass
+
+    def lost():
+        raise UncompletedJobError("Job 7 (task: 0) with path /x\nhas not produced any output (state: CANCELLED)")
+
+    monkeypatch.setattr(cli, "app", lost)
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 1 and line.startswith("archbench: failed: a job did not complete") and "rerun" in line
