@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import board
-from harness.results import SCHEMA, load_records, run_id
+from harness.record.results import SCHEMA, load_records, run_id
+from harness.report import board
 
 MIXERS = ("attention", "gqa", "mqa", "hyena", "based")
 POSITIONS = ("learned", "rope", "alibi", "none", "sinusoidal")
@@ -54,7 +54,7 @@ def record(mixer: str, position: str, task: str, d_model: int, lr: float, seed: 
             "device": "auto",
             "progress": False,
         },
-        "logger": {"_target_": "harness.logger.NullLogger", "_partial_": True},
+        "logger": {"_target_": "harness.run.logger.NullLogger", "_partial_": True},
     }
     acc = float(rng.uniform(0, 1))
     history = [

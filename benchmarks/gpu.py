@@ -18,8 +18,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from harness.mfu import mfu, peak_flops
-from harness.train import TrainConfig, configure_optimizer, seed_everything, train
+from harness.run.mfu import mfu, peak_flops
+from harness.run.train import TrainConfig, configure_optimizer, seed_everything, train
 from models import ffn, norms, positions
 from models.backbone import LanguageModel
 from models.mixers.attention import Attention

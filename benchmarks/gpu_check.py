@@ -190,7 +190,7 @@ def preflight(tiny: bool, peak_override: float | None, info: dict) -> dict:
     try:
         from hydra import compose, initialize_config_module
 
-        from harness.cli import build
+        from harness.run.cli import build
 
         mixers = sorted(p.stem for p in (ROOT / "conf" / "model" / "mixer").glob("*.yaml"))
         with initialize_config_module(config_module="conf", version_base="1.3"):
@@ -200,12 +200,12 @@ def preflight(tiny: bool, peak_override: float | None, info: dict) -> dict:
     except Exception as e:
         raise PreflightError(f"the config does not compose and build: {one_line(e)}") from None
 
-    from harness.mfu import peak_of
+    from harness.run.mfu import peak_of
 
     info["peak_flops"] = peak_override or (peak_of(info["device"]) if not tiny else None)
     if not tiny and info["peak_flops"] is None:
         info["warnings"].append(
-            f"no peak FLOP/s known for {info['device']} (harness/mfu.py): MFU is n/a; pass --peak-flops"
+            f"no peak FLOP/s known for {info['device']} (harness/run/mfu.py): MFU is n/a; pass --peak-flops"
         )
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5)
@@ -286,8 +286,8 @@ def section_gpt2(rec: Recorder, args) -> None:
     import torch
     from gpu import GPT2, GPT2_TINY, archbench_loop, bare_loop, gpt, lm_data
 
-    from harness.mfu import mfu, peak_flops
-    from harness.train import seed_everything
+    from harness.run.mfu import mfu, peak_flops
+    from harness.run.train import seed_everything
 
     s = GPT2_TINY if args.tiny else GPT2
     steps, warmup = (3, 1) if args.tiny else (args.gpt2_steps, 10)
@@ -383,8 +383,8 @@ def worker(args) -> None:
 
     from hydra import compose, initialize_config_module
 
-    from harness.cli import build
-    from harness.train import seed_everything, train
+    from harness.run.cli import build
+    from harness.run.train import seed_everything, train
 
     with initialize_config_module(config_module="conf", version_base="1.3"):
         cfg = compose(config_name="config", overrides=mqar_job(args.tiny, args.steps))
@@ -530,7 +530,7 @@ def section_deterministic(rec: Recorder, args) -> None:
         cmd = [
             sys.executable,
             "-m",
-            "harness.cli",
+            "harness.run.cli",
             *overrides,
             f"paths.results={base / f'results{i}'}",
             f"hydra.run.dir={base / f'run{i}'}",
@@ -988,7 +988,7 @@ def main(argv: list[str] | None = None) -> int:
         "--peak-flops",
         type=float,
         default=None,
-        help="the device's peak bf16 FLOP/s where harness/mfu.py does not know it",
+        help="the device's peak bf16 FLOP/s where harness/run/mfu.py does not know it",
     )
     p.add_argument("--gpt2-steps", type=int, default=50, help="timed GPT-2 steps per measurement (after 10)")
     p.add_argument("--mqar-steps", type=int, default=300, help="timed MQAR steps per mode (after 20)")

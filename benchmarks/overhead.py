@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
-from harness.train import TrainConfig, configure_optimizer, lr_lambda, seed_everything, train
+from harness.run.train import TrainConfig, configure_optimizer, lr_lambda, seed_everything, train
 from tasks.base import IGNORE
 
 OVERRIDES = [
@@ -80,7 +80,8 @@ def startup_seconds() -> float:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "ARCHBENCH_RESULTS": tmp}
         t0 = time.time()
-        subprocess.run([sys.executable, "-m", "harness.cli", "trainer=smoke"], env=env, check=True, capture_output=True)
+        cmd = [sys.executable, "-m", "harness.run.cli", "trainer=smoke"]
+        subprocess.run(cmd, env=env, check=True, capture_output=True)
         [record] = [json.loads(p.read_text()) for p in Path(tmp).rglob("result.json")]
         return record["cost"]["first_step_time"] - t0
 

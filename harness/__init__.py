@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from tasks.length_generalization import max_width
 
 # ${python_stdlib:} in a config: the folder of Python's standard library, whose ~5 MB of source is real text that
-# every machine has offline (the byte-level LM scales of harness/reproduce/papers/narang_glu.yaml read it)
+# every machine has offline (the byte-level LM scales of harness/report/reproduce/papers/narang_glu.yaml read it)
 OmegaConf.register_new_resolver("python_stdlib", lambda: sysconfig.get_paths()["stdlib"], replace=True)
 
 # ${task_width:${._target_},<longest input lengths>...}: a length-generalisation task's longest sequence

@@ -19,7 +19,7 @@ from tasks import cache
 IGNORE = -100
 SPLITS = ("train", "val", "test")
 
-# A field's range is declared beside it with these (harness/schema.py checks every config value against them
+# A field's range is declared beside it with these (harness/run/schema.py checks every config value against them
 # before anything runs); a task's check() keeps only what relates several fields.
 Count = Annotated[int, Ge(1)]
 NonNegative = Annotated[int, Ge(0)]

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from harness import board
-from harness.results import SCHEMA, load_records, run_id, write_json_atomic
+from harness.record.results import SCHEMA, load_records, run_id, write_json_atomic
+from harness.report import board
 
 
 def record(

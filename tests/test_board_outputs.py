@@ -6,9 +6,9 @@ from types import SimpleNamespace
 import matplotlib.image
 import numpy as np
 
-from harness import board
-from harness.callbacks import Leaderboard
-from harness.results import write_json_atomic
+from harness.record.results import write_json_atomic
+from harness.report import board
+from harness.report.callbacks import Leaderboard
 from tests.test_board import record
 
 

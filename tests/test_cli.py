@@ -14,7 +14,7 @@ SMOKE = ["trainer=smoke", "task.num_train=64", "task.num_val=16", "task.num_test
 
 def archbench(tmp_path: Path, *args: str, env=None) -> subprocess.CompletedProcess:
     env = {**os.environ, "ARCHBENCH_RESULTS": str(tmp_path / "results"), "WANDB_MODE": "offline", **(env or {})}
-    cmd = [sys.executable, "-c", "from harness.cli import main; main()", *args]
+    cmd = [sys.executable, "-c", "from harness.run.cli import main; main()", *args]
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
 

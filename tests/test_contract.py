@@ -12,8 +12,8 @@ from annotated_types import Ge
 from hydra.utils import instantiate
 from torch import Tensor, nn
 
-from harness import cli
-from harness.train import TrainConfig, configure_optimizer
+from harness.run import cli
+from harness.run.train import TrainConfig, configure_optimizer
 from models.mixers.base import Mixer, contract_errors
 from tests.conftest import CONF, options
 

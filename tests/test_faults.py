@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import board, cli, results
-from harness.train import seed_everything
+from harness.record import results
+from harness.report import board
+from harness.run import cli
+from harness.run.train import seed_everything
 
 SMOKE = [
     "trainer=smoke",
@@ -102,7 +104,7 @@ def test_a_failed_run_is_run_again_by_a_rerun_and_then_counted_once(archbench, m
 
 
 def test_a_logger_that_fails_to_finish_costs_no_record(archbench, monkeypatch, tmp_path):
-    from harness import logger
+    from harness.run import logger
 
     monkeypatch.setattr(logger.NullLogger, "finish", lambda self, exit_code=0: 1 / 0)
     archbench(*SMOKE)
@@ -344,7 +346,7 @@ def test_four_jobs_on_two_joblib_workers_leave_four_intact_records_equal_to_seri
     cmd = [
         sys.executable,
         "-c",
-        "from harness.cli import main; main()",
+        "from harness.run.cli import main; main()",
         "-m",
         "hydra/launcher=parallel",
         "hydra.launcher.n_jobs=2",

@@ -6,9 +6,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from harness.hybrid import build_model
-from harness.mfu import peak_flops
-from harness.train import TrainConfig, seed_everything, train
+from harness.run.hybrid import build_model
+from harness.run.mfu import peak_flops
+from harness.run.train import TrainConfig, seed_everything, train
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 

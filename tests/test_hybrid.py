@@ -1,4 +1,4 @@
-"""Hybrids from the command line: `model.pattern=[...]` stripes mixer options over depth (harness/hybrid.py)."""
+"""Hybrids from the command line: `model.pattern=[...]` stripes mixer options over depth (harness/run/hybrid.py)."""
 
 import json
 import os
@@ -11,7 +11,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from harness.hybrid import available_mixers, build_model
+from harness.run.hybrid import available_mixers, build_model
 from models.mixers.attention import Attention
 from models.mixers.hyena import Hyena
 from models.mixers.mamba import Mamba
@@ -76,7 +76,7 @@ def test_bad_patterns_name_the_entry(compose, pattern, message):
 
 
 def test_instantiating_a_pattern_without_the_harness_fails_loudly(compose):
-    with pytest.raises(InstantiationException, match="resolved by harness.hybrid.build_model"):
+    with pytest.raises(InstantiationException, match="resolved by harness.run.hybrid.build_model"):
         instantiate(compose([*SMALL, "model.pattern=[hyena]"]).model)
 
 
@@ -85,7 +85,7 @@ def _archbench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     cmd = [
         sys.executable,
         "-c",
-        "from harness.cli import main; main()",
+        "from harness.run.cli import main; main()",
         "trainer=smoke",
         "task.num_train=64",
         "task.num_val=16",

@@ -21,8 +21,8 @@ import pytest
 from hydra import compose, initialize_config_module
 from hydra.utils import get_class, instantiate
 
-from harness.hybrid import build_model
-from harness.train import TrainConfig, seed_everything, train
+from harness.run.hybrid import build_model
+from harness.run.train import TrainConfig, seed_everything, train
 from tests.conftest import options
 
 NUM_KV_PAIRS = 4

@@ -1,11 +1,13 @@
-"""`archbench-board --pareto METRIC,COST` (harness/pareto.py) on records built here with known metrics and costs."""
+"""`archbench-board --pareto METRIC,COST` (harness/report/pareto.py) on records built here with known metrics and
+costs."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from harness import board, pareto, results
+from harness.record import results
+from harness.report import board, pareto
 
 
 def record(

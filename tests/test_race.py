@@ -1,5 +1,5 @@
-"""Racing (harness/race.py): the procedure's error rate and power over many simulated races fed straight to `decide`
-(no training), and a real tiny race through `archbench -m hydra/sweeper=race`."""
+"""Racing (harness/report/race.py): the procedure's error rate and power over many simulated races fed straight to
+`decide` (no training), and a real tiny race through `archbench -m hydra/sweeper=race`."""
 
 import json
 import sys
@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats as sps
 
-from harness import cli, race
+from harness.report import race
+from harness.run import cli
 
 ALPHA = 0.05
 

@@ -19,7 +19,7 @@ pytest.importorskip(
     "hydra_plugins.hydra_ray_launcher", reason="hydra-ray-launcher is not installed (pip install -e '.[ray]')"
 )
 
-from harness import results  # noqa: E402
+from harness.record import results  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -128,7 +128,7 @@ def board(sweep: Path) -> list[dict]:
 def archbench(env: dict, cwd: Path, *args: str) -> subprocess.Popen:
     cwd.mkdir(parents=True)
     return subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "-m", *args, f"paths.results={cwd / 'results'}"],
+        [sys.executable, "-m", "harness.run.cli", "-m", *args, f"paths.results={cwd / 'results'}"],
         cwd=cwd,
         env=env,
         stdout=open(cwd / "archbench.log", "w"),

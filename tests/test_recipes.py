@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from omegaconf import OmegaConf
 from torch import nn
 
-from harness.reproduce import cards
-from harness.train import TrainConfig, configure_optimizer, lr_lambda
+from harness.report.reproduce import cards
+from harness.run.train import TrainConfig, configure_optimizer, lr_lambda
 from models.backbone import LanguageModel
 from models.mixers.attention import Attention
 
@@ -239,7 +239,7 @@ def test_zoologys_models_are_its_figure_2_configs(compose):
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "conf" / "model" / "zoology").glob("*.yaml")))
 def test_every_zoology_preset_builds_a_causal_model_with_its_dropout(compose, name):
-    from harness.hybrid import build_model
+    from harness.run.hybrid import build_model
 
     cfg = compose(
         [

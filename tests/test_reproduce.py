@@ -12,9 +12,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from harness.reproduce import cards, claims, compare
-from harness.reproduce.cli import check_claims
-from harness.train import TrainConfig
+from harness.report.reproduce import cards, claims, compare
+from harness.report.reproduce.cli import check_claims
+from harness.run.train import TrainConfig
 from tests.conftest import options
 
 NAMES = cards.names()
@@ -66,7 +66,7 @@ def reproduce(tmp_path, name):
     cmd = [
         sys.executable,
         "-c",
-        "from harness.reproduce.cli import main; main()",
+        "from harness.report.reproduce.cli import main; main()",
         name,
         "--scale",
         "ci",

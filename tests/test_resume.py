@@ -15,9 +15,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from harness import checkpoint as ckpt
-from harness.checkpoint import Checkpointer
-from harness.train import TrainConfig, seed_everything, train
+from harness.run import checkpoint as ckpt
+from harness.run.checkpoint import Checkpointer
+from harness.run.train import TrainConfig, seed_everything, train
 
 TINY = ["model/ffn=none", "model.d_model=32", "task.num_train=256", "task.num_val=32", "task.num_test=32"]
 SETTINGS = {
@@ -115,14 +115,14 @@ RUN = [
 ]
 # Each training step sleeps 20 ms (numerics untouched), so that the kill lands mid-run even on a fast machine.
 SLOWED = (
-    "import time, harness.train as t; f = t.scored_loss; "
+    "import time, harness.run.train as t; f = t.scored_loss; "
     "t.scored_loss = lambda *a: (time.sleep(0.02) if a[0].training else None, f(*a))[1]; "
 )
 
 
 def start(results: Path, *args: str, slowed: bool = False) -> subprocess.Popen:
     env = {**os.environ, "ARCHBENCH_RESULTS": str(results), "OMP_NUM_THREADS": "1"}
-    code = (SLOWED if slowed else "") + "from harness.cli import main; main()"
+    code = (SLOWED if slowed else "") + "from harness.run.cli import main; main()"
     return subprocess.Popen(
         [sys.executable, "-c", code, *args],
         cwd=results.parent,

@@ -1,4 +1,4 @@
-"""Architecture search with the Optuna sweeper (conf/hparams_search/, harness/search.py): tiny MQAR searches run in
+"""Architecture search with the Optuna sweeper (conf/hparams_search/, harness/run/search.py): tiny MQAR searches run in
 this process (the basic launcher runs the trials here, which lets a test patch the trainer). Needs the search extra
 (pip install 'archbench[search]'); without it the searches are skipped and only the objective rules are tested."""
 
@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from harness import cli, results, search
-from harness.train import Diverged
+from harness.record import results
+from harness.run import cli, search
+from harness.run.train import Diverged
 from tests.conftest import options
 
 needs_optuna = pytest.mark.skipif(

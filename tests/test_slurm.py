@@ -20,9 +20,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from harness import cli, results
-from harness.record import board_role
-from harness.train import seed_everything
+from harness.record import results
+from harness.record.keys import board_role
+from harness.run import cli
+from harness.run.train import seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "slurm-local.sh"
@@ -45,8 +46,8 @@ ON_SLURM = [
 ]
 LONG = [*SMOKE, "trainer.max_steps=600", "trainer.eval_every=300", "trainer.checkpoint_every=20"]
 # Each training step of a job sleeps (launch's `slow` seconds; numerics untouched, as in test_resume.py), so that a
-# requeue, a cancel or a time limit lands mid-run on a fast machine too: harness.train.scored_loss is wrapped when it
-# is first imported.
+# requeue, a cancel or a time limit lands mid-run on a fast machine too: harness.run.train.scored_loss is wrapped when
+# it is first imported.
 SLOW_STEPS = """
 import importlib.abc, importlib.util, os, sys, time
 
@@ -54,7 +55,7 @@ SLEEP = float(os.environ.get("SLOW_STEP_S", "0.02"))
 
 class _Slow(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name != "harness.train":
+        if name != "harness.run.train":
             return None
         sys.meta_path.remove(self)
         spec = importlib.util.find_spec(name)
@@ -147,7 +148,7 @@ def launch(env: dict, root: Path, *args: str, slow: float = 0, log: str = "archb
         env["SLOW_STEP_S"] = str(slow)
     out = open(root.parent / log, "w")
     return subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "-m", *args, f"paths.results={root}"],
+        [sys.executable, "-m", "harness.run.cli", "-m", *args, f"paths.results={root}"],
         cwd=root.parent,
         env=env,
         stdout=out,

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from harness import stats
+from harness.report import stats
 
 
 def test_t_interval_matches_scipy_and_a_hand_computed_value():

@@ -37,7 +37,7 @@ def archbench(tmp_path, *args: str) -> subprocess.CompletedProcess:
         "ARCHBENCH_CACHE": str(tmp_path / "cache"),
         "WANDB_MODE": "offline",
     }
-    cmd = [sys.executable, "-c", "from harness.cli import main; main()", *args]
+    cmd = [sys.executable, "-c", "from harness.run.cli import main; main()", *args]
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=3600)
 
 

@@ -107,7 +107,7 @@ def test_mqar_rejects_impossible_settings(kwargs, field):
 
 
 def test_a_field_outside_its_declared_range_is_refused_by_the_schema():
-    from harness import schema
+    from harness.run import schema
 
     with pytest.raises(schema.SchemaError, match=r"task.num_train=0: must be an integer >= 1"):
         schema.check_fields("task.", {"num_train": 0}, MQAR)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from harness.train import Diverged, TrainConfig, configure_optimizer, seed_everything, train
+from harness.run.train import Diverged, TrainConfig, configure_optimizer, seed_everything, train
 from tests.conftest import options
 
 TINY = ["model/ffn=none", "task.num_train=512", "task.num_val=64", "task.num_test=64"]
@@ -69,7 +69,7 @@ def test_early_stop_at_target_accuracy(compose):
 
 
 def test_scored_positions_gather_exactly_the_scored_targets():
-    from harness.train import scored_positions
+    from harness.run.train import scored_positions
     from tasks.base import IGNORE
 
     targets = torch.full((3, 6), IGNORE)

@@ -13,7 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness import board, cli, render, results
+from harness.record import results
+from harness.report import board, render
+from harness.run import cli
 from tests.test_board import record, write_all
 
 SMOKE = [

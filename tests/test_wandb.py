@@ -11,10 +11,10 @@ import time
 import pandas as pd
 import pytest
 
-from harness import board
-from harness.logger import WandbLogger
-from harness.results import load_records, run_id, write_json_atomic
-from harness.wandb_runs import fetch_records, record_from_run, records_from_runs
+from harness.record.results import load_records, run_id, write_json_atomic
+from harness.report import board
+from harness.report.wandb_runs import fetch_records, record_from_run, records_from_runs
+from harness.run.logger import WandbLogger
 from tests.test_board import known_records, record
 
 
@@ -114,7 +114,7 @@ def test_cli_run_logs_labels_and_overrides_from_hydra(tmp_path):
     cmd = [
         sys.executable,
         "-c",
-        "from harness.cli import main; main()",
+        "from harness.run.cli import main; main()",
         "logger=wandb",
         "trainer=smoke",
         "task.num_train=64",

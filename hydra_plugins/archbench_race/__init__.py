@@ -1,7 +1,7 @@
 """Hydra finds sweepers only in the hydra_plugins namespace: this names archbench's race sweeper there. The
-procedure and the sweeper are harness/race.py."""
+procedure and the sweeper are harness/report/race.py."""
 
-from harness import race
+from harness.report import race
 
 
 class RaceSweeper(race.RaceSweeper):

@@ -100,6 +100,8 @@ class Mamba(Mixer):
         if not dt_min <= dt_max:
             raise ValueError(f"mixer.dt_min={dt_min} and dt_max={dt_max} must satisfy dt_min <= dt_max")
         self.d_inner, self.d_state, self.chunk_size = int(expand * d_model), d_state, chunk_size
+        if self.d_inner < 1:
+            raise ValueError(f"mixer.expand={expand} must make d_inner = int(expand * d_model={d_model}) at least 1")
         self.dt_rank = dt_rank or math.ceil(d_model / 16)
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=False)
         self.conv = ShortConv(self.d_inner, d_conv)

@@ -42,8 +42,13 @@ class GrazziTask(LengthGeneralizationTask):
 
     def check(self) -> None:
         super().check()
-        if min([self.train_min_length, *self.test_lengths]) < 3:
-            raise ValueError(f"train_min_length={self.train_min_length} and test_lengths must be at least 3")
+        if self.train_min_length < 3:
+            raise ValueError(f"train_min_length={self.train_min_length} must be at least 3")
+        if min(self.test_lengths) < 3:  # the field a user set: test_min_length, or the explicit list
+            raise ValueError(
+                f"test_min_length={self.test_min_length}, test_lengths={self.test_lengths}: every test length must be "
+                "at least 3"
+            )
 
     def derived_metrics(self, metrics: dict) -> dict:
         out = super().derived_metrics(metrics)

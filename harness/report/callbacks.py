@@ -29,11 +29,9 @@ class Leaderboard(Callback):
         self.formats, self.plots = list(formats or ["md", "csv", "html"]), plots
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        from harness import (  # pandas, scipy, matplotlib: loaded when a sweep ends, not at every start
-            board,
-            render,
-            results,
-        )
+        # pandas, scipy, matplotlib: loaded when a sweep ends, not at every start
+        from harness.record import results
+        from harness.report import board, render
 
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
@@ -54,7 +52,7 @@ class Leaderboard(Callback):
         plot_dir = None
         if self.plots:
             try:
-                from harness import plots
+                from harness.report import plots
 
                 plot_dir = sweep_dir / "plots"
                 plots.all_plots(result, records, plot_dir)

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from harness import stats
-from harness.render import si
+from harness.report import stats
+from harness.report.render import si
 
 
 def _round(value: float, up: bool) -> float:

@@ -1,11 +1,11 @@
 """Result records from wandb runs, so that `archbench-board --wandb ENTITY/PROJECT` builds the same leaderboard as
-from result.json files. Reads what harness/logger.py logs: config = the resolved config plus `labels`, `run_id` and
+from result.json files. Reads what harness/run/logger.py logs: config = the resolved config plus `labels`, `run_id` and
 `overrides`; summary = metrics and costs; group = sweep name; job_type = task; history = the eval rows."""
 
 import json
 
-from harness.record import board_role
-from harness.results import SCHEMA
+from harness.record.keys import board_role
+from harness.record.results import SCHEMA
 
 COST_KEYS = (
     "params",

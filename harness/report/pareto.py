@@ -15,8 +15,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
-from harness import board as board_lib  # noqa: E402
-from harness.stats import LOWER_IS_BETTER  # noqa: E402
+from harness.report import board as board_lib  # noqa: E402
+from harness.report.stats import LOWER_IS_BETTER  # noqa: E402
 
 FILE = "pareto.png"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness import stats
+from harness.report import stats
 
 # (cell column, header, how a row sums up its cells): exact counts as one value or a min–max range over the row's
 # cells, measured ones as their mean over the row's cells

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from harness import record
+from harness.record import keys
 
 try:
     import orjson as _orjson
@@ -33,8 +33,8 @@ STATUSES = ("completed", "failed", "diverged")
 
 
 def run_id(config: dict) -> str:
-    """The run's id: harness/record.py declares which keys it leaves out."""
-    return record.run_id(config)
+    """The run's id: harness/record/keys.py declares which keys it leaves out."""
+    return keys.run_id(config)
 
 
 def file_mode() -> int:

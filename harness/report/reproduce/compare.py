@@ -6,7 +6,7 @@ from fnmatch import fnmatch
 import numpy as np
 import pandas as pd
 
-from harness import board, stats
+from harness.report import board, stats
 
 
 def norm(value):

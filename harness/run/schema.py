@@ -21,10 +21,10 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
-from harness.train import TrainConfig
+from harness.run.train import TrainConfig
 
 STRICT = ConfigDict(strict=True, allow_inf_nan=False, arbitrary_types_allowed=True)
-# keys of a node that are not arguments of its target; `pattern` is the hybrid's list, checked by harness/hybrid.py
+# keys of a node that are not arguments of its target; `pattern` is the hybrid's list, checked by harness/run/hybrid.py
 SPECIAL = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_", "pattern")
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.results import file_mode
+from harness.record.results import file_mode
 
 log = logging.getLogger(__name__)
 

@@ -17,13 +17,13 @@ from annotated_types import Ge, Gt, Le, Len, Lt
 from torch import nn
 from tqdm.auto import tqdm
 
-from harness.checkpoint import Checkpointer, rng_state, set_rng_state
-from harness.mfu import mfu, peak_flops
+from harness.run.checkpoint import Checkpointer, rng_state, set_rng_state
+from harness.run.mfu import mfu, peak_flops
 from tasks.base import IGNORE, Split
 
 log = logging.getLogger(__name__)
 
-# Ranges are declared beside each field (annotated_types); harness/schema.py checks every field of the config
+# Ranges are declared beside each field (annotated_types); harness/run/schema.py checks every field of the config
 # against them, and against its type, before anything runs. Only checks that relate several fields stay in code.
 Positive = Annotated[int, Ge(1)]
 Unit = Annotated[float, Ge(0), Lt(1)]
@@ -60,7 +60,7 @@ class TrainConfig:
     deterministic: bool = False
     progress: bool = True
     checkpoint_every: Annotated[int, Ge(0)] = 0  # steps between checkpoints for exact resume; 0: none
-    peak_flops: Annotated[float, Gt(0)] | None = None  # the device's peak FLOP/s for MFU where harness/mfu.py lacks it
+    peak_flops: Annotated[float, Gt(0)] | None = None  # the device's peak FLOP/s for MFU where run/mfu.py lacks it
 
     def steps_for(self, num_train: int) -> int:
         if self.epochs is None:
@@ -68,7 +68,7 @@ class TrainConfig:
         return math.ceil(self.epochs * num_train / self.batch_size)
 
     def check(self, num_train: int) -> None:
-        """What relates several fields (each field's own range is declared above and checked by harness/schema.py)."""
+        """What relates several fields (each field's own range is declared above and checked by run/schema.py)."""
         if self.steps_for(num_train) < 1:
             raise ValueError(f"trainer.max_steps={self.max_steps} must be positive")
         if self.min_lr is not None and self.min_lr > self.lr:

@@ -1,6 +1,6 @@
-"""Paper cards (harness/reproduce/papers/<name>.yaml): the experiment a reproduction runs, its scales (overrides on
-top of conf/experiment/<experiment>.yaml), how records map to the paper's table, the published numbers and the
-claims."""
+"""Paper cards (harness/report/reproduce/papers/<name>.yaml): the experiment a reproduction runs, its scales
+(overrides on top of conf/experiment/<experiment>.yaml), how records map to the paper's table, the published numbers
+and the claims."""
 
 from pathlib import Path
 
@@ -32,7 +32,7 @@ def overrides(card: dict, scale: str) -> list[str]:
 def load(name: str) -> dict:
     """The card `name`, checked: every field present, every scale a list of key=value overrides, published rows as
     long as their field list, every claim of a known check."""
-    from harness.reproduce.claims import CHECKS
+    from harness.report.reproduce.claims import CHECKS
 
     path = PAPERS / f"{name}.yaml"
     if not path.exists():

@@ -26,12 +26,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
-from harness import race, results, schema, search
-from harness.checkpoint import FILE as CHECKPOINT
-from harness.checkpoint import Checkpointer
-from harness.hybrid import build_model
-from harness.record import labels_of
-from harness.train import Diverged, TrainConfig, seed_everything, train
+from harness.record import results
+from harness.record.keys import labels_of
+from harness.report import race
+from harness.run import schema, search
+from harness.run.checkpoint import FILE as CHECKPOINT
+from harness.run.checkpoint import Checkpointer
+from harness.run.hybrid import build_model
+from harness.run.train import Diverged, TrainConfig, seed_everything, train
 from models.mixers.base import contract_errors
 
 log = logging.getLogger("archbench")
@@ -63,7 +65,7 @@ def build(cfg: DictConfig, meta: bool = False):
     train_cfg = _instantiate("trainer", cfg.trainer, lambda c: TrainConfig(**OmegaConf.to_container(c)))
     _check("", lambda: train_cfg.check(task.num_train))
     with torch.device("meta") if meta else contextlib.nullcontext():
-        model = _instantiate("model", cfg, build_model)  # model.pattern: harness/hybrid.py
+        model = _instantiate("model", cfg, build_model)  # model.pattern: harness/run/hybrid.py
     if errors := [e for mixer in {type(b.mixer) for b in model.blocks} for e in contract_errors(mixer)]:
         raise ConfigError(f"model.mixer: {'; '.join(errors)} (models/mixers/base.py)")
     if model.max_seq_len < task.max_seq_len:  # the longest split, e.g. an extrapolation test length
@@ -292,7 +294,7 @@ def run(cfg: DictConfig) -> dict:
         )
         out["metrics"].update(task.derived_metrics(out["metrics"]))
         record.update(status="completed", metrics=out["metrics"], history=out["history"])
-        record["cost"].update(out["cost"])  # with MFU where the device's peak is known (harness/mfu.py), else None
+        record["cost"].update(out["cost"])  # with MFU where the device's peak is known (harness/run/mfu.py), else None
         logger.summary({**out["metrics"], **record["cost"]})
     except Diverged as e:
         record.update(status="diverged", error=str(e))
@@ -396,7 +398,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
 def app(cfg: DictConfig) -> float | tuple[float, ...] | None:
     try:
         record = run(cfg)

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness import record as record_keys
-from harness import render, stats, views
-from harness.results import Scan, scan, write_text_atomic
+from harness.record import keys as record_keys
+from harness.record.results import Scan, scan, write_text_atomic
+from harness.report import render, stats, views
 
 log = logging.getLogger(__name__)
 
@@ -563,7 +563,7 @@ def main(argv=None) -> None:
         "--pareto",
         metavar="METRIC,COST",
         help="instead of the board: the variants not dominated on "
-        "METRIC and COST (e.g. test/accuracy,params) and a plot of the front (harness/pareto.py)",
+        "METRIC and COST (e.g. test/accuracy,params) and a plot of the front (harness/report/pareto.py)",
     )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
@@ -573,7 +573,7 @@ def main(argv=None) -> None:
         args.aggregate = args.aggregate or "task.family"
         args.select = args.select or ["trainer.lr", "trainer.weight_decay"]
     if args.wandb:
-        from harness.wandb_runs import fetch_records
+        from harness.report.wandb_runs import fetch_records
 
         records = fetch_records(args.wandb, group=args.wandb_group, history=args.plots is not None)
         found = None
@@ -586,7 +586,7 @@ def main(argv=None) -> None:
                 + (f" ({found.summary()})" if found.files else "")
             )
     if args.pareto:
-        from harness import pareto
+        from harness.report import pareto
 
         return pareto.report(records, args.pareto, args.plots, args.out, args.dirs)
     board = build(
@@ -602,7 +602,7 @@ def main(argv=None) -> None:
     )
     print(render.markdown(board))
     if args.plots:
-        from harness import plots
+        from harness.report import plots
 
         for path in plots.all_plots(board, records, args.plots, args.plot_x):
             print(f"plot: {path}")

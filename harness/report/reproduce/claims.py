@@ -5,7 +5,7 @@ table lacks the cells the claim speaks of, never a silent PASS. `value` names th
 import numpy as np
 import pandas as pd
 
-from harness.reproduce.compare import norm
+from harness.report.reproduce.compare import norm
 
 PASS, FAIL, NA = "PASS", "FAIL", "N/A"
 

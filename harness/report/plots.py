@@ -10,8 +10,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from harness import board as board_lib  # noqa: E402
-from harness import render  # noqa: E402
+from harness.report import board as board_lib  # noqa: E402
+from harness.report import render  # noqa: E402
 
 
 def _grid(k: int, width: float = 4.2, height: float = 3.2):

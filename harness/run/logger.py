@@ -44,7 +44,7 @@ class WandbLogger(NullLogger):
     ):
         import wandb
 
-        from harness.results import run_id
+        from harness.record.results import run_id
 
         os.environ.setdefault("WANDB_SILENT", "true")
         self.start, self.summary_keys = time.perf_counter(), set()

@@ -1,7 +1,8 @@
 """`archbench-reproduce NAME [--scale ci|small|full] [--results DIR]`: run a paper's experiment
-(conf/experiment/<experiment>.yaml with the scale's overrides from harness/reproduce/papers/NAME.yaml), then print the
-leaderboard of its records, our numbers beside the paper's, and PASS / FAIL / N/A for each of the paper's claims.
-`archbench-reproduce --list` lists the reproductions. Runs already completed are skipped, so a rerun only reprints."""
+(conf/experiment/<experiment>.yaml with the scale's overrides from harness/report/reproduce/papers/NAME.yaml), then
+print the leaderboard of its records, our numbers beside the paper's, and PASS / FAIL / N/A for each of the paper's
+claims. `archbench-reproduce --list` lists the reproductions.
+Runs already completed are skipped, so a rerun only reprints."""
 
 import argparse
 import os
@@ -11,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness import board, render
-from harness.reproduce import cards, claims, compare
-from harness.results import load_records
+from harness.record.results import load_records
+from harness.report import board, render
+from harness.report.reproduce import cards, claims, compare
 
 
 def command(card: dict, scale: str, extra=()) -> list[str]:
@@ -21,7 +22,7 @@ def command(card: dict, scale: str, extra=()) -> list[str]:
     return [
         sys.executable,
         "-c",
-        "from harness.cli import main; main()",
+        "from harness.run.cli import main; main()",
         f"experiment={card['experiment']}",
         f"name={card['name']}_{scale}",
         *cards.overrides(card, scale),

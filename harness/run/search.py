@@ -30,7 +30,7 @@ def active(cfg: DictConfig) -> bool:
 
 
 def lower_is_better(name: str) -> bool:
-    from harness.stats import LOWER_IS_BETTER  # here: scipy is imported only where a search needs it
+    from harness.report.stats import LOWER_IS_BETTER  # here: scipy is imported only where a search needs it
 
     return name.startswith("cost:") or name.rsplit("/", 1)[-1] in LOWER_IS_BETTER
 

@@ -40,7 +40,7 @@ def decide(long, alpha: float, min_seeds: int, max_seeds: int, higher_is_better:
     """Per cell of `long` (columns variant, column, mean, std, n, failed): seeds (runs launched = n + failed),
     decision (leader | tied | worse | untested), p (one-sided Welch p-value of the leader being better; NaN where
     not tested), level (the test's level) and open (gets another seed). See the module docstring."""
-    from harness import stats
+    from harness.report import stats
 
     out = long[["variant", "column", "mean", "std", "n"]].copy()
     out["seeds"] = long["n"] + long.get("failed", 0)
@@ -143,7 +143,8 @@ class RaceSweeper(Sweeper):
         return [tuple(job) for job in jobs]
 
     def sweep(self, arguments: list[str]):
-        from harness import results, stats
+        from harness.record import results
+        from harness.report import stats
 
         started = datetime.now(timezone.utc).isoformat()  # as the records' timestamps
         cells = self.cells(arguments)
@@ -196,7 +197,8 @@ class RaceSweeper(Sweeper):
     def board(self, written: dict[tuple, list[Path]]):
         """The board's long table of the race's records and, per cell, the position of its row there. A cell is
         found through the records its jobs wrote (a skipped run's is a copy of the earlier record)."""
-        from harness import board, results
+        from harness.record import results
+        from harness.report import board
 
         records = results.load_records([self.config.hydra.sweep.dir])
         try:
