@@ -190,7 +190,7 @@ def preflight(tiny: bool, peak_override: float | None, info: dict) -> dict:
     try:
         from hydra import compose, initialize_config_module
 
-        from harness.run.cli import build
+        from harness.run.build import build
 
         mixers = sorted(p.stem for p in (ROOT / "conf" / "model" / "mixer").glob("*.yaml"))
         with initialize_config_module(config_module="conf", version_base="1.3"):
@@ -383,7 +383,7 @@ def worker(args) -> None:
 
     from hydra import compose, initialize_config_module
 
-    from harness.run.cli import build
+    from harness.run.build import build
     from harness.run.train import seed_everything, train
 
     with initialize_config_module(config_module="conf", version_base="1.3"):

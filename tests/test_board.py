@@ -9,7 +9,8 @@ import pytest
 from scipy import stats as sps
 
 from harness.record.results import SCHEMA, load_records, run_id, write_json_atomic
-from harness.report import board
+from harness.report import BoardError, board
+from harness.report import cli as board_cli
 
 
 def record(
@@ -231,7 +232,7 @@ def test_loss_is_lower_is_better(tmp_path):
 def test_an_extra_split_can_be_reported(tmp_path):
     write_all(tmp_path, [record("a", "mqar", 0, 0.9, extra_metrics={"test@512/accuracy": 0.25})])
     assert board.build(load_records([tmp_path]), split="test@512").table.loc["a", "mqar"].startswith("0.250")
-    with pytest.raises(SystemExit, match="no metric nope/accuracy"):
+    with pytest.raises(BoardError, match="no metric nope/accuracy"):
         board.build(load_records([tmp_path]), split="nope")
 
 
@@ -289,7 +290,7 @@ def test_mad_score_is_best_over_the_grid_then_mean_over_settings_then_tasks(tmp_
     recs = [record(m, t, 0, acc, family=f) for (m, t, f), acc in plan.items()]
     recs.append(record("y", "memo_a", 0, test=0.99, val=0.0, lr=1e-2, family="memo"))  # worse on val: not chosen
     write_all(tmp_path, recs)
-    board.main([str(tmp_path), "--mad", "--out", str(tmp_path / "out")])
+    board_cli.main([str(tmp_path), "--mad", "--out", str(tmp_path / "out")])
     result = board.build(
         load_records([tmp_path]), select=["trainer.lr", "trainer.weight_decay"], aggregate="task.family"
     )
@@ -335,18 +336,18 @@ def test_run_id_ignores_where_results_go_and_how_they_are_logged():
 
 def test_cli_bad_arguments(tmp_path, capsys):
     with pytest.raises(SystemExit):
-        board.main([str(tmp_path), "--format", "md,pdf"])
+        board_cli.main([str(tmp_path), "--format", "md,pdf"])
     assert "--format pdf" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        board.main([])
+        board_cli.main([])
     with pytest.raises(SystemExit):
-        board.main([str(tmp_path)])  # no records
+        board_cli.main([str(tmp_path)])  # no records
     assert "no result records" in capsys.readouterr().err
 
 
 def test_results_csv_has_one_row_per_cell(tmp_path):
     write_all(tmp_path / "runs", known_records())
-    board.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    board_cli.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
     csv = pd.read_csv(tmp_path / "out" / "leaderboard.csv").set_index(["variant", "task"])
     assert csv.loc[("hyena", "ih"), "mean"] == pytest.approx(0.15) and len(csv) == 6
     assert {"ci_lo", "ci_hi", "p_vs_leader", "tied", "rank", "params", "params_non_embedding"} <= set(csv.columns)
@@ -373,5 +374,5 @@ def test_split_with_a_star_gives_a_column_per_test_length_in_numeric_order(tmp_p
     assert cells["attention", "induction_heads @128"] == pytest.approx(0.395)
     assert cells["mamba", "induction_heads @1024"] == pytest.approx(0.895)
     assert list(result.table.index) == ["mamba", "attention"]  # ranks over all three columns
-    with pytest.raises(SystemExit, match="no split matches val@"):
+    with pytest.raises(BoardError, match="no split matches val@"):
         board.leaderboard([tmp_path], split="val@*")

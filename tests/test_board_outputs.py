@@ -7,7 +7,7 @@ import matplotlib.image
 import numpy as np
 
 from harness.record.results import write_json_atomic
-from harness.report import board
+from harness.report import cli as board_cli
 from harness.report.callbacks import Leaderboard
 from tests.test_board import record
 
@@ -53,7 +53,7 @@ def assert_png(path):
 def test_every_format_and_plot_from_the_cli(tmp_path, capsys):
     write_all(tmp_path / "runs", sweep_records())
     out, plots = tmp_path / "out", tmp_path / "plots"
-    board.main(
+    board_cli.main(
         [
             str(tmp_path / "runs"),
             "--group-by",

@@ -12,7 +12,7 @@ from annotated_types import Ge
 from hydra.utils import instantiate
 from torch import Tensor, nn
 
-from harness.run import cli
+from harness.run import build
 from harness.run.train import TrainConfig, configure_optimizer
 from models.mixers.base import Mixer, contract_errors
 from tests.conftest import CONF, options
@@ -83,8 +83,8 @@ def test_a_broken_mixer_is_reported(cls, message):
 def test_the_config_check_reports_a_broken_mixer_in_one_line(compose, name, message):
     swap = ["model/mixer=rwkv", "~model.mixer.chunk_size", f"model.mixer._target_=tests.test_contract.{name}"]
     cfg = compose([*SMALL, *swap])
-    with pytest.raises(cli.ConfigError, match=message) as e:
-        cli.check(cfg)
+    with pytest.raises(build.ConfigError, match=message) as e:
+        build.check(cfg)
     assert "\n" not in str(e.value)
 
 

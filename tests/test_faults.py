@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from harness.record import results
-from harness.report import board
-from harness.run import cli
+from harness.report import cli as board_cli
+from harness.run import build, cli
 from harness.run.train import seed_everything
 
 SMOKE = [
@@ -172,8 +172,8 @@ def test_bad_config_is_refused_with_a_message_naming_the_field(compose, args, me
     if "task=lm_text" in args and not (Path(__file__).parents[1] / "conf/task/lm_text.yaml").exists():
         pytest.skip("no lm_text task")
     cfg = compose([*SMOKE, *args])
-    with pytest.raises(cli.ConfigError, match=None) as e:
-        cli.check(cfg)
+    with pytest.raises(build.ConfigError, match=None) as e:
+        build.check(cfg)
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
@@ -212,7 +212,7 @@ def test_a_single_bad_run_exits_2_in_one_line_and_writes_no_record_and_no_wandb_
 def test_sweep_validation_builds_on_the_meta_device(compose, monkeypatch):
     """Validating a sweep of large models costs no memory and no weight init: no parameter is materialised."""
     sizes = []
-    real = cli._instantiate
+    real = build._instantiate
 
     def spy(group, node, *rest):
         obj = real(group, node, *rest)
@@ -220,9 +220,9 @@ def test_sweep_validation_builds_on_the_meta_device(compose, monkeypatch):
             sizes.append({p.device.type for p in obj.parameters()})
         return obj
 
-    monkeypatch.setattr(cli, "_instantiate", spy)
+    monkeypatch.setattr(build, "_instantiate", spy)
     big = ["model.d_model=4096", "model.n_layers=8"]  # ~1.6 B parameters: 6 GB if real
-    cli.check(compose([*[a for a in SMOKE if not a.startswith("model.d_model")], *big]))
+    build.check(compose([*[a for a in SMOKE if not a.startswith("model.d_model")], *big]))
     assert sizes == [{"meta"}]
 
 
@@ -316,7 +316,7 @@ def test_damaged_records_are_skipped_with_a_warning_naming_the_file_and_never_co
         (tmp_path / name).mkdir()
         (tmp_path / name / results.RECORD).write_text(content)
     assert [r["run_id"] for r in results.load_records([tmp_path])] == ["a"]  # only the good record is counted
-    board.main([str(tmp_path)])  # and the leaderboard does not crash on the others
+    board_cli.main([str(tmp_path)])  # and the leaderboard does not crash on the others
     assert "0.500" in capsys.readouterr().out
     for name in damaged:
         assert f"{name}/{results.RECORD}" in caplog.text, name
@@ -370,7 +370,7 @@ def test_four_jobs_on_two_joblib_workers_leave_four_intact_records_equal_to_seri
         for r in recs:
             cfg = compose([*r["overrides"]])
             seed_everything(cfg.seed)
-            task, model, train_cfg = cli.build(cfg)
+            task, model, train_cfg = build.build(cfg)
             out = cli.train(model, task.splits(cfg.seed), train_cfg, seed=cfg.seed)
             assert out["metrics"] == {k: v for k, v in r["metrics"].items() if k in out["metrics"]}, r["overrides"]
     finally:

@@ -6,7 +6,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from harness.run.hybrid import build_model
+from harness.run.build import build_model
 from harness.run.mfu import peak_flops
 from harness.run.train import TrainConfig, seed_everything, train
 

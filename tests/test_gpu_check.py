@@ -148,12 +148,12 @@ def test_a_run_needs_neither_wandb_nor_datasets_nor_pyarrow():
     code = textwrap.dedent("""
         import sys
         from hydra import compose, initialize_config_module
-        import harness.run.cli
+        import harness.run.build
         from harness.run.train import train
         with initialize_config_module(config_module="conf", version_base="1.3"):
             cfg = compose(config_name="config", overrides=["trainer=smoke", "task.num_train=64", "task.num_val=16",
                           "task.num_test=16", "model.d_model=16"])
-        task, model, train_cfg = harness.run.cli.build(cfg)
+        task, model, train_cfg = harness.run.build.build(cfg)
         train(model, task.splits(0), train_cfg, seed=0)
         print(sorted(m for m in ("wandb", "datasets", "pyarrow") if m in sys.modules))
     """)

@@ -1,4 +1,4 @@
-"""Hybrids from the command line: `model.pattern=[...]` stripes mixer options over depth (harness/run/hybrid.py)."""
+"""Hybrids from the command line: `model.pattern=[...]` stripes mixer options over depth (harness/run/build.py)."""
 
 import json
 import os
@@ -11,7 +11,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from harness.run.hybrid import available_mixers, build_model
+from harness.run.build import available_mixers, build_model
 from models.mixers.attention import Attention
 from models.mixers.hyena import Hyena
 from models.mixers.mamba import Mamba
@@ -76,7 +76,7 @@ def test_bad_patterns_name_the_entry(compose, pattern, message):
 
 
 def test_instantiating_a_pattern_without_the_harness_fails_loudly(compose):
-    with pytest.raises(InstantiationException, match="resolved by harness.run.hybrid.build_model"):
+    with pytest.raises(InstantiationException, match="resolved by harness.run.build.build_model"):
         instantiate(compose([*SMALL, "model.pattern=[hyena]"]).model)
 
 

@@ -14,7 +14,7 @@ def test_mfu_is_achieved_over_peak():
 
 def test_the_models_flops_per_token_are_palms_formula_on_gpt2_small(compose):
     """6 * non-embedding params (head included) + 12 * L * H * Q * T, from the attention mixer's own term."""
-    from harness.run.hybrid import build_model
+    from harness.run.build import build_model
 
     cfg = compose(
         [

@@ -21,7 +21,7 @@ import pytest
 from hydra import compose, initialize_config_module
 from hydra.utils import get_class, instantiate
 
-from harness.run.hybrid import build_model
+from harness.run.build import build_model
 from harness.run.train import TrainConfig, seed_everything, train
 from tests.conftest import options
 

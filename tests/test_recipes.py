@@ -239,7 +239,7 @@ def test_zoologys_models_are_its_figure_2_configs(compose):
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "conf" / "model" / "zoology").glob("*.yaml")))
 def test_every_zoology_preset_builds_a_causal_model_with_its_dropout(compose, name):
-    from harness.run.hybrid import build_model
+    from harness.run.build import build_model
 
     cfg = compose(
         [

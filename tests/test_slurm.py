@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 
 from harness.record import results
 from harness.record.keys import board_role
-from harness.run import cli
+from harness.run import build, cli
 from harness.run.train import seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -209,7 +209,7 @@ def uninterrupted(compose, record: dict) -> dict:
     torch.set_num_threads(1)
     try:
         seed_everything(cfg.seed, deterministic=cfg.trainer.deterministic)
-        task, model, train_cfg = cli.build(cfg)
+        task, model, train_cfg = build.build(cfg)
         out = cli.train(model, task.splits(cfg.seed), train_cfg, seed=cfg.seed)
     finally:
         torch.set_num_threads(threads)

@@ -183,7 +183,7 @@ def test_input_lengths_of_each_split(compose, name):
 @pytest.mark.parametrize("name", ALL)
 def test_padding_is_never_scored_and_never_reaches_a_scored_output(compose, name):
     """Changing the padding (to random tokens) never changes the logits at scored positions of a causal model."""
-    from harness.run.hybrid import build_model
+    from harness.run.build import build_model
 
     cfg = compose(
         [f"task={name}", "model.d_model=16", "model.n_layers=2", "task.test_lengths=[41]", "task.train_min_length=3"]

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from harness.record import results
 from harness.report import board, render
-from harness.run import cli
+from harness.run import build, cli
 from tests.test_board import record, write_all
 
 SMOKE = [
@@ -222,8 +222,8 @@ def test_random_values_of_every_numeric_field_are_refused_in_one_line_or_build_a
     except Exception:  # Hydra refuses the override itself (e.g. a key the option does not have): not our concern
         return
     try:
-        cli.check(cfg)
-    except cli.ConfigError as e:
+        build.check(cfg)
+    except build.ConfigError as e:
         assert "\n" not in str(e) and (
             key.split(".")[-1] in str(e)
             or key in str(e)
@@ -232,7 +232,7 @@ def test_random_values_of_every_numeric_field_are_refused_in_one_line_or_build_a
             or "d_model" in str(e)
         ), str(e)
         return
-    task, model, _ = cli.build(cfg)  # what check accepted builds for real, and runs forward and backward
+    task, model, _ = build.build(cfg)  # what check accepted builds for real, and runs forward and backward
     x = torch.randint(0, task.vocab_size, (2, min(task.seq_len, 64)))
     model(x).sum().backward()
 
@@ -323,7 +323,7 @@ def test_a_folder_named_result_json_and_bad_schema_or_status_are_reported_with_t
     for text in (render.markdown(result), render.html(result), render.latex(result)):
         assert "read 4 record files; used 1; skipped 3" in text and "folder named like a record" in text
     out = tmp_path / "out"
-    board.write(result, out, ["csv"])
+    render.write(result, out, ["csv"])
     files = (out / "leaderboard_records.csv").read_text()
     assert files.count("skipped") == 3 and files.count(",used,") == 1
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from harness.record.results import load_records, run_id, write_json_atomic
-from harness.report import board
+from harness.report import BoardError, board
 from harness.report.wandb_runs import fetch_records, record_from_run, records_from_runs
 from harness.run.logger import WandbLogger
 from tests.test_board import known_records, record
@@ -223,7 +223,7 @@ def test_history_comes_from_scan_history_and_fetch_filters_by_group():
     ]
     assert got["metrics"]["test/accuracy"] == 0.9 and got["path"] == f"wandb:me/archbench/{rec['run_id'][:8]}"
     assert "_runtime" not in got["metrics"] and "params" not in got["metrics"]
-    with pytest.raises(SystemExit, match="no finished runs"):
+    with pytest.raises(BoardError, match="no finished runs"):
         fetch_records("me/archbench", api=type("Empty", (), {"runs": lambda self, path, filters=None: []})())
 
 

@@ -1,4 +1,7 @@
-"""`archbench-board DIR...` (or `--wandb ENTITY/PROJECT`): the leaderboard of a set of result records.
+"""The leaderboard of a set of result records, as tables (`build`, `leaderboard`); `archbench-board` is
+harness/report/cli.py.
+
+`archbench-board DIR...` (or `--wandb ENTITY/PROJECT`): the leaderboard of a set of result records.
 
 Rows are model variants (the config choices and swept fields that differ between runs), columns are task settings
 (the task and its swept fields, optionally split by `--group-by KEY`), cells are the test metric over seeds: mean,
@@ -8,21 +11,18 @@ cell are grouped by KEY, the value with the best mean validation metric is chose
 choice, as Zoology and MAD report the best over a learning-rate grid.
 """
 
-import argparse
 import json
 import logging
-import os
 import re
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from harness.record import keys as record_keys
-from harness.record.results import Scan, scan, write_text_atomic
-from harness.report import render, stats, views
+from harness.record.keys import LOWER_IS_BETTER
+from harness.record.results import Scan, scan
+from harness.report import BoardError, render, stats, views
 
 log = logging.getLogger(__name__)
 
@@ -246,8 +246,8 @@ def choose(runs: pd.DataFrame, metric: str, select=()) -> tuple[pd.DataFrame, pd
         return ok, pd.DataFrame(columns=[*cell, "selected", "grid", "searched"])
     val = f"metric:val/{metric}"
     if val not in ok:
-        raise SystemExit(f"archbench-board: --select needs {val} in the records' metrics")
-    sign = -1 if metric in stats.LOWER_IS_BETTER else 1
+        raise BoardError(f"--select needs {val} in the records' metrics")
+    sign = -1 if metric in LOWER_IS_BETTER else 1
     keys = [*cell, *select]
     scored = runs.assign(
         score=pd.to_numeric(runs[val], errors="coerce").where(runs.status == "completed") * sign,
@@ -302,7 +302,7 @@ def summarize(
     target = f"metric:{split}/{metric}"
     if target not in chosen and not chosen.empty:
         have = sorted(c.removeprefix("metric:") for c in runs if c.startswith("metric:"))
-        raise SystemExit(f"archbench-board: no metric {split}/{metric} in the records (they have: {', '.join(have)})")
+        raise BoardError(f"no metric {split}/{metric} in the records (they have: {', '.join(have)})")
     cell = ["variant", "column"]
     first = runs.groupby(cell, sort=False)[["family", "setting", "task", *([group_by] if group_by else [])]].first()
     out = first.join(runs[runs.status != "completed"].groupby(cell).size().rename("failed")).reset_index()
@@ -317,7 +317,7 @@ def summarize(
     out["ci_lo"], out["ci_hi"] = stats.t_interval(
         out["mean"], out["std"], out["n"], bounds=(0.0, 1.0) if metric == "accuracy" else None
     )
-    higher = metric not in stats.LOWER_IS_BETTER
+    higher = metric not in LOWER_IS_BETTER
     out = out.join(stats.versus_leader(out, "column", higher, alpha))
     # ranks over every (variant, column) pair: a cell that was never run ranks last, like one whose runs all
     # failed, so that a variant run only on an easy task does not top the average
@@ -363,7 +363,7 @@ def by_split(runs: pd.DataFrame, split: str, metric: str) -> tuple[pd.DataFrame,
         key=render.natural,
     )
     if not names:
-        raise SystemExit(f"archbench-board: no split matches {split} with a metric {metric}")
+        raise BoardError(f"no split matches {split} with a metric {metric}")
     first = names[0]
     parts = [
         runs.assign(
@@ -390,7 +390,7 @@ def build(
     with a * reports every matching split (test* : the training length and every longer test length). `found` is
     the scan the records came from: the board then accounts for every file it read."""
     if not records:
-        raise SystemExit("archbench-board: no result records")
+        raise BoardError("no result records")
     found = found or Scan(records, len(records))
     select, group = list(select), [group_by] if group_by else []
     runs = runs_frame(
@@ -478,138 +478,5 @@ def _files(found: Scan, runs: pd.DataFrame, unplaced: pd.DataFrame) -> pd.DataFr
 def leaderboard(roots, metric: str = "accuracy", select=(), **options) -> Board:
     found = scan(roots)
     if not found.records:
-        raise SystemExit(f"archbench-board: no result records under {', '.join(map(str, roots))}")
+        raise BoardError(f"no result records under {', '.join(map(str, roots))}")
     return build(found.records, metric, select=select, found=found, **options)
-
-
-def write(board: Board, out_dir: Path, formats=("md", "csv"), plots: Path | None = None) -> list[Path]:
-    """Write the board as leaderboard.<format> for each format (md, csv, html, tex) into out_dir."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    images = sorted(Path(plots).glob("*.png")) if plots else []
-    written = []
-    for fmt in formats:
-        path = out_dir / f"leaderboard.{fmt}"
-        if fmt == "csv":
-            write_text_atomic(path, render.csv(board))
-            if board.files is not None:  # every record file read, and what became of it
-                write_text_atomic(out_dir / "leaderboard_records.csv", board.files.to_csv(index=False))
-                written.append(out_dir / "leaderboard_records.csv")
-        elif fmt == "md":  # images linked relative to the file, so the folder can move
-            write_text_atomic(path, render.markdown(board, [os.path.relpath(p, out_dir) for p in images]) + "\n")
-        else:
-            write_text_atomic(path, {"html": render.html, "tex": render.latex}[fmt](board, images))
-        written.append(path)
-    return written
-
-
-FORMATS = ("md", "csv", "html", "tex")
-
-
-def _formats(text: str) -> list[str]:
-    formats = [f.strip() for f in text.split(",") if f.strip()]
-    bad = [f for f in formats if f not in FORMATS]
-    if bad:
-        raise argparse.ArgumentTypeError(f"--format {','.join(bad)}: choose from {','.join(FORMATS)}")
-    return formats
-
-
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="archbench-board", description=__doc__.splitlines()[0])
-    p.add_argument("dirs", nargs="*", type=Path, help="folders searched recursively for result.json")
-    p.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs of a wandb project instead of folders")
-    p.add_argument("--wandb-group", metavar="NAME", help="only the wandb runs of this group (sweep name)")
-    p.add_argument("--metric", default="accuracy", help="accuracy (higher is better) or loss (lower is better)")
-    p.add_argument(
-        "--split",
-        default="test",
-        help="the split reported (test, or an extra one like test@512); with "
-        "a *, every matching split as its own column (test*: extrapolation to every test length)",
-    )
-    p.add_argument(
-        "--select",
-        action="append",
-        default=[],
-        metavar="KEY",
-        help="a swept config key (e.g. trainer.lr): best value per cell on val, test reported on it",
-    )
-    p.add_argument("--group-by", metavar="KEY", help="a config key (e.g. model.d_model) whose values split columns")
-    p.add_argument(
-        "--matched",
-        choices=("params", "flops"),
-        help="also the metric at equal non-embedding params "
-        "or equal training FLOPs, interpolated between the swept sizes",
-    )
-    p.add_argument(
-        "--size",
-        action="append",
-        metavar="KEY",
-        help=f"size fields for --matched (default {', '.join(record_keys.SIZE_KEYS)})",
-    )
-    p.add_argument(
-        "--aggregate",
-        metavar="KEY",
-        help="average settings by this config key, then over its values (MAD's score with task.family)",
-    )
-    p.add_argument(
-        "--mad",
-        action="store_true",
-        help="MAD score: --aggregate task.family, --select trainer.lr --select trainer.weight_decay unless given",
-    )
-    p.add_argument("--out", type=Path, help="folder to write leaderboard.<format> into")
-    p.add_argument("--format", type=_formats, default=["md", "csv"], help="with --out: any of md,csv,html,tex")
-    p.add_argument("--plots", type=Path, metavar="DIR", help="write heatmap, learning curves (and --plot-x) PNGs")
-    p.add_argument("--plot-x", metavar="KEY", help="with --plots: the metric against this swept key per variant")
-    p.add_argument(
-        "--pareto",
-        metavar="METRIC,COST",
-        help="instead of the board: the variants not dominated on "
-        "METRIC and COST (e.g. test/accuracy,params) and a plot of the front (harness/report/pareto.py)",
-    )
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    if bool(args.dirs) == bool(args.wandb):
-        p.error("give result folders or --wandb ENTITY/PROJECT (one of the two)")
-    if args.mad:
-        args.aggregate = args.aggregate or "task.family"
-        args.select = args.select or ["trainer.lr", "trainer.weight_decay"]
-    if args.wandb:
-        from harness.report.wandb_runs import fetch_records
-
-        records = fetch_records(args.wandb, group=args.wandb_group, history=args.plots is not None)
-        found = None
-    else:
-        found = scan(args.dirs)
-        records = found.records
-        if not records:
-            p.error(
-                f"no result records under {', '.join(map(str, args.dirs))}"
-                + (f" ({found.summary()})" if found.files else "")
-            )
-    if args.pareto:
-        from harness.report import pareto
-
-        return pareto.report(records, args.pareto, args.plots, args.out, args.dirs)
-    board = build(
-        records,
-        args.metric,
-        args.split,
-        args.select,
-        args.group_by,
-        args.matched,
-        tuple(args.size or record_keys.SIZE_KEYS),
-        args.aggregate,
-        found=found,
-    )
-    print(render.markdown(board))
-    if args.plots:
-        from harness.report import plots
-
-        for path in plots.all_plots(board, records, args.plots, args.plot_x):
-            print(f"plot: {path}")
-    if args.out:
-        for path in write(board, args.out, args.format, args.plots):
-            print(f"written: {path}")
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

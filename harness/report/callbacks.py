@@ -46,7 +46,7 @@ class Leaderboard(Callback):
                 aggregate=self.aggregate,
                 found=found,
             )
-        except (SystemExit, Exception) as e:  # a broken board must not hide the runs themselves
+        except Exception as e:  # a broken board must not hide the runs themselves
             log.warning("no leaderboard for %s: %s", sweep_dir, e)
             return
         plot_dir = None
@@ -58,5 +58,5 @@ class Leaderboard(Callback):
                 plots.all_plots(result, records, plot_dir)
             except Exception as e:
                 log.warning("no plots for %s: %s", sweep_dir, e)
-        written = board.write(result, sweep_dir, self.formats, plot_dir)
+        written = render.write(result, sweep_dir, self.formats, plot_dir)
         print(f"\n{render.markdown(result)}\n\nwritten: {', '.join(p.name for p in written)} in {sweep_dir}")

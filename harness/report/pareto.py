@@ -15,8 +15,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
+from harness.record.keys import LOWER_IS_BETTER  # noqa: E402
+from harness.report import BoardError
 from harness.report import board as board_lib  # noqa: E402
-from harness.report.stats import LOWER_IS_BETTER  # noqa: E402
 
 FILE = "pareto.png"
 
@@ -25,7 +26,7 @@ def parse(spec: str) -> tuple[str, str]:
     """ "test/accuracy,params" -> ("test/accuracy", "params"); a cost may be written cost:params."""
     metric, sep, cost = (s.strip() for s in spec.partition(","))
     if not sep or "/" not in metric or not cost or "," in cost:
-        raise SystemExit(f"archbench-board: --pareto {spec}: give METRIC,COST, e.g. test/accuracy,params")
+        raise BoardError(f"--pareto {spec}: give METRIC,COST, e.g. test/accuracy,params")
     return metric, cost.removeprefix("cost:")
 
 
@@ -62,9 +63,8 @@ def front(records: list[dict], metric: str, cost: str) -> pd.DataFrame:
         if column not in runs:
             prefix = f"{kind}:"
             have = sorted(k.removeprefix(prefix) for k in runs if k.startswith(prefix) and k != "cost:device")
-            raise SystemExit(
-                f"archbench-board: --pareto: no {kind} {column.removeprefix(prefix)} in the records "
-                f"(they have: {', '.join(have)})"
+            raise BoardError(
+                f"--pareto: no {kind} {column.removeprefix(prefix)} in the records (they have: {', '.join(have)})"
             )
     ok = runs[runs.status == "completed"].assign(
         metric=lambda f: pd.to_numeric(f[m], errors="coerce"), cost=lambda f: pd.to_numeric(f[c], errors="coerce")

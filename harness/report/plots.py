@@ -10,8 +10,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from harness.report import (
+    BoardError,
+    render,  # noqa: E402
+)
 from harness.report import board as board_lib  # noqa: E402
-from harness.report import render  # noqa: E402
 
 
 def _grid(k: int, width: float = 4.2, height: float = 3.2):
@@ -61,7 +64,7 @@ def sweep(records: list[dict], board, x: str, path: Path) -> Path:
     select = o["select"]
     runs = board_lib.runs_frame(records, keys=[*select, x], hide=[*select, x], size=o["size"])
     if runs[x].isna().all():
-        raise SystemExit(f"archbench-board: --plot-x {x} is not a field of the runs' config")
+        raise BoardError(f"--plot-x {x} is not a field of the runs' config")
     long = board_lib.cells(runs, o["metric"], o["split"], select, group_by=x)
     long = long[long.n > 0].assign(x=pd.to_numeric(long[x], errors="coerce")).dropna(subset=["x"])
     settings = sorted(long["setting"].unique())

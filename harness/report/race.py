@@ -23,9 +23,11 @@ from hydra.errors import HydraException
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import OmegaConf
 
-log = logging.getLogger("archbench")
+from harness import grammar
+from harness.record.keys import LOWER_IS_BETTER
+from harness.report import BoardError
 
-TARGET = "hydra_plugins.archbench_race.RaceSweeper"  # Hydra instantiates plugins only from hydra_plugins.*
+log = logging.getLogger("archbench")
 
 
 # --- the procedure: pure functions of the board's long table ------------------------------------------------------
@@ -130,21 +132,16 @@ class RaceSweeper(Sweeper):
 
     def cells(self, arguments: list[str]) -> list[tuple[str, ...]]:
         """Every combination of the sweep's overrides, without a seed: the race sets the seeds."""
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         if any(o.get_key_element() == "seed" for o in parser.parse_overrides(arguments)):
             raise HydraException("seed: a race sets the seeds itself (0, 1, ... per cell); leave seed out")
         if "seed" in self.params:  # a suite's seeds (suite=quick hydra/sweeper=race): the race's replace them
             log.info("race: the seeds of hydra.sweeper.params (%s) are replaced by the race's", self.params["seed"])
         params = [f"{k}={v}" for k, v in self.params.items() if k != "seed"]
-        overrides = parser.parse_overrides([*params, *arguments])
-        [jobs] = BasicSweeper.split_arguments(overrides, None)
-        return [tuple(job) for job in jobs]
+        return [tuple(job) for job in grammar.jobs([*params, *arguments], self.hydra_context.config_loader)]
 
     def sweep(self, arguments: list[str]):
         from harness.record import results
-        from harness.report import stats
 
         started = datetime.now(timezone.utc).isoformat()  # as the records' timestamps
         cells = self.cells(arguments)
@@ -158,7 +155,7 @@ class RaceSweeper(Sweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        higher = self.metric not in stats.LOWER_IS_BETTER
+        higher = self.metric not in LOWER_IS_BETTER
         seeds, todo, returns, reason = dict.fromkeys(cells, 0), list(cells), [], "max_seeds"
         written: dict[tuple, list[Path]] = {cell: [] for cell in cells}  # the record each job of a cell wrote
         target = self.min_seeds
@@ -203,7 +200,7 @@ class RaceSweeper(Sweeper):
         records = results.load_records([self.config.hydra.sweep.dir])
         try:
             b = board.build(records, self.metric, self.split)
-        except SystemExit as e:  # the board's one-line complaint (e.g. no such metric), as a config error
+        except BoardError as e:  # the board's one-line complaint (e.g. no such metric), as a config error
             raise HydraException(f"race: {e}") from None
         position = {key: i for i, key in enumerate(zip(b.long["variant"], b.long["column"], strict=True))}
         of_run = {

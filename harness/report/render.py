@@ -3,12 +3,15 @@ self-contained HTML and LaTeX."""
 
 import base64
 import html as html_lib
+import os
 import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from harness.record.keys import LOWER_IS_BETTER
+from harness.record.results import write_text_atomic
 from harness.report import stats
 
 # (cell column, header, how a row sums up its cells): exact counts as one value or a min–max range over the row's
@@ -105,7 +108,7 @@ def wide(
     columns = column_order(long, group_by)
     table = long.assign(text=text).pivot(index="variant", columns="column", values="text")[columns]
     avg_rank = long.groupby("variant")["avg_rank"].first()  # over all columns, cells not run ranked last
-    sign = -1 if metric in stats.LOWER_IS_BETTER else 1  # ties in average rank: the better mean over columns first
+    sign = -1 if metric in LOWER_IS_BETTER else 1  # ties in average rank: the better mean over columns first
     keys = pd.DataFrame(
         {"rank": avg_rank, "mean": -sign * long.groupby("variant")["mean"].mean(), "name": avg_rank.index}
     )
@@ -229,3 +232,24 @@ def latex(board, images=()) -> str:
 
     skipped = "".join(f"% not on the board: {_tex(f'{p}: {why}')}\n" for p, why in getattr(board, "skipped", []))
     return skipped + "\n".join(one(t, lines) for t, lines in [(board.table, _lines(board)), *board.views.values()])
+
+
+def write(board, out_dir: Path, formats=("md", "csv"), plots: Path | None = None) -> list[Path]:
+    """Write `board` (harness/report/board.py) as leaderboard.<format> for each format (md, csv, html, tex) into
+    out_dir, atomically; with csv also leaderboard_records.csv (every record file read, and what became of it)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    images = sorted(Path(plots).glob("*.png")) if plots else []
+    written = []
+    for fmt in formats:
+        path = out_dir / f"leaderboard.{fmt}"
+        if fmt == "csv":
+            write_text_atomic(path, csv(board))
+            if board.files is not None:  # every record file read, and what became of it
+                write_text_atomic(out_dir / "leaderboard_records.csv", board.files.to_csv(index=False))
+                written.append(out_dir / "leaderboard_records.csv")
+        elif fmt == "md":  # images linked relative to the file, so the folder can move
+            write_text_atomic(path, markdown(board, [os.path.relpath(p, out_dir) for p in images]) + "\n")
+        else:
+            write_text_atomic(path, {"html": html, "tex": latex}[fmt](board, images))
+        written.append(path)
+    return written

@@ -7,7 +7,6 @@ from scipy import stats as sps
 
 CONFIDENCE = 0.95
 ALPHA = 0.05
-LOWER_IS_BETTER = ("loss", "bits_per_byte", "perplexity")  # any other metric (accuracy): higher is better
 
 
 def t_interval(mean, std, n, confidence: float = CONFIDENCE, bounds: tuple[float, float] | None = None):

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from harness.report import stats
+from harness.record.keys import LOWER_IS_BETTER
 from harness.report.render import si
 
 
@@ -77,7 +77,7 @@ def matched(long: pd.DataFrame, by: str, metric: str, split: str, size) -> tuple
         lines.append(f"not shown (fewer than 2 sizes of any variant): {', '.join(skipped)}")
     if values.empty:
         return values, lines
-    ranks = values.rank(ascending=metric in stats.LOWER_IS_BETTER, method="average").mean(axis=1)
+    ranks = values.rank(ascending=metric in LOWER_IS_BETTER, method="average").mean(axis=1)
     values = values.loc[ranks.sort_values(kind="stable").index]
     table = values.map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
     table.index.name = "variant"
@@ -99,7 +99,7 @@ def aggregate(
     have = have.reindex_like(means).fillna(0).astype(int)
     score = means.mean(axis=1)
     complete = (have == total.reindex(means.columns)).all(axis=1)
-    order = score.sort_values(ascending=metric in stats.LOWER_IS_BETTER, kind="stable", na_position="last").index
+    order = score.sort_values(ascending=metric in LOWER_IS_BETTER, kind="stable", na_position="last").index
     table = pd.DataFrame(index=order)
     for f in means.columns:
         table[f] = [_text(means.loc[v, f], have.loc[v, f], total[f]) for v in order]

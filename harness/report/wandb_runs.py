@@ -6,6 +6,7 @@ import json
 
 from harness.record.keys import board_role
 from harness.record.results import SCHEMA
+from harness.report import BoardError
 
 COST_KEYS = (
     "params",
@@ -126,7 +127,5 @@ def fetch_records(path: str, group: str | None = None, history: bool = False, ap
         api = wandb.Api()
     records = records_from_runs(api.runs(path, filters={"group": group} if group else None), history)
     if not records:
-        raise SystemExit(
-            f"archbench-board: no finished runs in wandb project {path}" + (f" group {group}" if group else "")
-        )
+        raise BoardError(f"no finished runs in wandb project {path}" + (f" group {group}" if group else ""))
     return records

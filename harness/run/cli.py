@@ -1,7 +1,6 @@
 """`archbench`: the Hydra app. Validates the config before any work, builds model and task, trains, writes the
 record. One run, or a sweep with `-m`; `archbench suite=quick` is the main job."""
 
-import contextlib
 import copy
 import gc
 import logging
@@ -15,32 +14,25 @@ from pathlib import Path
 
 import hydra
 import torch
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException, InstantiationException
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
+from harness import grammar
 from harness.record import results
 from harness.record.keys import labels_of
-from harness.report import race
-from harness.run import schema, search
+from harness.run import search
+from harness.run.build import ConfigError, build, check, check_writable
 from harness.run.checkpoint import FILE as CHECKPOINT
 from harness.run.checkpoint import Checkpointer
-from harness.run.hybrid import build_model
-from harness.run.train import Diverged, TrainConfig, seed_everything, train
-from models.mixers.base import contract_errors
+from harness.run.train import Diverged, seed_everything, train
 
 log = logging.getLogger("archbench")
-
-
-class ConfigError(ValueError):
-    """A config that cannot run. Reported in one line, exit code 2, and no record is written."""
 
 
 class Stop(BaseException):
@@ -55,71 +47,6 @@ class Stop(BaseException):
 # exit codes (README, "Exit codes"): 0 every run completed (or was skipped as completed); 1 a run failed or diverged
 # (its record is written); 2 bad input: nothing ran, nothing was written
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
-
-
-def build(cfg: DictConfig, meta: bool = False):
-    """Instantiate task, model and trainer settings, checking every field a run depends on. `meta` builds the model
-    on the meta device: shapes and checks without memory or weight init (for validating sweeps)."""
-    task = _instantiate("task", cfg.task)
-    _check("task", task.check)
-    train_cfg = _instantiate("trainer", cfg.trainer, lambda c: TrainConfig(**OmegaConf.to_container(c)))
-    _check("", lambda: train_cfg.check(task.num_train))
-    with torch.device("meta") if meta else contextlib.nullcontext():
-        model = _instantiate("model", cfg, build_model)  # model.pattern: harness/run/hybrid.py
-    if errors := [e for mixer in {type(b.mixer) for b in model.blocks} for e in contract_errors(mixer)]:
-        raise ConfigError(f"model.mixer: {'; '.join(errors)} (models/mixers/base.py)")
-    if model.max_seq_len < task.max_seq_len:  # the longest split, e.g. an extrapolation test length
-        what = "task.seq_len" if task.max_seq_len == task.seq_len else "task.max_seq_len (longest test split)"
-        raise ConfigError(f"{what}={task.max_seq_len} is longer than model.max_seq_len={model.max_seq_len}")
-    if model.vocab_size < task.vocab_size:
-        raise ConfigError(f"task.vocab_size={task.vocab_size} is larger than model.vocab_size={model.vocab_size}")
-    return task, model, train_cfg
-
-
-def _instantiate(group: str, node: DictConfig, make=instantiate):
-    try:
-        return make(node)
-    except InstantiationException as e:
-        cause = e.__cause__ or e
-        raise ConfigError(f"{group}.{cause}") from None
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{group}.{e}") from None
-
-
-def _check(prefix: str, fn) -> None:
-    try:
-        fn()
-    except ValueError as e:
-        raise ConfigError(f"{prefix}.{e}" if prefix else str(e)) from None
-
-
-def check(cfg: DictConfig) -> None:
-    """Raise ConfigError for anything that would stop `run` before training. The model is built on the meta device;
-    an error found there is confirmed by a real build, since a mixer may do what meta tensors cannot."""
-    try:
-        schema.validate(cfg)
-    except schema.SchemaError as e:
-        raise ConfigError(str(e)) from None
-    try:
-        build(cfg, meta=True)
-    except Exception:
-        build(cfg)
-
-
-def check_writable(folder, what: str) -> None:
-    """Create `folder` if needed and write a temporary file in it, before any training: ConfigError naming `what`
-    if the file system refuses (a file where a folder should be, no permission, a read-only mount)."""
-    path = Path(str(folder))
-    blocker = next((p for p in [path, *path.parents] if p.exists()), None)
-    if blocker is not None and not blocker.is_dir():
-        raise ConfigError(f"{what}={folder} is not a writable folder ({blocker} is a file)")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".archbench-write-check-"):
-            pass
-    except OSError as e:
-        reason = e.strerror or type(e).__name__
-        raise ConfigError(f"{what}={folder} is not a writable folder ({reason}: {e.filename or path})") from None
 
 
 def _job_config(config: DictConfig) -> DictConfig:
@@ -160,14 +87,12 @@ class Preflight(Callback):
                 n,
             )
             return
-        basic = f"{BasicSweeper.__module__}.{BasicSweeper.__name__}"
-        if config.hydra.sweeper.get("_target_") not in (basic, race.TARGET):  # a race's cells: the same grammar
+        if config.hydra.sweeper.get("_target_") not in (grammar.BASIC_SWEEPER, grammar.RACE_SWEEPER):
             log.info("sweeper %s: jobs are checked as they start", config.hydra.sweeper.get("_target_"))
             return
         loader = GlobalHydra.instance().config_loader()
         params = [f"{k}={v}" for k, v in (config.hydra.sweeper.params or {}).items()]
-        parser = OverridesParser.create(config_loader=loader)
-        [jobs] = BasicSweeper.split_arguments(parser.parse_overrides([*params, *config.hydra.overrides.task]), None)
+        jobs = grammar.jobs([*params, *config.hydra.overrides.task], loader)
         swept = [o for o in jobs[0] if any(o not in job for job in jobs)] if len(jobs) > 1 else []
         master, t0 = HydraConfig.instance().cfg, time.perf_counter()
         try:

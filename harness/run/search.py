@@ -11,6 +11,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from harness.record.keys import LOWER_IS_BETTER
+
 OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
 # The worst value of a lower-is-better objective whose value is unknown: finite, because NSGA-II's crowding distance
 # divides by the range of each objective (an infinite one gives NaN distances).
@@ -30,8 +32,6 @@ def active(cfg: DictConfig) -> bool:
 
 
 def lower_is_better(name: str) -> bool:
-    from harness.report.stats import LOWER_IS_BETTER  # here: scipy is imported only where a search needs it
-
     return name.startswith("cost:") or name.rsplit("/", 1)[-1] in LOWER_IS_BETTER
 
 

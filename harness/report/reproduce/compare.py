@@ -6,7 +6,8 @@ from fnmatch import fnmatch
 import numpy as np
 import pandas as pd
 
-from harness.report import board, stats
+from harness.record.keys import LOWER_IS_BETTER
+from harness.report import board
 
 
 def norm(value):
@@ -107,7 +108,7 @@ def _order(value):
 
 
 def higher_is_better(metric: str) -> bool:
-    return metric not in stats.LOWER_IS_BETTER
+    return metric not in LOWER_IS_BETTER
 
 
 def render(table: pd.DataFrame, card: dict) -> str:

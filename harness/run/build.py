@@ -1,0 +1,125 @@
+"""From a composed config to what a run trains: the task, the model and the trainer's settings, every field checked
+(`check`: the schema, then the model built on the meta device). `model.pattern=[hyena,attention]` builds a hybrid:
+the backbone with that list of mixer options (conf/model/mixer/<name>.yaml each), striped over depth (layer i gets
+pattern[i % len]). An entry is an option name, or a mapping with `name` and options:
+`'model.pattern=[hyena,{name:attention,n_heads:4}]'`. Entries take their YAML's defaults: `model.mixer.*` overrides
+act on `model.mixer`, which a pattern replaces.
+"""
+
+import contextlib
+import copy
+import tempfile
+from importlib.resources import files
+from pathlib import Path
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import nn
+
+from harness.run import schema
+from harness.run.train import TrainConfig
+from models.mixers.base import contract_errors
+
+MIXERS = files("conf") / "model" / "mixer"
+
+
+def available_mixers() -> list[str]:
+    return sorted(p.name.removesuffix(".yaml") for p in MIXERS.iterdir() if p.name.endswith(".yaml"))
+
+
+class ConfigError(ValueError):
+    """A config that cannot run. Reported in one line, exit code 2, and no record is written."""
+
+
+def build(cfg: DictConfig, meta: bool = False):
+    """Instantiate task, model and trainer settings, checking every field a run depends on. `meta` builds the model
+    on the meta device: shapes and checks without memory or weight init (for validating sweeps)."""
+    task = _instantiate("task", cfg.task)
+    _check("task", task.check)
+    train_cfg = _instantiate("trainer", cfg.trainer, lambda c: TrainConfig(**OmegaConf.to_container(c)))
+    _check("", lambda: train_cfg.check(task.num_train))
+    with torch.device("meta") if meta else contextlib.nullcontext():
+        model = _instantiate("model", cfg, build_model)  # model.pattern: harness/run/build.py
+    if errors := [e for mixer in {type(b.mixer) for b in model.blocks} for e in contract_errors(mixer)]:
+        raise ConfigError(f"model.mixer: {'; '.join(errors)} (models/mixers/base.py)")
+    if model.max_seq_len < task.max_seq_len:  # the longest split, e.g. an extrapolation test length
+        what = "task.seq_len" if task.max_seq_len == task.seq_len else "task.max_seq_len (longest test split)"
+        raise ConfigError(f"{what}={task.max_seq_len} is longer than model.max_seq_len={model.max_seq_len}")
+    if model.vocab_size < task.vocab_size:
+        raise ConfigError(f"task.vocab_size={task.vocab_size} is larger than model.vocab_size={model.vocab_size}")
+    return task, model, train_cfg
+
+
+def _instantiate(group: str, node: DictConfig, make=instantiate):
+    try:
+        return make(node)
+    except InstantiationException as e:
+        cause = e.__cause__ or e
+        raise ConfigError(f"{group}.{cause}") from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{group}.{e}") from None
+
+
+def _check(prefix: str, fn) -> None:
+    try:
+        fn()
+    except ValueError as e:
+        raise ConfigError(f"{prefix}.{e}" if prefix else str(e)) from None
+
+
+def check(cfg: DictConfig) -> None:
+    """Raise ConfigError for anything that would stop `run` before training. The model is built on the meta device;
+    an error found there is confirmed by a real build, since a mixer may do what meta tensors cannot."""
+    try:
+        schema.validate(cfg)
+    except schema.SchemaError as e:
+        raise ConfigError(str(e)) from None
+    try:
+        build(cfg, meta=True)
+    except Exception:
+        build(cfg)
+
+
+def check_writable(folder, what: str) -> None:
+    """Create `folder` if needed and write a temporary file in it, before any training: ConfigError naming `what`
+    if the file system refuses (a file where a folder should be, no permission, a read-only mount)."""
+    path = Path(str(folder))
+    blocker = next((p for p in [path, *path.parents] if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise ConfigError(f"{what}={folder} is not a writable folder ({blocker} is a file)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".archbench-write-check-"):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise ConfigError(f"{what}={folder} is not a writable folder ({reason}: {e.filename or path})") from None
+
+
+def build_model(cfg: DictConfig) -> nn.Module:
+    """Instantiate cfg.model; with cfg.model.pattern set, the model's mixer is the list of those options."""
+    if cfg.model.get("pattern") is None:
+        return instantiate(cfg.model)
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    pattern = model.pop("pattern")
+    model.pop("mixer")
+    return instantiate({**model, "_partial_": True})(mixer=[instantiate(m) for m in mixer_configs(cfg, pattern)])
+
+
+def mixer_configs(cfg: DictConfig, pattern) -> list[dict]:
+    """The resolved mixer config of each pattern entry; ValueError naming the entry if one is unknown."""
+    if not isinstance(pattern, list) or not pattern:
+        raise ValueError(f"pattern={pattern} must be a non-empty list of mixer options, e.g. [hyena,attention]")
+    nodes = []
+    for i, entry in enumerate(pattern):
+        options = dict(entry) if isinstance(entry, dict) else {"name": entry}
+        name = options.pop("name", None)
+        if not isinstance(name, str) or not (MIXERS / f"{name}.yaml").is_file():
+            raise ValueError(f"pattern[{i}]={name} is no mixer option (available: {', '.join(available_mixers())})")
+        nodes.append(OmegaConf.merge(OmegaConf.load(MIXERS / f"{name}.yaml"), options))
+    scratch = copy.deepcopy(cfg)  # resolve the entries' interpolations (if any) against the whole config
+    with open_dict(scratch):
+        scratch.pattern_mixers = nodes
+    return OmegaConf.to_container(scratch.pattern_mixers, resolve=True)
