@@ -81,7 +81,7 @@ class LanguageModel(nn.Module):
     ):
         super().__init__()
         if pattern is not None:  # names of config options: the harness turns them into `mixer` factories
-            raise ValueError(f"pattern={list(pattern)} is resolved by harness.run.hybrid.build_model, not by the model")
+            raise ValueError(f"pattern={list(pattern)} is resolved by harness.run.build.build_model, not by the model")
         mixers = list(mixer) if isinstance(mixer, Sequence) else [mixer]
         self.d_model, self.max_seq_len, self.vocab_size = d_model, max_seq_len, vocab_size
         self.embedding = nn.Embedding(vocab_size, d_model)

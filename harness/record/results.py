@@ -13,7 +13,7 @@ import os
 import platform
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -30,6 +30,34 @@ log = logging.getLogger(__name__)
 SCHEMA = 1
 RECORD = "result.json"
 STATUSES = ("completed", "failed", "diverged")
+
+
+@dataclass
+class Record:
+    """One run's result record, as result.json holds it (schema SCHEMA); the CLI writes it, the wandb reader builds
+    it from a wandb run, and the board, the race and a search read it back as the dict `to_dict` gives."""
+
+    run_id: str  # keys.run_id of the resolved config
+    labels: dict  # the labelled group choices (keys.LABELS), e.g. {"mixer": "hyena", "task": "mqar"}
+    overrides: list[str] | None  # the command line's overrides (None: unknown, e.g. a run logged without them)
+    config: dict  # the resolved config
+    seed: int | None
+    status: str | None = None  # one of STATUSES; None while the run runs (an interrupted run writes no record)
+    error: str | None = None  # why a run failed or diverged
+    derived: list[str] = field(default_factory=list)  # fields interpolated from others (not a variant of their own)
+    metrics: dict = field(default_factory=dict)  # "<split>/<metric>" -> value
+    cost: dict = field(default_factory=dict)  # params, flops_per_token, wall_seconds, tokens_per_second, ...
+    env: dict = field(default_factory=dict)  # environment(): versions, device, threads
+    timestamps: dict = field(default_factory=dict)  # started, finished (ISO 8601, UTC)
+    history: list | None = None  # the evaluations during training (completed runs)
+    schema: int = SCHEMA
+
+    def to_dict(self) -> dict:
+        """The record as JSON holds it: the schema first, then the fields above; history only where there is one."""
+        out = {"schema": self.schema, **{f.name: getattr(self, f.name) for f in fields(self) if f.name != "schema"}}
+        if out["history"] is None:
+            del out["history"]
+        return out
 
 
 def run_id(config: dict) -> str:

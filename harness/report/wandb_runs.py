@@ -5,7 +5,7 @@ from result.json files. Reads what harness/run/logger.py logs: config = the reso
 import json
 
 from harness.record.keys import board_role
-from harness.record.results import SCHEMA
+from harness.record.results import Record
 from harness.report import BoardError
 
 COST_KEYS = (
@@ -57,22 +57,20 @@ def record_from_run(run, history: bool = False) -> dict | None:
     cost = {k: summary[k] for k in COST_KEYS if k in summary}
     if "wall_seconds" not in cost and "_runtime" in summary:
         cost["wall_seconds"] = summary["_runtime"]
-    record = {
-        "schema": SCHEMA,
-        "run_id": rid,
-        "status": status,
-        "error": None if status == "completed" else summary.get("error") or f"wandb run state: {run.state}",
-        "labels": labels,
-        "overrides": overrides,
-        "config": config,
-        "seed": config.get("seed"),
-        "metrics": metrics,
-        "cost": cost,
-        "env": {},
-        "timestamps": {"finished": summary.get("_timestamp")},
-        "path": f"wandb:{getattr(run, 'path', None) and '/'.join(run.path) or run.id}",
-        "wandb": {"name": run.name, "group": run.group, "job_type": run.job_type, "tags": list(run.tags or [])},
-    }
+    record = Record(
+        run_id=rid,
+        labels=labels,
+        overrides=overrides,
+        config=config,
+        seed=config.get("seed"),
+        status=status,
+        error=None if status == "completed" else summary.get("error") or f"wandb run state: {run.state}",
+        metrics=metrics,
+        cost=cost,
+        timestamps={"finished": summary.get("_timestamp")},
+    ).to_dict()
+    record["path"] = f"wandb:{getattr(run, 'path', None) and '/'.join(run.path) or run.id}"
+    record["wandb"] = {"name": run.name, "group": run.group, "job_type": run.job_type, "tags": list(run.tags or [])}
     if history:
         rows = run.scan_history() if hasattr(run, "scan_history") else run.history(pandas=False)
         record["history"] = [

@@ -128,7 +128,8 @@ SWEEP_FAILED = False  # set at the end of a sweep; `main` turns it into exit cod
 
 
 def run(cfg: DictConfig) -> dict:
-    """Train one run and write its record; returns the record (status None if interrupted, which writes none)."""
+    """Train one run and write its record (harness/record/results.py); returns the record as written (status None
+    if interrupted, which writes none)."""
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -138,21 +139,16 @@ def run(cfg: DictConfig) -> dict:
 
     seed_everything(cfg.seed, deterministic=cfg.trainer.deterministic)  # before the model draws its weights
     # status stays None only if the run is interrupted (Ctrl-C): then no record, and the checkpoint resumes it.
-    record = {
-        "schema": results.SCHEMA,
-        "run_id": rid,
-        "status": None,
-        "error": None,
-        "labels": labels,
-        "overrides": list(hc.overrides.task),
-        "config": config,
-        "derived": derived_keys(cfg),
-        "seed": cfg.seed,
-        "metrics": {},
-        "cost": {},
-        "env": results.environment(),
-        "timestamps": {"started": _now()},
-    }
+    record = results.Record(
+        run_id=rid,
+        labels=labels,
+        overrides=list(hc.overrides.task),
+        config=config,
+        derived=derived_keys(cfg),
+        seed=cfg.seed,
+        env=results.environment(),
+        timestamps={"started": _now()},
+    )
     try:
         task, model, train_cfg = build(cfg)
     except ConfigError as e:
@@ -160,11 +156,11 @@ def run(cfg: DictConfig) -> dict:
             raise
         # in a search, a combination that cannot be built (rope with a mixer that takes no positions) is a failed
         # trial with the worst value: the sampler learns to avoid it, and the study goes on
-        record.update(status="failed", error=f"ConfigError: {e}")
-        record["timestamps"]["finished"] = _now()
-        results.write_json_atomic(out_dir / results.RECORD, record)
+        record.status, record.error = "failed", f"ConfigError: {e}"
+        record.timestamps["finished"] = _now()
+        results.write_json_atomic(out_dir / results.RECORD, record.to_dict())
         log.error("trial %s cannot be built: %s", rid, e)
-        return record
+        return record.to_dict()
 
     if cfg.skip_completed and (prior := results.find_completed(results_root, rid)) is not None:
         log.info("run %s already completed in %s: skipping (skip_completed=false reruns it)", rid, prior["path"])
@@ -172,7 +168,7 @@ def run(cfg: DictConfig) -> dict:
         results.write_json_atomic(out_dir / results.RECORD, prior)
         return prior
 
-    record["cost"] = {
+    record.cost = {
         "params": model.num_params(),
         "params_non_embedding": model.num_params(non_embedding=True),
         "flops_per_token": model.flops_per_token(task.seq_len),
@@ -182,7 +178,7 @@ def run(cfg: DictConfig) -> dict:
         rid,
         " ".join(f"{k}={v}" for k, v in labels.items()),
         cfg.seed,
-        f"{record['cost']['params']:,}",
+        f"{record.cost['params']:,}",
     )
     checkpointer = Checkpointer(
         out_dir / CHECKPOINT,
@@ -206,7 +202,7 @@ def run(cfg: DictConfig) -> dict:
             config=config,
             dir=str(out_dir),
             labels=labels,
-            overrides=record["overrides"],
+            overrides=record.overrides,
         )
         out = train(
             model,
@@ -215,60 +211,62 @@ def run(cfg: DictConfig) -> dict:
             seed=cfg.seed,
             log_fn=logger.log,
             checkpoint=checkpointer,
-            flops_per_token=record["cost"]["flops_per_token"],
+            flops_per_token=record.cost["flops_per_token"],
         )
         out["metrics"].update(task.derived_metrics(out["metrics"]))
-        record.update(status="completed", metrics=out["metrics"], history=out["history"])
-        record["cost"].update(out["cost"])  # with MFU where the device's peak is known (harness/run/mfu.py), else None
-        logger.summary({**out["metrics"], **record["cost"]})
+        record.status, record.metrics, record.history = "completed", out["metrics"], out["history"]
+        record.cost.update(out["cost"])  # with MFU where the device's peak is known (harness/run/mfu.py), else None
+        logger.summary({**out["metrics"], **record.cost})
     except Diverged as e:
-        record.update(status="diverged", error=str(e))
+        record.status, record.error = "diverged", str(e)
         log.error("run %s diverged: %s", rid, e)
     except torch.cuda.OutOfMemoryError as e:  # the memory is freed after the run (app), so the next job can run
-        record.update(status="failed", error=_oom_reason(e))
-        log.error("run %s failed: %s", rid, record["error"])
+        record.status, record.error = "failed", _oom_reason(e)
+        log.error("run %s failed: %s", rid, record.error)
     except Exception as e:  # a failing run is recorded, and the sweep goes on
-        record.update(status="failed", error=f"{type(e).__name__}: {e}")
-        log.error("run %s failed: %s\n%s", rid, record["error"], traceback.format_exc())
+        record.status, record.error = "failed", f"{type(e).__name__}: {e}"
+        log.error("run %s failed: %s\n%s", rid, record.error, traceback.format_exc())
     finally:
-        written = record["status"] is not None and _write_record(out_dir, record, results_root, checkpointer, t0)
+        written = record.status is not None and _write_record(out_dir, record, results_root, checkpointer, t0)
         if logger is not None:  # after the record: a logger that fails to close costs no result
             try:
-                if record["status"] not in (None, "completed"):  # why it ended, for the dashboard and --wandb
-                    logger.summary({"status": record["status"], "error": record["error"]})
-                logger.finish(exit_code=0 if record["status"] == "completed" else 1)
+                if record.status not in (None, "completed"):  # why it ended, for the dashboard and --wandb
+                    logger.summary({"status": record.status, "error": record.error})
+                logger.finish(exit_code=0 if record.status == "completed" else 1)
             except Exception as e:
                 log.warning(
                     "run %s: the logger failed to finish (%s: %s); the record is written", rid, type(e).__name__, e
                 )
-    m = record["metrics"]
+    m = record.metrics
     where = out_dir / results.RECORD
-    if record["status"] == "completed" and written:
+    if record.status == "completed" and written:
         log.info(
             "run %s done: val/accuracy %.4f  test/accuracy %.4f  %.0f tokens/s; record: %s",
             rid,
             m["val/accuracy"],
             m["test/accuracy"],
-            record["cost"]["tokens_per_second"] or 0,
+            record.cost["tokens_per_second"] or 0,
             where,
         )
     elif written:
-        log.error("run %s %s (%s); record: %s", rid, record["status"], record["error"], where)
+        log.error("run %s %s (%s); record: %s", rid, record.status, record.error, where)
     if not written:
-        record["status"], record["error"] = "failed", record["error"] or "the record could not be written"
-    return record
+        record.status, record.error = "failed", record.error or "the record could not be written"
+    return record.to_dict()
 
 
-def _write_record(out_dir: Path, record: dict, results_root: Path, checkpointer: Checkpointer, t0: float) -> bool:
+def _write_record(
+    out_dir: Path, record: results.Record, results_root: Path, checkpointer: Checkpointer, t0: float
+) -> bool:
     """Write the record (then, for a completed run, its marker, and drop its checkpoint). If the file system refuses,
     keep the checkpoint and the in-progress marker, save the record to the temporary folder instead, and say how to
     recover. Returns whether the record is where it belongs."""
-    rid = record["run_id"]
-    record["cost"]["wall_seconds"] = time.perf_counter() - t0
-    record["timestamps"]["finished"] = _now()
+    rid = record.run_id
+    record.cost["wall_seconds"] = time.perf_counter() - t0
+    record.timestamps["finished"] = _now()
     try:
-        results.write_json_atomic(out_dir / results.RECORD, record)
-        if record["status"] == "completed":  # a failed run keeps its checkpoint: rerunning it resumes from there
+        results.write_json_atomic(out_dir / results.RECORD, record.to_dict())
+        if record.status == "completed":  # a failed run keeps its checkpoint: rerunning it resumes from there
             results.mark_completed(results_root, rid, out_dir / results.RECORD)
             results.clear_in_progress(results_root, rid)
             checkpointer.remove()
@@ -276,7 +274,7 @@ def _write_record(out_dir: Path, record: dict, results_root: Path, checkpointer:
     except OSError as e:
         fallback = Path(tempfile.gettempdir()) / f"archbench-{rid}-{results.RECORD}"
         try:
-            results.write_json_atomic(fallback, record)
+            results.write_json_atomic(fallback, record.to_dict())
             saved = (
                 f"the record is saved to {fallback}: copy it to {out_dir / results.RECORD} when the folder is writable"
             )
