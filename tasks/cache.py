@@ -23,7 +23,6 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 MIN_TOKENS = 1 << 25  # ~33M tokens: about a second or more of generation for the vectorized generators
-NOT_DATA = ("num_train", "num_val", "num_test", "setting", "family")
 
 
 def cache_dir() -> Path:
@@ -39,6 +38,10 @@ def min_tokens(task) -> int | None:
 
 
 def key(task, split: str, seed: int, n: int) -> str:
+    # which fields change no example is declared with every other config key's role; imported here, not at the top:
+    # importing harness runs its resolvers, which import tasks (the one import of harness in tasks/)
+    from harness.record.keys import NOT_DATA
+
     params = dataclasses.asdict(task) if dataclasses.is_dataclass(task) else dict(vars(task))
     params = {k: v for k, v in params.items() if k not in NOT_DATA}
     cls = type(task)

@@ -1,7 +1,7 @@
 """What each config key is to an experiment, declared once: the record's labels (Hydra's group choices), what names
 a leaderboard row (the variant) or column (the task), what counts as size, and what changes nothing about the
-result (left out of the run id). The CLI, the board and the wandb reader all read this table; nothing else lists
-keys.
+result (left out of the run id), and which task fields change no example (left out of the data cache key). The CLI,
+the board, the wandb reader and the task cache all read this table; nothing else lists keys.
 
 A key is a config path (`trainer.lr`), a subtree (`paths`: every key below it) or a group choice (`model/mixer`).
 Every config key not declared here is part of the experiment: it is in the run id and, if it differs between runs,
@@ -20,6 +20,8 @@ class Key:
     board: str = "variant"  # variant: names a row; column: names a column; seed; none: not part of either
     size: bool = False  # a size field: --matched compares a variant's sizes
     in_run_id: bool = True  # False: does not change the result (where files go, how it is logged or resumed)
+    in_data: bool = True  # False (task.* only): not in the data cache key of tasks/cache.py (the key has the split's
+    # size n anyway; a name changes no example)
 
 
 KEYS = (
@@ -44,6 +46,8 @@ KEYS = (
     Key("trainer.progress", board="none", in_run_id=False),
     Key("trainer.checkpoint_every", board="none", in_run_id=False),
     Key("trainer.peak_flops", board="none", in_run_id=False),  # changes only the MFU printed
+    *(Key(f"task.{k}", board="column", in_data=False) for k in ("num_train", "num_val", "num_test")),
+    *(Key(f"task.{k}", board="column", in_data=False) for k in ("setting", "family")),  # MAD's names of a task
     Key("model.d_model", size=True),
     Key("model.n_layers", size=True),
 )
@@ -53,6 +57,7 @@ LOWER_IS_BETTER = ("loss", "bits_per_byte", "perplexity")
 LABELS = {k.key: k.label for k in KEYS if k.label}  # Hydra group -> label name
 VARIANT_LABELS = tuple(k.label for k in KEYS if k.label and k.board == "variant")
 SIZE_KEYS = tuple(k.key for k in KEYS if k.size)
+NOT_DATA = tuple(k.key.removeprefix("task.") for k in KEYS if not k.in_data)  # task fields left out of the cache key
 
 
 def declared(key: str) -> Key | None:
