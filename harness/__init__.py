@@ -2,6 +2,7 @@
 
 import sysconfig
 import warnings
+from importlib.resources import files
 
 from omegaconf import OmegaConf
 
@@ -15,6 +16,19 @@ OmegaConf.register_new_resolver("python_stdlib", lambda: sysconfig.get_paths()["
 # (tasks/length_generalization.py), so that its YAML hands the model (model.max_seq_len) the right number whatever
 # test lengths are chosen
 OmegaConf.register_new_resolver("task_width", max_width, replace=True)
+
+
+def options(group: str, *leave_out: str) -> str:
+    """The options of a config group (conf/<group>/<option>.yaml), comma-joined, without `leave_out`: a search
+    space's `choice(${options:model/mixer})` takes every mixer, the ones added later too."""
+    found = sorted(p.name.removesuffix(".yaml") for p in (files("conf") / group).iterdir() if p.name.endswith(".yaml"))
+    unknown = sorted(set(leave_out) - set(found))
+    if unknown:
+        raise ValueError(f"${{options:{group},...}}: {', '.join(unknown)} is no option of {group}")
+    return ",".join(o for o in found if o not in leave_out)
+
+
+OmegaConf.register_new_resolver("options", options, replace=True)
 # ${gib_bytes:${resources.mem_gb}}: gigabytes as SLURM counts them (GiB), in bytes, as Ray asks for memory
 OmegaConf.register_new_resolver("gib_bytes", lambda gb: int(float(gb) * 2**30), replace=True)
 # conf/hydra/launcher/ray.yaml has the name of the Ray plugin's own config, on purpose (`hydra/launcher=ray`): Hydra

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from harness.record import results
 from harness.run import cli, search
 from harness.run.train import Diverged
-from tests.conftest import options
+from tests.conftest import CONF, options
 
 needs_optuna = pytest.mark.skipif(
     not all(importlib.util.find_spec(m) for m in ("optuna", "hydra_plugins.hydra_optuna_sweeper")),
@@ -295,3 +295,16 @@ def test_a_trial_that_could_not_be_built_has_no_cost_and_returns_large():
     record = {"status": "failed", "metrics": {}, "cost": {}}
     assert _returned(["val/accuracy", "cost:flops_per_token"], record) == (0.0, search.LARGE)
     assert _returned(["val/accuracy"], {"status": "completed", "metrics": {"val/accuracy": float("nan")}}) == 0.0
+
+
+@pytest.mark.parametrize("space", sorted(p.stem for p in (CONF / "hparams_search").glob("*.yaml")))
+def test_a_search_space_offers_every_option_of_the_groups_it_searches(space):
+    """A mixer (norm, ffn, position) added to conf/ is in every search space without an edit (`${options:GROUP}`)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = OmegaConf.load(CONF / "hparams_search" / f"{space}.yaml").hydra.sweeper.params
+    groups = {k: v for k, v in OmegaConf.to_container(params, resolve=True).items() if "/" in k}
+    assert "model/mixer" in groups
+    for group, spec in groups.items():
+        parsed = OverridesParser.create().parse_override(f"{group}={spec}")
+        assert sorted(parsed.sweep_string_iterator()) == sorted(options(group)), group
