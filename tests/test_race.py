@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats as sps
 
+from harness.report import cli as board_cli
 from harness.report import race
 from harness.run import cli
 
@@ -186,6 +187,10 @@ def test_a_real_race_gives_consecutive_seeds_and_its_decisions_and_a_rerun_train
     assert all(sorted(s) == list(range(len(s))) and 2 <= len(s) <= 3 for s in by_mixer.values()), by_mixer
     assert "| attention" in out and "runs spent:" in out and "leader" in out
     assert f"runs spent: {len(recs)};" in (first / "race.md").read_text()
+    board_md = (first / "leaderboard.md").read_text()  # the board itself marks the decisions and the seeds
+    assert "Race (docs/racing.md)" in board_md and f"runs spent: {len(recs)};" in board_md and " seeds |" in board_md
+    board_cli.main([str(first)])  # and so does archbench-board on the race's folder
+    assert f"runs spent: {len(recs)};" in capsys.readouterr().out
 
     cli.main()  # the same race again: every run is found completed
     out = capsys.readouterr().out

@@ -31,7 +31,7 @@ class Leaderboard(Callback):
     def on_multirun_end(self, config, **kwargs) -> None:
         # pandas, scipy, matplotlib: loaded when a sweep ends, not at every start
         from harness.record import results
-        from harness.report import board, render
+        from harness.report import board, race, render
 
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
@@ -49,6 +49,7 @@ class Leaderboard(Callback):
         except Exception as e:  # a broken board must not hide the runs themselves
             log.warning("no leaderboard for %s: %s", sweep_dir, e)
             return
+        race.mark(result, config.hydra.sweeper)  # a race's board shows its decisions and the seeds each cell got
         plot_dir = None
         if self.plots:
             try:

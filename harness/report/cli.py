@@ -6,9 +6,11 @@ import logging
 import sys
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from harness.record import keys as record_keys
 from harness.record.results import scan
-from harness.report import BoardError, board, render
+from harness.report import BoardError, board, race, render
 
 FORMATS = ("md", "csv", "html", "tex")
 
@@ -116,6 +118,10 @@ def _main(argv) -> None:
         args.aggregate,
         found=found,
     )
+    # the sweep folders given: a race's board shows its decisions (one race, or several run with the same settings)
+    sweepers = [OmegaConf.load(d / "multirun.yaml").hydra.sweeper for d in args.dirs if (d / "multirun.yaml").is_file()]
+    if sweepers and all(race.settings(s) == race.settings(sweepers[0]) for s in sweepers):
+        race.mark(result, sweepers[0])
     print(render.markdown(result))
     if args.plots:
         from harness.report import plots

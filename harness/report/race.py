@@ -66,9 +66,10 @@ def decide(long, alpha: float, min_seeds: int, max_seeds: int, higher_is_better:
     return out
 
 
-def decisions_markdown(long, alpha: float, min_seeds: int, max_seeds: int, higher_is_better: bool = True) -> str:
-    """The decisions table (rows variants, columns as on the board), its legend and the runs spent against the runs
-    a fixed allocation reaching the same decisions would have needed (every cell at the most seeds any cell got)."""
+def view(long, alpha: float, min_seeds: int, max_seeds: int, higher_is_better: bool = True):
+    """The decisions as a view of the board (rows variants, columns as on the board; each cell `mean decision p ·
+    seeds`) and its legend: the test, its levels, and the runs spent against the runs a fixed allocation reaching the
+    same decisions would have needed (every cell at the most seeds any cell got)."""
     import pandas as pd
 
     d = decide(long, alpha, min_seeds, max_seeds, higher_is_better)
@@ -80,6 +81,7 @@ def decisions_markdown(long, alpha: float, min_seeds: int, max_seeds: int, highe
 
     table = d.assign(text=d.apply(text, axis=1)).pivot(index="variant", columns="column", values="text")
     table = table.reindex(index=list(dict.fromkeys(d["variant"])), columns=list(dict.fromkeys(d["column"])))
+    table.columns.name, table.index.name = None, "variant"
     looks = max_seeds - min_seeds + 1
     levels = ", ".join(f"{c}: {v:.3g}" for c, v in d.groupby("column", sort=False)["level"].first().items())
     spent, most = int(d["seeds"].sum()), int(d["seeds"].max())
@@ -91,7 +93,34 @@ def decisions_markdown(long, alpha: float, min_seeds: int, max_seeds: int, highe
         f"runs spent: {spent}; a fixed allocation reaching the same decisions would have needed {len(d) * most} "
         f"(= {len(d)} cells × {most} seeds)",
     ]
-    return table.fillna("").to_markdown() + "\n\n" + "\n".join(legend)
+    return table.fillna(""), legend
+
+
+def decisions_markdown(long, alpha: float, min_seeds: int, max_seeds: int, higher_is_better: bool = True) -> str:
+    """`view` as Markdown: the table, then its legend."""
+    table, legend = view(long, alpha, min_seeds, max_seeds, higher_is_better)
+    return table.to_markdown() + "\n\n" + "\n".join(legend)
+
+
+def settings(sweeper) -> dict | None:
+    """The race's settings from a sweep's `hydra.sweeper` node (multirun.yaml), None if the sweep was no race."""
+    if sweeper is None or sweeper.get("_target_") != grammar.RACE_SWEEPER:
+        return None
+    defaults = {"min_seeds": 2, "max_seeds": 8, "alpha": 0.05, "metric": "accuracy", "split": "test"}  # as __init__
+    return {k: sweeper.get(k, v) if sweeper.get(k) is not None else v for k, v in defaults.items()}
+
+
+def mark(board, sweeper) -> bool:
+    """Add the race's decisions to `board` as its view "race" if `sweeper` (a sweep's hydra.sweeper) was a race
+    deciding on the board's metric and split; returns whether it did."""
+    from harness.record.keys import LOWER_IS_BETTER
+
+    race = settings(sweeper)
+    if race is None or (race["metric"], race["split"]) != (board.options["metric"], board.options["split"]):
+        return False
+    higher = race["metric"] not in LOWER_IS_BETTER
+    board.views["race"] = view(board.long, race["alpha"], race["min_seeds"], race["max_seeds"], higher)
+    return True
 
 
 # --- the sweeper ---------------------------------------------------------------------------------------------------
