@@ -49,7 +49,7 @@ class Leaderboard(Callback):
         except Exception as e:  # a broken board must not hide the runs themselves
             log.warning("no leaderboard for %s: %s", sweep_dir, e)
             return
-        race.mark(result, config.hydra.sweeper)  # a race's board shows its decisions and the seeds each cell got
+        race.mark(result, getattr(config.hydra, "sweeper", None))  # a race's board: its decisions, each cell's seeds
         plot_dir = None
         if self.plots:
             try:
