@@ -5,6 +5,7 @@ sweeper takes them as its cells (harness/report/race.py). A key given twice keep
 
 import itertools
 
+from hydra.core.config_loader import ConfigLoader
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 
@@ -14,7 +15,7 @@ BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 RACE_SWEEPER = "hydra_plugins.archbench_race.RaceSweeper"
 
 
-def jobs(overrides: list[str], config_loader=None) -> list[list[str]]:
+def jobs(overrides: list[str], config_loader: ConfigLoader | None = None) -> list[list[str]]:
     """Every job of the sweep `overrides`: one `key=value` per key, in the product's order (the last key varies
     fastest). HydraException for a range or interval sweep, which only a search sweeper can sample."""
     choices: dict[str, list[str]] = {}

@@ -58,7 +58,7 @@ class RotaryPosition(nn.Module):
         self.base, self.max_seq_len = base, max_seq_len
         self._cache: dict = {}
 
-    def _cos_sin(self, seq_len: int, head_dim: int, device, dtype) -> tuple[Tensor, Tensor]:
+    def _cos_sin(self, seq_len: int, head_dim: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         key = (seq_len, head_dim, device, dtype)
         if key not in self._cache:
             inv_freq = 1.0 / self.base ** (torch.arange(0, head_dim, 2, device=device).float() / head_dim)
@@ -87,7 +87,7 @@ class AlibiPosition(nn.Module):
         super().__init__()
         self._slopes: dict = {}
 
-    def slopes(self, n_heads: int, device) -> Tensor:
+    def slopes(self, n_heads: int, device: torch.device | str) -> Tensor:
         """(n_heads,) float32 slopes on `device`, made once per (n_heads, device): no copy to the device per step."""
         key = (n_heads, str(device))
         if key not in self._slopes:

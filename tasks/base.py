@@ -33,7 +33,7 @@ class Split:
     inputs: torch.Tensor  # (N, seq_len) int64
     targets: torch.Tensor  # (N, seq_len) int64, IGNORE where not scored
 
-    def to(self, device) -> "Split":
+    def to(self, device: torch.device | str) -> "Split":
         return Split(self.inputs.to(device), self.targets.to(device))
 
     def __len__(self) -> int:

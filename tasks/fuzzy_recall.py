@@ -125,12 +125,14 @@ class FuzzyRecall(MADTask):
         limit = L - (kps + vps) - W  # MAD's loop adds pairs while the sequence is shorter than this
         powers = (K + 1) ** np.arange(km)
 
-        def code(tokens, size):  # one integer per motif: its tokens in base K+1, so sizes never collide
+        def code(
+            tokens: np.ndarray, size: np.ndarray
+        ) -> np.ndarray:  # one integer per motif: its tokens in base K+1, so sizes never collide
             return np.where(np.arange(km) < size[..., None], (tokens + 1) * powers, 0).sum(-1)
 
         probe_code = code(probe_key, kps)
 
-        def layout(ksz, key_tok, noise):
+        def layout(ksz: np.ndarray, key_tok: np.ndarray, noise: np.ndarray) -> tuple[np.ndarray, ...]:
             kcode = code(key_tok, ksz)
             first = first_occurrence(np.where(noise, -1 - cols, kcode))
             is_probe_key = ~noise & (kcode == probe_code[:, None])

@@ -200,7 +200,7 @@ class LengthGeneralizationTask(Task):
         return out
 
 
-def bits(rng: np.random.Generator, shape) -> np.ndarray:
+def bits(rng: np.random.Generator, shape: int | tuple[int, ...]) -> np.ndarray:
     return rng.integers(0, 2, size=shape, dtype=np.int64)
 
 

@@ -16,6 +16,7 @@ where archbench differs from the data generators of MAD's code (github.com/athms
   leaderboard to group by; neither changes the data.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,7 +44,9 @@ def first_occurrence(codes: np.ndarray) -> np.ndarray:
     return first
 
 
-def in_chunks(make, n: int, rows_per_chunk: int):
+def in_chunks(
+    make: Callable[[int], tuple[np.ndarray, np.ndarray]], n: int, rows_per_chunk: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Call make(rows) on chunks of at most rows_per_chunk rows and stack the (inputs, targets) it returns: bounds
     the memory of generators with large intermediate arrays. The random stream is consumed in order, so the
     result is deterministic (though not the same arrays as one call with all rows)."""

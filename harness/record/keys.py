@@ -10,6 +10,7 @@ it names the variant (under `task.`: the column).
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -84,7 +85,7 @@ def run_id(config: dict) -> str:
     return hashlib.sha256(json.dumps(_without(config, ""), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _without(node, prefix: str):
+def _without(node: object, prefix: str) -> object:
     if not isinstance(node, dict):
         return node
     out = {}
@@ -97,7 +98,7 @@ def _without(node, prefix: str):
     return out
 
 
-def labels_of(choices: dict, pattern=None) -> dict:
+def labels_of(choices: dict, pattern: Sequence[object] | None = None) -> dict:
     """Hydra's choices of the labelled groups; a hybrid's mixer label is its pattern, e.g. hyena+attention."""
     labels = {LABELS[key]: value for key, value in choices.items() if key in LABELS and value is not None}
     if pattern:

@@ -14,7 +14,10 @@ choice, as Zoology and MAD report the best over a learning-rate grid.
 import json
 import logging
 import re
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,7 +42,7 @@ COSTS = (
 )
 
 
-def lookup(config: dict, key: str):
+def lookup(config: dict, key: str) -> Any:
     """config["a"]["b"] for key "a.b", None where a level is missing."""
     for part in key.split("."):
         if not isinstance(config, dict) or part not in config:
@@ -85,7 +88,7 @@ class _Identities:
     until every cell holds runs that differ in nothing but their seed (and the `hide` fields: a --select grid, a
     --group-by split). Columns are built the same way from the task label and the task's fields."""
 
-    def __init__(self, records: list[dict], hide=()):
+    def __init__(self, records: list[dict], hide: Iterable[str] = ()):
         self.hide = tuple(hide)
         self.leaves = [_leaves(r.get("config") or {}) for r in records]
         self.labels = [r.get("labels") or {} for r in records]
@@ -115,7 +118,7 @@ class _Identities:
         raw = self.overridden[i].get(key)
         return None if raw is None else json.dumps(raw)
 
-    def variant(self, i: int, size=()) -> tuple:
+    def variant(self, i: int, size: Collection[str] = ()) -> tuple:
         return (
             tuple(self.labels[i].get(k) for k in record_keys.VARIANT_LABELS),
             tuple(self.value(i, k) for k in self.variant_keys if k not in size),
@@ -144,7 +147,7 @@ class _Identities:
                 self._collect(members, variant, column, roles=("variant",))
         return variant, column
 
-    def _collect(self, members: list[int], variant: set, column: set, roles) -> None:
+    def _collect(self, members: list[int], variant: set, column: set, roles: tuple[str, ...]) -> None:
         derived = set().union(*(self.derived[i] for i in members)) if "column" not in roles else set()
         for k in {k for i in members for k in self.leaves[i]}:
             role = record_keys.board_role(k)
@@ -153,7 +156,7 @@ class _Identities:
             if len({self.leaves[i].get(k) for i in members}) > 1:
                 (column if role == "column" else variant).add(k)
 
-    def names(self, size=()) -> list[str]:
+    def names(self, size: Collection[str] = ()) -> list[str]:
         """A variant name per run: the labels and fields that vary between variants (labels by value, the rest as
         key=value); `size` fields left out (the variant's family, for matched compute)."""
         ids = [self.variant(i, size) for i in range(len(self.leaves))]
@@ -177,7 +180,9 @@ class _Identities:
         ]
 
 
-def runs_frame(records: list[dict], keys=(), hide=(), size=record_keys.SIZE_KEYS) -> pd.DataFrame:
+def runs_frame(
+    records: list[dict], keys: Iterable[str] = (), hide: Iterable[str] = (), size: Iterable[str] = record_keys.SIZE_KEYS
+) -> pd.DataFrame:
     """One row per run: variant (named without the fields in `hide`), family (also without the `size` fields),
     setting (task label + the task fields that vary), seed, status, the config values of `keys`, metrics, costs,
     history. Every record is one row; no two different configs share a (variant, setting) cell but by seed."""
@@ -212,16 +217,16 @@ def runs_frame(records: list[dict], keys=(), hide=(), size=record_keys.SIZE_KEYS
     return frame
 
 
-def grid_text(frame: pd.DataFrame, select) -> str:
+def grid_text(frame: pd.DataFrame, select: Iterable[str]) -> str:
     """The values of the `select` fields in `frame`, e.g. "trainer.lr∈{0.001,0.01}"."""
     return " ".join(_grid_part(k, frame[k].unique()) for k in select)
 
 
-def _grid_part(key: str, values) -> str:
+def _grid_part(key: str, values: Iterable[object]) -> str:
     return f"{key}∈{{{','.join(map(str, sorted(set(values), key=_order)))}}}"
 
 
-def _order(value):
+def _order(value: object) -> tuple[int, float, str]:
     try:
         return (0, float(value), "")
     except (TypeError, ValueError):
@@ -235,7 +240,7 @@ def with_columns(runs: pd.DataFrame, group_by: str | None = None) -> pd.DataFram
     return runs.assign(column=runs["setting"] + " " + _short(group_by) + "=" + runs[group_by].astype(str))
 
 
-def choose(runs: pd.DataFrame, metric: str, select=()) -> tuple[pd.DataFrame, pd.DataFrame]:
+def choose(runs: pd.DataFrame, metric: str, select: Sequence[str] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The completed runs each cell reports on: with `select`, those of the value of the `select` fields with the best
     mean val/<metric> over seeds, where a value whose runs failed or diverged more often ranks below one that failed
     less (an lr that diverged on one seed of three does not win on the two that survived). Also returns, per cell,
@@ -279,7 +284,7 @@ def cells(
     runs: pd.DataFrame,
     metric: str = "accuracy",
     split: str = "test",
-    select=(),
+    select: Sequence[str] = (),
     group_by: str | None = None,
     alpha: float = stats.ALPHA,
 ) -> pd.DataFrame:
@@ -379,10 +384,10 @@ def build(
     records: list[dict],
     metric: str = "accuracy",
     split: str = "test",
-    select=(),
+    select: Sequence[str] = (),
     group_by: str | None = None,
     matched: str | None = None,
-    size=record_keys.SIZE_KEYS,
+    size: Sequence[str] = record_keys.SIZE_KEYS,
     aggregate: str | None = None,
     found: Scan | None = None,
 ) -> Board:
@@ -475,7 +480,7 @@ def _files(found: Scan, runs: pd.DataFrame, unplaced: pd.DataFrame) -> pd.DataFr
     return pd.DataFrame(rows, columns=["path", "status", "reason", "variant", "column"])
 
 
-def leaderboard(roots, metric: str = "accuracy", select=(), **options) -> Board:
+def leaderboard(roots: Sequence[str | Path], metric: str = "accuracy", select: Sequence[str] = (), **options) -> Board:
     found = scan(roots)
     if not found.records:
         raise BoardError(f"no result records under {', '.join(map(str, roots))}")

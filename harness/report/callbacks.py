@@ -4,6 +4,7 @@ import logging
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
 
 log = logging.getLogger("archbench")
 
@@ -28,7 +29,7 @@ class Leaderboard(Callback):
         self.split = split
         self.formats, self.plots = list(formats or ["md", "csv", "html"]), plots
 
-    def on_multirun_end(self, config, **kwargs) -> None:
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         # pandas, scipy, matplotlib: loaded when a sweep ends, not at every start
         from harness.record import results
         from harness.report import board, race, render

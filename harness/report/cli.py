@@ -23,7 +23,7 @@ def _formats(text: str) -> list[str]:
     return formats
 
 
-def main(argv=None) -> None:
+def main(argv: list[str] | None = None) -> None:
     try:
         _main(argv)
     except BoardError as e:
@@ -31,7 +31,7 @@ def main(argv=None) -> None:
         sys.exit(2)
 
 
-def _main(argv) -> None:
+def _main(argv: list[str] | None) -> None:
     p = argparse.ArgumentParser(prog="archbench-board", description=__doc__.splitlines()[0])
     p.add_argument("dirs", nargs="*", type=Path, help="folders searched recursively for result.json")
     p.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs of a wandb project instead of folders")

@@ -5,6 +5,7 @@ A variant is dominated when another is at least as good on the metric and at mos
 one of the two. Metric and cost are means over a variant's completed runs (its seeds), per task setting."""
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -14,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib import ticker  # noqa: E402
+from numpy.typing import ArrayLike  # noqa: E402
 
 from harness.record.keys import LOWER_IS_BETTER  # noqa: E402
 from harness.report import BoardError
@@ -34,7 +36,7 @@ def higher_is_better(metric: str) -> bool:
     return metric.rsplit("/", 1)[-1] not in LOWER_IS_BETTER
 
 
-def non_dominated(metric, cost, higher: bool = True) -> np.ndarray:
+def non_dominated(metric: ArrayLike, cost: ArrayLike, higher: bool = True) -> np.ndarray:
     """Mask of the points no other point dominates. Sorted by cost (then best metric first), a point is on the front
     when its metric beats every cheaper point's; points equal on both are all on it. O(n log n)."""
     score = np.asarray(metric, dtype=float) * (1 if higher else -1)
@@ -148,7 +150,9 @@ def plot(table: pd.DataFrame, metric: str, cost: str, path: Path) -> Path:
     return path
 
 
-def report(records: list[dict], spec: str, plots: Path | None = None, out: Path | None = None, dirs=()) -> None:
+def report(
+    records: list[dict], spec: str, plots: Path | None = None, out: Path | None = None, dirs: Sequence[str | Path] = ()
+) -> None:
     """Print the front(s) and draw them into plots/pareto.png (default: the first records folder, else here); with
     `out`, also write every variant with its `pareto` mark to out/pareto.csv."""
     metric, cost = parse(spec)

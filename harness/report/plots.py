@@ -9,6 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from harness.report import (
     BoardError,
@@ -26,7 +27,7 @@ def _grid(k: int, width: float = 4.2, height: float = 3.2):
     return fig, axes.flat
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -34,7 +35,7 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def heatmap(board, path: Path) -> Path:
+def heatmap(board: board_lib.Board, path: Path) -> Path:
     """Cell means, rows in the board's order, annotated with their values."""
     o = board.options
     columns = render.column_order(board.long, o["group_by"])
@@ -57,7 +58,7 @@ def heatmap(board, path: Path) -> Path:
     return _save(fig, path)
 
 
-def sweep(records: list[dict], board, x: str, path: Path) -> Path:
+def sweep(records: list[dict], board: board_lib.Board, x: str, path: Path) -> Path:
     """The metric against config field `x`, a line per variant (the variant named without `x`), a panel per
     setting; error bars are the 95% confidence intervals."""
     o = board.options
@@ -84,7 +85,7 @@ def sweep(records: list[dict], board, x: str, path: Path) -> Path:
     return _save(fig, path)
 
 
-def curves(board, path: Path) -> Path | None:
+def curves(board: board_lib.Board, path: Path) -> Path | None:
     """val/<metric> against step from each chosen run's history, mean over seeds, a panel per column."""
     metric = f"val/{board.options['metric']}"
     rows = [
@@ -108,7 +109,7 @@ def curves(board, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def all_plots(board, records: list[dict], out_dir: Path, x: str | None = None) -> list[Path]:
+def all_plots(board: board_lib.Board, records: list[dict], out_dir: Path, x: str | None = None) -> list[Path]:
     """heatmap.png, curves.png (when the records have a history) and, with `x`, metric_vs_<x>.png."""
     out_dir = Path(out_dir)
     paths = [heatmap(board, out_dir / "heatmap.png"), curves(board, out_dir / "curves.png")]

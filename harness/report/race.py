@@ -14,18 +14,28 @@ column got was marked worse at the round it stopped; the others are tested afres
 """
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.plugins.sweeper import Sweeper
-from omegaconf import OmegaConf
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
 
 from harness import grammar
 from harness.record.keys import LOWER_IS_BETTER
 from harness.report import BoardError
+
+if TYPE_CHECKING:  # pandas and the board: loaded when a race is decided, not at every start
+    import pandas as pd
+    from hydra.core.utils import JobReturn
+    from numpy.typing import ArrayLike
+
+    from harness.report.board import Board
 
 log = logging.getLogger("archbench")
 
@@ -33,12 +43,14 @@ log = logging.getLogger("archbench")
 # --- the procedure: pure functions of the board's long table ------------------------------------------------------
 
 
-def level(alpha: float, looks: int, variants):
+def level(alpha: float, looks: int, variants: "ArrayLike") -> np.ndarray:
     """The level of each one-sided test: alpha spread over every look and every rival of the best (Bonferroni)."""
     return alpha / (looks * np.maximum(np.asarray(variants) - 1, 1))
 
 
-def decide(long, alpha: float, min_seeds: int, max_seeds: int, higher_is_better: bool = True):
+def decide(
+    long: "pd.DataFrame", alpha: float, min_seeds: int, max_seeds: int, higher_is_better: bool = True
+) -> "pd.DataFrame":
     """Per cell of `long` (columns variant, column, mean, std, n, failed): seeds (runs launched = n + failed),
     decision (leader | tied | worse | untested), p (one-sided Welch p-value of the leader being better; NaN where
     not tested), level (the test's level) and open (gets another seed). See the module docstring."""
@@ -66,7 +78,9 @@ def decide(long, alpha: float, min_seeds: int, max_seeds: int, higher_is_better:
     return out
 
 
-def view(long, alpha: float, min_seeds: int, max_seeds: int, higher_is_better: bool = True):
+def view(
+    long: "pd.DataFrame", alpha: float, min_seeds: int, max_seeds: int, higher_is_better: bool = True
+) -> tuple["pd.DataFrame", list[str]]:
     """The decisions as a view of the board (rows variants, columns as on the board; each cell `mean decision p ·
     seeds`) and its legend: the test, its levels, and the runs spent against the runs a fixed allocation reaching the
     same decisions would have needed (every cell at the most seeds any cell got)."""
@@ -74,7 +88,9 @@ def view(long, alpha: float, min_seeds: int, max_seeds: int, higher_is_better: b
 
     d = decide(long, alpha, min_seeds, max_seeds, higher_is_better)
 
-    def text(r) -> str:  # a worse cell with fewer seeds than its column's most was marked at the round it stopped
+    def text(
+        r: "pd.Series",
+    ) -> str:  # a worse cell with fewer seeds than its column's most was marked at the round it stopped
         mean = "" if pd.isna(r["mean"]) else f"{r['mean']:.3f} "
         p = "" if pd.isna(r["p"]) else f" p={r['p']:.2g}"
         return f"{mean}{r['decision']}{p} · {r['seeds']} seeds"
@@ -96,13 +112,15 @@ def view(long, alpha: float, min_seeds: int, max_seeds: int, higher_is_better: b
     return table.fillna(""), legend
 
 
-def decisions_markdown(long, alpha: float, min_seeds: int, max_seeds: int, higher_is_better: bool = True) -> str:
+def decisions_markdown(
+    long: "pd.DataFrame", alpha: float, min_seeds: int, max_seeds: int, higher_is_better: bool = True
+) -> str:
     """`view` as Markdown: the table, then its legend."""
     table, legend = view(long, alpha, min_seeds, max_seeds, higher_is_better)
     return table.to_markdown() + "\n\n" + "\n".join(legend)
 
 
-def settings(sweeper) -> dict | None:
+def settings(sweeper: DictConfig | None) -> dict | None:
     """The race's settings from a sweep's `hydra.sweeper` node (multirun.yaml), None if the sweep was no race."""
     if sweeper is None or sweeper.get("_target_") != grammar.RACE_SWEEPER:
         return None
@@ -110,7 +128,7 @@ def settings(sweeper) -> dict | None:
     return {k: sweeper.get(k, v) if sweeper.get(k) is not None else v for k, v in defaults.items()}
 
 
-def mark(board, sweeper) -> bool:
+def mark(board: "Board", sweeper: DictConfig | None) -> bool:
     """Add the race's decisions to `board` as its view "race" if `sweeper` (a sweep's hydra.sweeper) was a race
     deciding on the board's metric and split; returns whether it did."""
     from harness.record.keys import LOWER_IS_BETTER
@@ -144,7 +162,7 @@ class RaceSweeper(Sweeper):
         self.metric, self.split, self.params = metric, split, dict(params or {})
         self.config = self.launcher = self.hydra_context = None
 
-    def setup(self, *, hydra_context, task_function, config) -> None:
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
 
         if not 2 <= self.min_seeds <= self.max_seeds:  # checked here: Hydra would wrap an error of __init__
@@ -169,7 +187,7 @@ class RaceSweeper(Sweeper):
         params = [f"{k}={v}" for k, v in self.params.items() if k != "seed"]
         return [tuple(job) for job in grammar.jobs([*params, *arguments], self.hydra_context.config_loader)]
 
-    def sweep(self, arguments: list[str]):
+    def sweep(self, arguments: list[str]) -> "list[Sequence[JobReturn]]":
         from harness.record import results
 
         started = datetime.now(timezone.utc).isoformat()  # as the records' timestamps
@@ -220,7 +238,7 @@ class RaceSweeper(Sweeper):
         print(f"\n{text}\n")
         return returns
 
-    def board(self, written: dict[tuple, list[Path]]):
+    def board(self, written: dict[tuple, list[Path]]) -> tuple["pd.DataFrame", dict[tuple, int]]:
         """The board's long table of the race's records and, per cell, the position of its row there. A cell is
         found through the records its jobs wrote (a skipped run's is a copy of the earlier record)."""
         from harness.record import results

@@ -5,7 +5,9 @@ import base64
 import html as html_lib
 import os
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -13,6 +15,9 @@ import pandas as pd
 from harness.record.keys import LOWER_IS_BETTER
 from harness.record.results import write_text_atomic
 from harness.report import stats
+
+if TYPE_CHECKING:  # harness.report.board imports this module
+    from harness.report.board import Board
 
 # (cell column, header, how a row sums up its cells): exact counts as one value or a min–max range over the row's
 # cells, measured ones as their mean over the row's cells
@@ -42,7 +47,7 @@ def nbytes(value: float) -> str:
     return f"{value / 2**30:.2f} GiB" if value >= 2**30 else f"{value / 2**20:.1f} MiB"
 
 
-def cost_text(summary, how: str, column: str) -> str:
+def cost_text(summary: Any, how: str, column: str) -> str:
     """A row's cost from its cells' (min, max, mean): the mean, the max, or a min–max range ("range")."""
     if pd.isna(summary.max):
         return ""
@@ -53,7 +58,7 @@ def cost_text(summary, how: str, column: str) -> str:
     return fmt(lo) if hi <= lo * 1.005 else f"{fmt(lo)}–{fmt(hi)}"
 
 
-def cell_text(row, n_usual: int) -> str:
+def cell_text(row: Any, n_usual: int) -> str:
     """mean ± std [CI low, CI high], then n when unusual, † for < 2 seeds, * when tied with the leader, failures and
     the selected hyperparameters."""
     if row.n == 0:
@@ -90,7 +95,7 @@ def natural(text: str) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(text))]
 
 
-def _number(value) -> float:
+def _number(value: object) -> float:
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -98,7 +103,7 @@ def _number(value) -> float:
 
 
 def wide(
-    long: pd.DataFrame, metric: str, split: str, select=(), group_by: str | None = None, grid: str = ""
+    long: pd.DataFrame, metric: str, split: str, select: Sequence[str] = (), group_by: str | None = None, grid: str = ""
 ) -> tuple[pd.DataFrame, list[str]]:
     """Rows variants ordered by average rank, columns the cells' columns, then average rank and costs; and the
     legend that says what every number and mark means."""
@@ -126,7 +131,7 @@ def wide(
     return table, legend(long, metric, split, select, n_usual, grid)
 
 
-def legend(long: pd.DataFrame, metric: str, split: str, select, n_usual: int, grid: str) -> list[str]:
+def legend(long: pd.DataFrame, metric: str, split: str, select: Sequence[str], n_usual: int, grid: str) -> list[str]:
     clip = ", clipped to [0, 1]" if metric == "accuracy" else ""
     lines = [
         f"{split}/{metric}: mean ± std over seeds [95% confidence interval: Student-t{clip}]; "
@@ -161,13 +166,13 @@ def legend(long: pd.DataFrame, metric: str, split: str, select, n_usual: int, gr
     return lines
 
 
-def _lines(board) -> list[str]:
+def _lines(board: "Board") -> list[str]:
     """The legend, after the line that accounts for every record file read."""
     accounting = getattr(board, "accounting", "")
     return [f"records: {accounting}", *board.legend] if accounting else list(board.legend)
 
 
-def markdown(board, images=()) -> str:
+def markdown(board: "Board", images: Iterable[str | Path] = ()) -> str:
     """The board as Markdown: legend lines, the table, then each view. Also what the terminal shows."""
     parts = ["\n".join(f"- {line}" for line in _lines(board)), board.table.to_markdown(disable_numparse=True)]
     if getattr(board, "skipped", None):
@@ -178,7 +183,7 @@ def markdown(board, images=()) -> str:
     return "\n\n".join(parts)
 
 
-def csv(board) -> str:
+def csv(board: "Board") -> str:
     """One row per cell with every number behind the table (the wide table is a view of this)."""
     return board.long.to_csv(index=False)
 
@@ -191,7 +196,7 @@ STYLE = (
 )
 
 
-def html(board, images=()) -> str:
+def html(board: "Board", images: Iterable[str | Path] = ()) -> str:
     """One self-contained file: inline CSS, plots embedded as data URIs, no network references."""
 
     def section(table: pd.DataFrame, lines: list[str]) -> str:
@@ -221,7 +226,7 @@ def _tex(text: str) -> str:
     return text
 
 
-def latex(board, images=()) -> str:
+def latex(board: "Board", images: Iterable[str | Path] = ()) -> str:
     """The tables as booktabs LaTeX (pandas Styler), the legend as comments above each."""
 
     def one(table: pd.DataFrame, lines: list[str]) -> str:
@@ -234,7 +239,9 @@ def latex(board, images=()) -> str:
     return skipped + "\n".join(one(t, lines) for t, lines in [(board.table, _lines(board)), *board.views.values()])
 
 
-def write(board, out_dir: Path, formats=("md", "csv"), plots: Path | None = None) -> list[Path]:
+def write(
+    board: "Board", out_dir: Path, formats: Iterable[str] = ("md", "csv"), plots: Path | None = None
+) -> list[Path]:
     """Write `board` (harness/report/board.py) as leaderboard.<format> for each format (md, csv, html, tex) into
     out_dir, atomically; with csv also leaderboard_records.csv (every record file read, and what became of it)."""
     out_dir.mkdir(parents=True, exist_ok=True)

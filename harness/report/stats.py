@@ -3,13 +3,20 @@ the leader of a column, and ranks. Vectorized over cells, so that a board of tho
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 from scipy import stats as sps
 
 CONFIDENCE = 0.95
 ALPHA = 0.05
 
 
-def t_interval(mean, std, n, confidence: float = CONFIDENCE, bounds: tuple[float, float] | None = None):
+def t_interval(
+    mean: ArrayLike,
+    std: ArrayLike,
+    n: ArrayLike,
+    confidence: float = CONFIDENCE,
+    bounds: tuple[float, float] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Student-t interval mean ± t_{(1+c)/2, n-1} · std / sqrt(n) (std with ddof=1), NaN where n < 2; clipped to
     `bounds` (e.g. (0, 1) for an accuracy) when given. Arrays in, arrays out."""
     mean, std, n = (np.asarray(a, dtype=float) for a in (mean, std, n))
@@ -22,7 +29,9 @@ def t_interval(mean, std, n, confidence: float = CONFIDENCE, bounds: tuple[float
     return lo, hi
 
 
-def welch_p(mean1, std1, n1, mean2, std2, n2):
+def welch_p(
+    mean1: ArrayLike, std1: ArrayLike, n1: ArrayLike, mean2: ArrayLike, std2: ArrayLike, n2: ArrayLike
+) -> np.ndarray:
     """Two-sided p-value of Welch's unequal-variance t-test from summary statistics: t = (m1 - m2) / sqrt(s1²/n1 +
     s2²/n2), Welch–Satterthwaite degrees of freedom. NaN where either side has n < 2. Where both stds are 0 the
     statistic is 0/0 or ±inf: p = 1 for equal means, 0 for different ones."""

@@ -3,9 +3,11 @@ training FLOPs, Kaplan et al. 2020's axes), and settings aggregated by a config 
 2024: best over the optimizer grid per setting, mean over a task's settings, mean over tasks)."""
 
 import math
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from harness.record.keys import LOWER_IS_BETTER
 from harness.report.render import si
@@ -26,7 +28,7 @@ def budgets(low: float, high: float, k: int) -> np.ndarray:
     return np.array([lo, *inner, hi])
 
 
-def interpolate(xs, ys, at: np.ndarray) -> np.ndarray:
+def interpolate(xs: ArrayLike, ys: ArrayLike, at: np.ndarray) -> np.ndarray:
     """y at `at`, linear in log(x) between measured points, NaN outside [min x, max x] (no extrapolation); equal x
     values are averaged."""
     frame = pd.DataFrame({"x": np.log(np.asarray(xs, float)), "y": ys}).groupby("x")["y"].mean()
@@ -35,7 +37,9 @@ def interpolate(xs, ys, at: np.ndarray) -> np.ndarray:
     return np.where(inside, np.interp(t, x, y), np.nan)
 
 
-def matched(long: pd.DataFrame, by: str, metric: str, split: str, size) -> tuple[pd.DataFrame, list[str]]:
+def matched(
+    long: pd.DataFrame, by: str, metric: str, split: str, size: Iterable[str]
+) -> tuple[pd.DataFrame, list[str]]:
     """Rows variant families (variants without their size fields), columns (setting, budget): each family's mean
     interpolated at common budgets of `by` (params: non-embedding parameters; flops: flops_per_token × tokens
     seen, the training compute)."""

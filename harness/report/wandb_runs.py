@@ -3,6 +3,8 @@ from result.json files. Reads what harness/run/logger.py logs: config = the reso
 `overrides`; summary = metrics and costs; group = sweep name; job_type = task; history = the eval rows."""
 
 import json
+from collections.abc import Iterable
+from typing import Any
 
 from harness.record.keys import board_role
 from harness.record.results import Record
@@ -27,7 +29,7 @@ STATUS = {"finished": "completed", "failed": "failed", "crashed": "failed", "kil
 HISTORY_KEYS = ("train/loss", "val/loss", "val/accuracy", "lr", "tokens")
 
 
-def _config(run) -> dict:
+def _config(run: Any) -> dict:
     """The run's config as a plain dict (the API unwraps {"value": ...}; a raw export may not)."""
     data = dict(run.config)
     if data and all(isinstance(v, dict) and "value" in v for v in data.values()):
@@ -35,12 +37,12 @@ def _config(run) -> dict:
     return data
 
 
-def _summary(run) -> dict:
+def _summary(run: Any) -> dict:
     metrics = getattr(run, "summary_metrics", None)  # the API's plain dict; run.summary is a lazy HTTPSummary
     return dict(metrics) if isinstance(metrics, dict) else {k: run.summary[k] for k in run.summary.keys()}
 
 
-def record_from_run(run, history: bool = False) -> dict | None:
+def record_from_run(run: Any, history: bool = False) -> dict | None:
     """The result record of one wandb run (an object shaped like wandb.apis.public.Run), None while it runs."""
     status = STATUS.get(run.state)
     if status is None:
@@ -91,7 +93,7 @@ def _leaves(config: dict, prefix: str = "") -> dict:
     return out
 
 
-def records_from_runs(runs, history: bool = False) -> list[dict]:
+def records_from_runs(runs: Iterable[Any], history: bool = False) -> list[dict]:
     """Records of the finished runs, each run_id once (a finished run over a failed one, then the latest). Runs
     logged without `overrides` get, as overrides, the config fields that differ between the runs."""
     records = [r for r in (record_from_run(run, history) for run in runs) if r is not None]
@@ -117,7 +119,7 @@ def records_from_runs(runs, history: bool = False) -> list[dict]:
     return list(best.values())
 
 
-def fetch_records(path: str, group: str | None = None, history: bool = False, api=None) -> list[dict]:
+def fetch_records(path: str, group: str | None = None, history: bool = False, api: Any = None) -> list[dict]:
     """The records of the runs of wandb project `path` ("entity/project"), optionally of one group (sweep)."""
     if api is None:
         import wandb

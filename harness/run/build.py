@@ -9,8 +9,10 @@ act on `model.mixer`, which a pattern replaces.
 import contextlib
 import copy
 import tempfile
+from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 import torch
 from hydra.errors import InstantiationException
@@ -21,6 +23,7 @@ from torch import nn
 from harness.run import schema
 from harness.run.train import TrainConfig
 from models.mixers.base import contract_errors
+from tasks.base import Task
 
 MIXERS = files("conf") / "model" / "mixer"
 
@@ -33,7 +36,7 @@ class ConfigError(ValueError):
     """A config that cannot run. Reported in one line, exit code 2, and no record is written."""
 
 
-def build(cfg: DictConfig, meta: bool = False):
+def build(cfg: DictConfig, meta: bool = False) -> tuple[Task, nn.Module, TrainConfig]:
     """Instantiate task, model and trainer settings, checking every field a run depends on. `meta` builds the model
     on the meta device: shapes and checks without memory or weight init (for validating sweeps)."""
     task = _instantiate("task", cfg.task)
@@ -52,7 +55,7 @@ def build(cfg: DictConfig, meta: bool = False):
     return task, model, train_cfg
 
 
-def _instantiate(group: str, node: DictConfig, make=instantiate):
+def _instantiate(group: str, node: DictConfig, make: Callable[[DictConfig], Any] = instantiate) -> Any:
     try:
         return make(node)
     except InstantiationException as e:
@@ -62,7 +65,7 @@ def _instantiate(group: str, node: DictConfig, make=instantiate):
         raise ConfigError(f"{group}.{e}") from None
 
 
-def _check(prefix: str, fn) -> None:
+def _check(prefix: str, fn: Callable[[], object]) -> None:
     try:
         fn()
     except ValueError as e:
@@ -82,7 +85,7 @@ def check(cfg: DictConfig) -> None:
         build(cfg)
 
 
-def check_writable(folder, what: str) -> None:
+def check_writable(folder: str | Path, what: str) -> None:
     """Create `folder` if needed and write a temporary file in it, before any training: ConfigError naming `what`
     if the file system refuses (a file where a folder should be, no permission, a read-only mount)."""
     path = Path(str(folder))
@@ -108,7 +111,7 @@ def build_model(cfg: DictConfig) -> nn.Module:
     return instantiate({**model, "_partial_": True})(mixer=[instantiate(m) for m in mixer_configs(cfg, pattern)])
 
 
-def mixer_configs(cfg: DictConfig, pattern) -> list[dict]:
+def mixer_configs(cfg: DictConfig, pattern: object) -> list[dict]:
     """The resolved mixer config of each pattern entry; ValueError naming the entry if one is unknown."""
     if not isinstance(pattern, list) or not pattern:
         raise ValueError(f"pattern={pattern} must be a non-empty list of mixer options, e.g. [hyena,attention]")

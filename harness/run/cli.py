@@ -299,7 +299,7 @@ def derived_keys(cfg: DictConfig) -> list[str]:
     does not count their differences between tasks as another variant."""
     out = []
 
-    def walk(node, prefix: str) -> None:
+    def walk(node: dict, prefix: str) -> None:
         for k, v in node.items():
             if isinstance(v, dict):
                 walk(v, f"{prefix}{k}.")

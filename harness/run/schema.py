@@ -70,11 +70,11 @@ def check_node(prefix: str, node: dict) -> None:
             check_node(f"{prefix}{key}.", value)
 
 
-def _is_target(value) -> bool:
+def _is_target(value: object) -> bool:
     return isinstance(value, dict) and "_target_" in value
 
 
-def check_fields(prefix: str, values: dict, obj) -> None:
+def check_fields(prefix: str, values: dict, obj: Any) -> None:
     fields = _fields(obj)
     if fields is None:  # a target with no inspectable signature: instantiation will say what is wrong
         return
@@ -92,7 +92,7 @@ def check_fields(prefix: str, values: dict, obj) -> None:
 
 
 @cache
-def _fields(obj) -> dict[str, Any] | None:
+def _fields(obj: Any) -> dict[str, Any] | None:
     """Parameter name -> annotation (None if unannotated; key "**" if it takes **kwargs) of a dataclass, class or
     function; None when it cannot be inspected."""
     if dataclasses.is_dataclass(obj):
@@ -114,11 +114,11 @@ def _fields(obj) -> dict[str, Any] | None:
 
 
 @cache
-def _adapter(annotation) -> TypeAdapter:
+def _adapter(annotation: Any) -> TypeAdapter:
     return TypeAdapter(annotation, config=STRICT)
 
 
-def _valid(annotation, value) -> bool:
+def _valid(annotation: Any, value: object) -> bool:
     try:
         _adapter(annotation).validate_python(_as_declared(annotation, value))
         return True
@@ -128,7 +128,7 @@ def _valid(annotation, value) -> bool:
         return True
 
 
-def _as_declared(annotation, value):
+def _as_declared(annotation: Any, value: object) -> object:
     """Config lists where the class declares a tuple (OmegaConf has no tuples)."""
     base = _strip(annotation)[0]
     if isinstance(value, list) and typing.get_origin(base) is tuple:
@@ -136,7 +136,7 @@ def _as_declared(annotation, value):
     return value
 
 
-def _strip(annotation) -> tuple[Any, list]:
+def _strip(annotation: Any) -> tuple[Any, list]:
     """(the type without Annotated, its metadata)."""
     if typing.get_origin(annotation) is Annotated:
         base, *meta = typing.get_args(annotation)
@@ -144,7 +144,7 @@ def _strip(annotation) -> tuple[Any, list]:
     return annotation, []
 
 
-def describe(annotation) -> str:
+def describe(annotation: Any) -> str:
     """What a value of `annotation` may be, in words: 'an integer >= 0 and < 4294967296', "one of 'pre', 'post'"."""
     base, meta = _strip(annotation)
     origin, args = typing.get_origin(base), typing.get_args(base)
@@ -167,7 +167,7 @@ def describe(annotation) -> str:
     return " ".join([text, " and ".join(b for b in bounds if b)]).strip()
 
 
-def _bound(m) -> str:
+def _bound(m: object) -> str:
     for cls, op, attr in ((at.Gt, ">", "gt"), (at.Ge, ">=", "ge"), (at.Lt, "<", "lt"), (at.Le, "<=", "le")):
         if isinstance(m, cls):
             return f"{op} {_show(getattr(m, attr))}"
@@ -176,7 +176,7 @@ def _bound(m) -> str:
     return ""
 
 
-def _show(value) -> str:
+def _show(value: object) -> str:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, str):

@@ -7,6 +7,7 @@ The objectives are `search.objectives`: metrics of the record ("val/accuracy", "
 
 import math
 
+from hydra.core.config_loader import ConfigLoader
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
@@ -57,7 +58,7 @@ def returned(cfg: DictConfig, record: dict) -> float | tuple[float, ...] | None:
     return values[0] if len(values) == 1 else values
 
 
-def check(config: DictConfig, loader) -> int:
+def check(config: DictConfig, loader: ConfigLoader) -> int:
     """Check a search before its first trial: objectives match the sweeper's directions, every choice of a config
     group is an option of it, and the fixed overrides with the first value of each searched one compose and resolve
     (a typo in a key would otherwise fail every trial). Which combinations build is left to the trials. Raises

@@ -7,6 +7,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
@@ -115,7 +116,7 @@ def configure_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=device.type == "cuda")
 
 
-def lr_lambda(cfg: TrainConfig, total_steps: int, steps_per_epoch: int | None = None):
+def lr_lambda(cfg: TrainConfig, total_steps: int, steps_per_epoch: int | None = None) -> Callable[[int], float]:
     """Linear warmup to lr, then cosine down to the floor (min_lr, else min_lr_ratio * lr) at the last step, or
     constant (schedule=constant). With schedule_unit=epoch the cosine's progress is epoch / epochs, epoch =
     step // steps_per_epoch: lr_e = floor + (lr - floor) (1 + cos(pi e / E)) / 2, CosineAnnealingLR's closed form."""
@@ -148,7 +149,9 @@ def scored_positions(targets: torch.Tensor) -> torch.Tensor:
     return (targets == IGNORE).to(torch.uint8).argsort(dim=1, stable=True)[:, : max(k, 1)]
 
 
-def scored_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, positions: torch.Tensor):
+def scored_loss(
+    model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, positions: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Summed cross-entropy, correct predictions and count over the scored positions only: hidden states are
     gathered at `positions` (scored_positions of the batch's rows) before the head, so the head never runs where no
     target is. Returns tensors; nothing here waits for the device."""
@@ -164,7 +167,9 @@ def scored_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, p
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, batch_size: int, autocast) -> dict[str, float]:
+def evaluate(
+    model: nn.Module, split: Split, batch_size: int, autocast: Callable[[], contextlib.AbstractContextManager]
+) -> dict[str, float]:
     was_training = model.training
     model.eval()
     positions = scored_positions(split.targets)
@@ -193,7 +198,7 @@ def train(
     cfg: TrainConfig,
     *,
     seed: int,
-    log_fn=None,
+    log_fn: Callable[[dict, int], object] | None = None,
     checkpoint: Checkpointer | None = None,
     flops_per_token: float | None = None,
 ) -> dict:

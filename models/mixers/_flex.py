@@ -21,7 +21,7 @@ def _compiled():
 def block_mask(seq_len: int, window: int | None, device: str) -> BlockMask:
     """Causal (query i sees keys j <= i), and within `window` keys (i - j < window) when one is given."""
 
-    def mask_mod(b, h, q_idx, kv_idx):
+    def mask_mod(b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
         causal = q_idx >= kv_idx
         return causal if window is None else causal & (q_idx - kv_idx < window)
 
@@ -35,7 +35,7 @@ def attend(q: Tensor, k: Tensor, v: Tensor, *, window: int | None = None, slopes
     score_mod = None
     if slopes is not None:
 
-        def score_mod(score, b, h, q_idx, kv_idx):
+        def score_mod(score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
             return score - slopes[h] * (q_idx - kv_idx)
 
     mask = block_mask(q.shape[-2], window, str(q.device))

@@ -23,7 +23,7 @@ import functools
 import inspect
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Annotated, Literal, Union
 
 import annotated_types as at
@@ -90,7 +90,7 @@ def contract_errors(cls: type) -> list[str]:
     return errors
 
 
-def check_option(name: str, value, hint, prefix: str = "mixer.") -> str | None:
+def check_option(name: str, value: typing.Any, hint: typing.Any, prefix: str = "mixer.") -> str | None:
     """Why `value` breaks the range or choices declared in `hint` (Annotated[..., Ge(1)], Literal[...], unions of
     them), or None. Types themselves are the config schema's business; only declared constraints are checked."""
     origin = typing.get_origin(hint)
@@ -114,14 +114,14 @@ def check_option(name: str, value, hint, prefix: str = "mixer.") -> str | None:
     return None
 
 
-def _flatten(metadata) -> list:
+def _flatten(metadata: Iterable[object]) -> list:
     out = []
     for m in metadata:
         out.extend(_flatten(list(m)) if isinstance(m, at.GroupedMetadata) else [m])  # Interval -> Ge, Le, ...
     return out
 
 
-def _satisfies(c, value) -> bool:
+def _satisfies(c: object, value: typing.Any) -> bool:
     try:
         if isinstance(c, at.Gt):
             return value > c.gt
@@ -142,7 +142,7 @@ def _satisfies(c, value) -> bool:
     return True  # constraints this checker does not know are left to the schema
 
 
-def _describe(c, base) -> str:
+def _describe(c: object, base: object) -> str:
     if (isinstance(c, at.Gt) and c.gt == 0) or (isinstance(c, at.Ge) and c.ge == 1 and base is int):
         return "positive"
     if isinstance(c, at.Ge) and c.ge == 0:
@@ -159,13 +159,13 @@ def _describe(c, base) -> str:
     return repr(c)
 
 
-def _checked(init):
+def _checked(init: Callable[..., None]) -> Callable[..., None]:
     """`init` checking, before it runs, every argument given against the range its annotation declares."""
     signature = inspect.signature(init)
     hints = typing.get_type_hints(init, include_extras=True)
 
     @functools.wraps(init)
-    def checked_init(self, *args, **kwargs):
+    def checked_init(self: Mixer, *args, **kwargs):
         try:
             bound = signature.bind(self, *args, **kwargs)
         except TypeError as e:  # an unknown option: name the class, as Python's own message does

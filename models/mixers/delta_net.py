@@ -22,6 +22,7 @@ This file also holds the gated kernels Gated DeltaNet shares (`log_decay`: a sca
 """
 
 import importlib.util
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 import torch
@@ -185,7 +186,7 @@ class DeltaNet(Mixer):
             q, k, v = (conv(z) for conv, z in zip(self.convs, (q, k, v), strict=True))
         return F.silu(q), F.silu(k), F.silu(v)
 
-    def _mix(self, x: Tensor, scan) -> Tensor:
+    def _mix(self, x: Tensor, scan: Callable[..., Tensor]) -> Tensor:
         b, t, _ = x.shape
         heads = lambda z, dh: full_precision(z.view(b, t, self.n_heads, dh).transpose(1, 2))
         q, k, v = self._qkv(x)

@@ -16,6 +16,7 @@ fla/ops/forgetting_attn/naive.py. Not a recurrence: `recurrent(x)` computes each
 """
 
 import warnings
+from collections.abc import Callable, Iterable
 from typing import Annotated
 
 import torch
@@ -88,7 +89,7 @@ class ForgettingAttention(Mixer):
         decayed by c_t - c_j, with no mask (a check of the mask and of causality)."""
         return self._mix(x, self.attend_step_by_step)
 
-    def _mix(self, x: Tensor, attend) -> Tensor:
+    def _mix(self, x: Tensor, attend: Callable[..., Tensor]) -> Tensor:
         b, t, d = x.shape
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         if self.q_norm is not None:
@@ -128,7 +129,7 @@ class ForgettingAttention(Mixer):
             ys.append(scores.softmax(-1).to(v.dtype)[..., None, :] @ v[:, :, : t + 1])
         return torch.cat(ys, dim=-2)
 
-    def no_weight_decay(self):
+    def no_weight_decay(self) -> Iterable[nn.Parameter]:
         return []  # as the reference: the gate's bias is a bias; its weight decays with the other matrices
 
     def flops_per_token(self, seq_len: int) -> int:
@@ -142,7 +143,7 @@ def flex_forgetting_attention(q: Tensor, k: Tensor, v: Tensor, cum: Tensor, slop
     mask: compiled on CUDA, eager elsewhere (materialising the scores: for tests)."""
     cum = cum.to(q.dtype)
 
-    def score_mod(score, b, h, q_idx, kv_idx):
+    def score_mod(score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
         score = score + cum[b, h, q_idx] - cum[b, h, kv_idx]
         return score if slopes is None else score - slopes[h] * (q_idx - kv_idx)
 

@@ -15,6 +15,7 @@ with DeltaNet (`models/mixers/delta_net.py`); on CUDA with flash-linear-attentio
 """
 
 import math
+from collections.abc import Callable, Iterable
 from typing import Annotated, Literal
 
 import torch
@@ -89,7 +90,7 @@ class GatedDeltaNet(Mixer):
         self.o_norm = nn.RMSNorm(self.dv, eps=norm_eps)
         self.o_proj = nn.Linear(value_dim, d_model, bias=False)
 
-    def no_weight_decay(self):
+    def no_weight_decay(self) -> Iterable[nn.Parameter]:
         return (self.A_log, self.dt_bias)  # as in the reference (their _no_weight_decay flags)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -105,7 +106,7 @@ class GatedDeltaNet(Mixer):
         """The same map one token at a time (the RNN view)."""
         return self._mix(x, recurrent_delta_rule)
 
-    def _mix(self, x: Tensor, scan) -> Tensor:
+    def _mix(self, x: Tensor, scan: Callable[..., Tensor]) -> Tensor:
         b, t, _ = x.shape
         heads = lambda z, dh: full_precision(z.view(b, t, self.n_heads, dh).transpose(1, 2))
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)

@@ -6,6 +6,7 @@ installed (`pip install 'archbench[gpu]'`), `kernel=auto` runs the same recurren
 the pure-PyTorch form stays the reference (`kernel=torch`), and tests/test_gpu.py compares the two."""
 
 import importlib.util
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 import torch
@@ -72,7 +73,7 @@ class GatedLinearAttention(Mixer):
         """The same map one token at a time (the RNN view)."""
         return self._mix(x, recurrent_linear_attention)
 
-    def _mix(self, x: Tensor, scan) -> Tensor:
+    def _mix(self, x: Tensor, scan: Callable[..., Tensor]) -> Tensor:
         b, t, d = x.shape
         heads = lambda z, dh: full_precision(z.view(b, t, self.n_heads, dh).transpose(1, 2))
         q, k, v = heads(self.q(x), self.dk) * self.dk**-0.5, heads(self.k(x), self.dk), heads(self.v(x), self.dv)

@@ -20,6 +20,7 @@ installed, `kernel=auto` runs fla's `chunk_gla` on CUDA, which tests/test_rnn_fo
 
 import importlib.util
 import math
+from collections.abc import Callable, Iterable
 from typing import Annotated
 
 import torch
@@ -86,7 +87,7 @@ class HGRN2(Mixer):
         """The same map one token at a time (the RNN view)."""
         return self._mix(x, recurrent_linear_attention)
 
-    def _mix(self, x: Tensor, scan) -> Tensor:
+    def _mix(self, x: Tensor, scan: Callable[..., Tensor]) -> Tensor:
         b, t, d = x.shape
         q, f, i = self.q_proj(x), self.f_proj(x), self.i_proj(x)
         if self.convs is not None:
@@ -103,7 +104,7 @@ class HGRN2(Mixer):
         o = o.transpose(1, 2).reshape(b, t, d)
         return self.o_proj(self.g_norm(o).to(x.dtype))
 
-    def no_weight_decay(self):
+    def no_weight_decay(self) -> Iterable[nn.Parameter]:
         return [] if self.lower_bound is None else [self.lower_bound]
 
     def flops_per_token(self, seq_len: int) -> int:  # the same recurrence whichever kernel runs it

@@ -6,6 +6,7 @@ y_t = q_t^T S_t that Based, retention and GLA share (Yang et al. 2023's chunk-wi
 """
 
 import math
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 import torch
@@ -58,7 +59,7 @@ class LinearAttention(Mixer):
         """The same map one token at a time (the RNN view): the reference the chunked form is tested against."""
         return self._mix(x, recurrent_linear_attention)
 
-    def _mix(self, x: Tensor, scan) -> Tensor:
+    def _mix(self, x: Tensor, scan: Callable[..., Tensor]) -> Tensor:
         b, t, _ = x.shape
         heads = lambda z, d: full_precision(z.view(b, t, self.n_heads, d).transpose(1, 2))
         q, k = (self._phi(heads(proj(x), self.qk_dim)) for proj in (self.q, self.k))

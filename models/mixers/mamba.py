@@ -8,7 +8,7 @@
 """
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Annotated
 
 import torch
@@ -126,7 +126,7 @@ class Mamba(Mixer):
         """The same block with the scan run token by token."""
         return self._block(u, selective_scan_recurrent)
 
-    def _block(self, u: Tensor, scan) -> Tensor:
+    def _block(self, u: Tensor, scan: Callable[..., Tensor]) -> Tensor:
         x, z = self.in_proj(u).chunk(2, dim=-1)
         x = F.silu(self.conv(x))
         delta, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)

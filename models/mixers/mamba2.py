@@ -19,6 +19,7 @@ log space, so with negative eigenvalues `auto` stays on the PyTorch form and `ke
 """
 
 import math
+from collections.abc import Callable, Iterable
 from typing import Annotated, Literal
 
 import torch
@@ -140,7 +141,7 @@ class Mamba2(Mixer):
         self.norm_weight = nn.Parameter(torch.ones(self.d_inner))
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
 
-    def no_weight_decay(self):
+    def no_weight_decay(self) -> Iterable[nn.Parameter]:
         return (self.A_log, self.D, self.dt_bias)  # as in the reference (their _no_weight_decay flags)
 
     def transition_range(self) -> tuple[float, float]:
@@ -156,7 +157,7 @@ class Mamba2(Mixer):
         """The same layer with the scan run token by token."""
         return self._block(u, recurrent_ssd)
 
-    def _block(self, u: Tensor, scan) -> Tensor:
+    def _block(self, u: Tensor, scan: Callable[..., Tensor]) -> Tensor:
         b, t, _ = u.shape
         z, xbc, dt = self.in_proj(u).split(
             [self.d_inner, self.d_inner + 2 * self.ngroups * self.d_state, self.n_heads], dim=-1

@@ -21,6 +21,7 @@ reference's step starts at m = 0, which differs only through eps = 1e-6 in the n
 """
 
 import math
+from collections.abc import Callable, Iterable
 from typing import Annotated
 
 import torch
@@ -111,7 +112,7 @@ def mlstm_chunkwise(q: Tensor, k: Tensor, v: Tensor, i_pre: Tensor, f_pre: Tenso
     return torch.stack(ys, dim=2).flatten(2, 3)[:, :, :t]
 
 
-def mlstm_recurrent(q: Tensor, k: Tensor, v: Tensor, i_pre: Tensor, f_pre: Tensor, m0: float = float("-inf")):
+def mlstm_recurrent(q: Tensor, k: Tensor, v: Tensor, i_pre: Tensor, f_pre: Tensor, m0: float = float("-inf")) -> Tensor:
     """The same cell one step at a time with states C (d_h x d_h), n (d_h) and the stabiliser m, from m0."""
     b, h, t, dh = q.shape
     C, n = q.new_zeros(b, h, dh, dh), q.new_zeros(b, h, dh, 1)
@@ -176,7 +177,7 @@ class MLSTM(Mixer):
         """The same map one token at a time (the RNN view)."""
         return self._block(x, mlstm_recurrent)
 
-    def _block(self, x: Tensor, cell) -> Tensor:
+    def _block(self, x: Tensor, cell: Callable[..., Tensor]) -> Tensor:
         b, t, _ = x.shape
         x_m, z = self.proj_up(x).chunk(2, dim=-1)
         c = F.silu(self.conv1d(x_m))
@@ -191,7 +192,7 @@ class MLSTM(Mixer):
         h = h.transpose(1, 2).reshape(b, t, -1) * (1 + self.mlstm_cell.outnorm.weight)
         return self.proj_down(((h + self.learnable_skip * c) * F.silu(z)).to(x.dtype))
 
-    def no_weight_decay(self):
+    def no_weight_decay(self) -> Iterable[nn.Parameter]:
         return [self.learnable_skip]
 
     def flops_per_token(self, seq_len: int) -> int:

@@ -4,6 +4,7 @@ swish output gate: out = W_o (swish(x W_g) * GroupNorm(y)). Trained in the chunk
 (the paper doubles it), and the paper's extra scale normalisations are left out: the group norm undoes them."""
 
 import math
+from collections.abc import Callable
 from typing import Annotated
 
 import torch
@@ -57,7 +58,7 @@ class Retention(Mixer):
         """The same map one token at a time (RetNet's recurrent form)."""
         return self._mix(x, recurrent_linear_attention)
 
-    def _mix(self, x: Tensor, scan) -> Tensor:
+    def _mix(self, x: Tensor, scan: Callable[..., Tensor]) -> Tensor:
         b, t, d = x.shape
         q, k, v, g = self.qkvg(x).chunk(4, dim=-1)
         q, k, v = (full_precision(z.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)) for z in (q, k, v))

@@ -16,6 +16,7 @@ sigma(-Lambda) itself so (the code is followed). Trained with a chunked scan in 
 """
 
 import math
+from collections.abc import Callable, Iterable
 from typing import Annotated
 
 import torch
@@ -36,12 +37,12 @@ class _SqrtBoundDerivative(torch.autograd.Function):
     """sqrt(x) whose gradient 1 / (2 sqrt(x)) is capped at MAX_SQRT_GRADIENT (as recurrentgemma, for bf16)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor) -> Tensor:
         ctx.save_for_backward(x)
         return x.sqrt()
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
         (x,) = ctx.saved_tensors
         return grad / (4 * x).clamp(min=1 / MAX_SQRT_GRADIENT**2).sqrt()
 
@@ -102,7 +103,7 @@ class RGLRU(Mixer):
         """The same map one token at a time (the RNN view)."""
         return self._block(x, diagonal_scan_recurrent)
 
-    def _block(self, x: Tensor, scan) -> Tensor:
+    def _block(self, x: Tensor, scan: Callable[..., Tensor]) -> Tensor:
         y = F.gelu(self.linear_y(x), approximate="tanh")
         u = self.conv(self.linear_x(x))
         gate_x, gate_a = torch.sigmoid(self.input_gate(u)), torch.sigmoid(self.a_gate(u))
@@ -115,7 +116,7 @@ class RGLRU(Mixer):
             h = scan(full_precision(u * gate_x * multiplier), full_precision(log_a))
         return self.linear_out(h.to(y.dtype) * y)
 
-    def no_weight_decay(self):
+    def no_weight_decay(self) -> Iterable[nn.Parameter]:
         return [self.a_param, *self.input_gate.parameters(), *self.a_gate.parameters()]
 
     def flops_per_token(self, seq_len: int) -> int:

@@ -8,7 +8,7 @@ RWKV-4 kernel, every exponent relative to a running maximum, so e^{k} never over
 """
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -56,7 +56,7 @@ class RWKVTimeMix(Mixer):
         """The same map one token at a time, as RWKV-4's own kernel computes it."""
         return self._mix(x, wkv_recurrent)
 
-    def _mix(self, x: Tensor, wkv) -> Tensor:
+    def _mix(self, x: Tensor, wkv: Callable[..., Tensor]) -> Tensor:
         shifted = F.pad(x, (0, 0, 1, -1))  # token shift: x_{t-1}, zeros at t = 0
         mix = lambda mu: x * mu + shifted * (1 - mu)
         k, v = full_precision(self.key(mix(self.time_mix_k))), full_precision(self.value(mix(self.time_mix_v)))

@@ -26,6 +26,7 @@ with one triangular solve per chunk); `recurrent` runs it token by token. On CUD
 """
 
 import math
+from collections.abc import Callable, Iterable
 from typing import Annotated, Literal
 
 import torch
@@ -163,7 +164,7 @@ class RWKV7TimeMix(Mixer):
         with torch.no_grad():
             self.ln_x.weight.fill_(0.5**0.7)  # the reference's ((layer_idx + 1) / n_layers) ** 0.7 at mid-depth
 
-    def no_weight_decay(self):
+    def no_weight_decay(self) -> Iterable[nn.Parameter]:
         """The reference decays only the linear layers' weights (2-D and named `.weight`): every other parameter,
         the low-rank factors and r_k included, is left undecayed."""
         linear = {id(m.weight) for m in (self.receptance, self.key, self.value, self.output)}
@@ -178,7 +179,7 @@ class RWKV7TimeMix(Mixer):
         """The same map one token at a time (the RNN view)."""
         return self._mix(x, recurrent_rwkv7)
 
-    def _mix(self, x: Tensor, scan) -> Tensor:
+    def _mix(self, x: Tensor, scan: Callable[..., Tensor]) -> Tensor:
         bsz, t, C = x.shape
         xx = F.pad(x, (0, 0, 1, -1)) - x  # token shift: x_{t-1} - x_t, x_{-1} = 0
         xr, xw, xk, xv, xa, xg = (x + xx * mu for mu in (self.x_r, self.x_w, self.x_k, self.x_v, self.x_a, self.x_g))

@@ -16,7 +16,7 @@ import numpy as np
 from tasks.length_generalization import LengthGeneralizationTask, carry, digits_length, nonzero_bits, terminated
 
 
-def operands(n: int, length: int, rng: np.random.Generator):
+def operands(n: int, length: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Widths, (n, length) little-endian bits of both numbers, and the input `a 2 b`."""
     wa = rng.integers(1, length - 1, size=n)
     wb = length - 1 - wa
@@ -27,7 +27,7 @@ def operands(n: int, length: int, rng: np.random.Generator):
     return a, b, x
 
 
-def short(n: int, length: int, rng: np.random.Generator):
+def short(n: int, length: int, rng: np.random.Generator) -> np.ndarray:
     """L <= 2: numbers from randint(0, 2^L - 1), in L little-endian bits."""
     number = rng.integers(0, 2**length - 1, size=n)
     return (number[:, None] >> np.arange(length)[None, :]) & 1

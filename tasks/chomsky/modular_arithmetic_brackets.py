@@ -20,7 +20,9 @@ from tasks.length_generalization import LengthGeneralizationTask
 PLUS, MINUS, TIMES, OPEN, CLOSE = range(5)  # offsets from the modulus
 
 
-def expressions(n: int, length: int, modulus: int, mult: bool, rng: np.random.Generator):
+def expressions(
+    n: int, length: int, modulus: int, mult: bool, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """(n, length) token ids and (n,) values of random bracketed expressions (the source's
     generate_one_expression_and_result, vectorised)."""
     tok = np.zeros((n, length), dtype=np.int64)

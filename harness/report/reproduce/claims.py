@@ -36,7 +36,17 @@ def _fmt(x: float) -> str:
     return f"{x:.3f}"
 
 
-def at_least(table, columns, value, higher, *, variant, threshold, where=None, bound="at_least"):
+def at_least(
+    table: pd.DataFrame,
+    columns: list[str],
+    value: str,
+    higher: bool,
+    *,
+    variant: str,
+    threshold: float,
+    where: dict | None = None,
+    bound: str = "at_least",
+) -> tuple[str, str]:
     t = _where(table, where, value)
     t = t[(t["variant"] == variant) & t[value].notna()]
     if t.empty:
@@ -46,11 +56,29 @@ def at_least(table, columns, value, higher, *, variant, threshold, where=None, b
     return (PASS if ok.all() else FAIL), f"{variant}: {int(ok.sum())}/{len(ok)} cells, worst {_fmt(worst)}"
 
 
-def at_most(table, columns, value, higher, *, variant, threshold, where=None):
+def at_most(
+    table: pd.DataFrame,
+    columns: list[str],
+    value: str,
+    higher: bool,
+    *,
+    variant: str,
+    threshold: float,
+    where: dict | None = None,
+) -> tuple[str, str]:
     return at_least(table, columns, value, higher, variant=variant, threshold=threshold, where=where, bound="at_most")
 
 
-def best(table, columns, value, higher, *, variant, tol=0.0, where=None):
+def best(
+    table: pd.DataFrame,
+    columns: list[str],
+    value: str,
+    higher: bool,
+    *,
+    variant: str,
+    tol: float = 0.0,
+    where: dict | None = None,
+) -> tuple[str, str]:
     cells = _cells(_where(table, where, value), columns, value)
     if variant not in cells or cells.shape[1] < 2:
         return NA, f"no cell with {variant} and another variant"
@@ -64,7 +92,17 @@ def best(table, columns, value, higher, *, variant, tol=0.0, where=None):
     return (PASS if ok.all() else FAIL), f"{variant} best in {int(ok.sum())}/{len(ok)} cells (tol {tol})"
 
 
-def better(table, columns, value, higher, *, a, b, margin=0.0, where=None):
+def better(
+    table: pd.DataFrame,
+    columns: list[str],
+    value: str,
+    higher: bool,
+    *,
+    a: str,
+    b: str,
+    margin: float = 0.0,
+    where: dict | None = None,
+) -> tuple[str, str]:
     cells = _cells(_where(table, where, value), columns, value)
     if a not in cells or b not in cells:
         return NA, f"no cell with both {a} and {b}"
@@ -77,7 +115,18 @@ def better(table, columns, value, higher, *, a, b, margin=0.0, where=None):
     )
 
 
-def close(table, columns, value, higher, *, a, b, tol, relative=False, where=None):
+def close(
+    table: pd.DataFrame,
+    columns: list[str],
+    value: str,
+    higher: bool,
+    *,
+    a: str,
+    b: str,
+    tol: float,
+    relative: bool = False,
+    where: dict | None = None,
+) -> tuple[str, str]:
     cells = _cells(_where(table, where, value), columns, value)
     if a not in cells or b not in cells:
         return NA, f"no cell with both {a} and {b}"
@@ -91,7 +140,19 @@ def close(table, columns, value, higher, *, a, b, tol, relative=False, where=Non
     return (PASS if ok.all() else FAIL), seen
 
 
-def gap_trend(table, columns, value, higher, *, a, b, along, trend, tol=0.0, where=None):
+def gap_trend(
+    table: pd.DataFrame,
+    columns: list[str],
+    value: str,
+    higher: bool,
+    *,
+    a: str,
+    b: list[str],
+    along: str,
+    trend: str,
+    tol: float = 0.0,
+    where: dict | None = None,
+) -> tuple[str, str]:
     """gap = a's value minus the best of the variants `b` per cell (oriented so that a positive gap favours a); along
     `along`, with the other column fields fixed, each step may not go the wrong way by more than `tol`, and from the
     first to the last point the gap must strictly shrink (or grow)."""

@@ -8,6 +8,7 @@ import argparse
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +18,7 @@ from harness.report import board, render
 from harness.report.reproduce import cards, claims, compare
 
 
-def command(card: dict, scale: str, extra=()) -> list[str]:
+def command(card: dict, scale: str, extra: Sequence[str] = ()) -> list[str]:
     """The archbench call of a reproduction at a scale: its experiment, name <name>_<scale>, the scale's overrides."""
     return [
         sys.executable,
@@ -30,7 +31,7 @@ def command(card: dict, scale: str, extra=()) -> list[str]:
     ]
 
 
-def run(card: dict, scale: str, results: Path, extra=(), quiet: bool = False) -> int:
+def run(card: dict, scale: str, results: Path, extra: Sequence[str] = (), quiet: bool = False) -> int:
     env = {**os.environ, "ARCHBENCH_RESULTS": str(results)}
     out = subprocess.DEVNULL if quiet else None
     return subprocess.run(command(card, scale, extra), env=env, stdout=out, stderr=out).returncode
@@ -78,7 +79,7 @@ def report(card: dict, scale: str, records: list[dict]) -> tuple[str, pd.DataFra
     return "\n".join(lines), table, verdicts
 
 
-def main(argv=None) -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="archbench-reproduce", description=__doc__.splitlines()[0])
     p.add_argument("name", nargs="?", help="a reproduction (see --list)")
     p.add_argument("overrides", nargs="*", help="more archbench overrides, e.g. trainer.device=cuda")

@@ -10,7 +10,7 @@ from harness.record.keys import LOWER_IS_BETTER
 from harness.report import board
 
 
-def norm(value):
+def norm(value: object) -> str | int | float:
     """Numbers as numbers (YAML's 64 and a config's 64 compare equal), everything else as text."""
     if isinstance(value, (bool, np.bool_)) or value is None:
         return str(value)
@@ -21,7 +21,7 @@ def norm(value):
     return int(number) if number.is_integer() else number
 
 
-def field(record: dict, path: str, split: str):
+def field(record: dict, path: str, split: str) -> str | int | float:
     """A card field of a record: labels.<key>, config.<key>, or split_length (the length a test split was drawn at:
     the training length for `test`, <length> for `test@<length>`)."""
     if path == "split_length":
@@ -103,7 +103,7 @@ def side_by_side(records: list[dict], card: dict) -> pd.DataFrame:
     return table.sort_values(order, key=lambda s: s.map(_order), kind="stable").reset_index(drop=True)
 
 
-def _order(value):
+def _order(value: object) -> tuple[int, object, str]:
     return (0, value, "") if isinstance(value, (int, float)) else (1, 0, str(value))
 
 
@@ -125,7 +125,7 @@ def render(table: pd.DataFrame, card: dict) -> str:
     return out.to_markdown(index=False)
 
 
-def _cell(mean, std, n) -> str:
+def _cell(mean: float, std: float, n: float) -> str:
     if pd.isna(mean):
         return "not run"
     if pd.notna(n) and n > 1 and pd.notna(std):
