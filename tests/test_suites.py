@@ -51,3 +51,18 @@ def test_main_job_separates_at_least_one_pair_of_variants(tmp_path):
     cells = pd.read_csv(csv)
     assert (cells["n"] >= 3).all()
     assert (~cells["tied"]).any(), cells[["variant", "column", "mean", "std", "p_vs_leader"]]
+
+
+def test_the_zoo_suite_sweeps_every_mixer_option():
+    """suite=zoo_mqar takes its mixers from conf/ (${options:model/mixer}): one added later joins it with no edit."""
+    from hydra import compose, initialize_config_module
+
+    from harness import grammar
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["suite=zoo_mqar"], return_hydra_config=True)
+    params = OmegaConf.to_container(cfg.hydra.sweeper.params, resolve=True)
+    jobs = grammar.jobs([f"{k}={v}" for k, v in params.items()])
+    mixers = {o.split("=", 1)[1] for job in jobs for o in job if o.startswith("model/mixer=")}
+    assert mixers == set(options("model/mixer")) and len(jobs) == len(mixers) * 2 * 3
