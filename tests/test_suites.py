@@ -66,3 +66,26 @@ def test_the_zoo_suite_sweeps_every_mixer_option():
     jobs = grammar.jobs([f"{k}={v}" for k, v in params.items()])
     mixers = {o.split("=", 1)[1] for job in jobs for o in job if o.startswith("model/mixer=")}
     assert mixers == set(options("model/mixer")) and len(jobs) == len(mixers) * 2 * 3
+
+
+@pytest.mark.parametrize(
+    "path", sorted(f"{g}/{n}" for g in ("suite", "experiment", "hparams_search") for n in options(g)), ids=str
+)
+def test_every_group_choice_a_sweep_names_is_an_option(path):
+    """A suite, experiment or search that sweeps `model/mixer: deltanet,...` fails here, not after an hour of a
+    reproduction (grazzi_parity named `deltanet` for the option `delta_net`)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    import harness  # noqa: F401  (its resolvers: ${options:...})
+    from tests.conftest import CONF
+
+    node = OmegaConf.load(CONF / f"{path}.yaml")
+    params = OmegaConf.select(node, "hydra.sweeper.params")  # None: its sweep is a parent's (defaults), tested there
+    for key, spec in (OmegaConf.to_container(params, resolve=True) if params is not None else {}).items():
+        group = key.lstrip("+~")
+        if "/" not in group and group not in ("task", "model", "trainer", "logger"):
+            continue  # a field, not a group choice
+        override = OverridesParser.create().parse_override(f"{group}={spec}")
+        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [str(override.value())]
+        unknown = [v for v in values if v != "null" and not (CONF / group / f"{v}.yaml").is_file()]
+        assert not unknown, f"{path}: {key}={','.join(unknown)} is no option of conf/{group}/"
