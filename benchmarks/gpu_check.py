@@ -38,7 +38,6 @@ import resource
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 import xml.etree.ElementTree as ET
@@ -75,18 +74,10 @@ def now_iso() -> str:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """A temporary file in the same folder, then a rename: a reader sees all of it or none."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """harness's atomic write (temporary file, fsync, rename, a plain file's mode), imported when first needed."""
+    from harness.record.results import write_text_atomic
+
+    write_text_atomic(path, text)
 
 
 def write_json(path: Path, obj) -> None:
