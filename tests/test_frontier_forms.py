@@ -17,6 +17,7 @@ from tests.conftest import options
 D, B = 32, 2
 FRONTIER = [n for n in ("delta_net", "gated_deltanet", "mamba2", "rwkv7") if n in options("model/mixer")]
 NEG_EIGVAL = [n for n in ("delta_net", "gated_deltanet", "mamba2") if n in FRONTIER]
+NEG_EIGVAL_ALL = [*NEG_EIGVAL, "mamba"]  # Mamba-1 too: the model of Grazzi et al.'s parity experiment
 # (mixer, allow_neg_eigval) that kernel=fla runs: fla keeps decays in log space, so not Mamba-2's negative ones
 FLA_KERNEL = [(n, False) for n in FRONTIER] + [(n, True) for n in ("delta_net", "gated_deltanet") if n in FRONTIER]
 
@@ -67,10 +68,10 @@ def test_gated_deltanet_counts_heads_as_fla():
         GatedDeltaNet(32, max_seq_len=16, layer_idx=0, n_heads=5)
 
 
-@pytest.mark.parametrize("name", NEG_EIGVAL)
+@pytest.mark.parametrize("name", NEG_EIGVAL_ALL)
 def test_negative_eigenvalues_double_the_range(compose, name):
     """allow_neg_eigval maps the same pre-activation to twice the rate (delta rule: beta in [0, 2]) or to the
-    decay 2a - 1 (Mamba-2: [-1, 1]); the default keeps [0, 1]."""
+    decay 2a - 1 (Mamba and Mamba-2: [-1, 1]); the default keeps [0, 1]."""
     plain, neg = build(compose, name), build(compose, name, "allow_neg_eigval=true")
     neg.load_state_dict(plain.state_dict())
     x = torch.randn(B, 20, D)

@@ -43,9 +43,10 @@ def test_chunked_selective_scan_equals_the_recurrence(seq_len, chunk_size):
     torch.testing.assert_close(selective_scan(x, dt, A, B, C, chunk_size), selective_scan_recurrent(x, dt, A, B, C))
 
 
-def test_mamba_block_forms_agree_in_value_and_gradient():
+@pytest.mark.parametrize("neg", [False, True])
+def test_mamba_block_forms_agree_in_value_and_gradient(neg):
     torch.manual_seed(0)
-    mixer = Mamba(16, max_seq_len=64, layer_idx=0, chunk_size=8).double()
+    mixer = Mamba(16, max_seq_len=64, layer_idx=0, chunk_size=8, allow_neg_eigval=neg).double()
     x = torch.randn(2, 45, 16, dtype=torch.float64, requires_grad=True)
     y_chunked, y_recurrent = mixer(x), mixer.recurrent(x)
     torch.testing.assert_close(y_chunked, y_recurrent)
@@ -63,3 +64,25 @@ def test_selective_scan_is_stable_when_decays_are_extreme():
     y = selective_scan(x, dt, A, B, C, chunk_size=32)
     assert torch.isfinite(y).all()
     torch.testing.assert_close(y, selective_scan_recurrent(x, dt, A, B, C))
+
+
+@pytest.mark.parametrize("seq_len,chunk_size", [(1, None), (37, None), (50, 7), (64, 64)])
+def test_negative_decays_follow_grazzi_et_al_selective_scan_ref(seq_len, chunk_size):
+    """allow_neg_eigval: h_t = (2 exp(dt_t A) - 1) h_t-1 + dt_t x_t B_t, the recurrence of Grazzi et al.'s modified
+    mamba_ssm (automl/unlocking_state_tracking, mamba_dev/mamba_ssm/ops/selective_scan_interface.py,
+    selective_scan_ref: deltaA = 2 * exp(delta A) - 1), written out here; the chunked scan carries the signs."""
+    torch.manual_seed(0)
+    b, d, n = 2, 6, 5
+    x, B, C = torch.randn(b, seq_len, d), torch.randn(b, seq_len, n), torch.randn(b, seq_len, n)
+    dt = torch.nn.functional.softplus(torch.randn(b, seq_len, d) * 2)
+    A = -torch.rand(d, n) * 8
+    x, dt, B, C, A = (z.double() for z in (x, dt, B, C, A))
+    h, ys = torch.zeros(b, d, n, dtype=torch.float64), []
+    for t in range(seq_len):
+        a = 2 * torch.exp(dt[:, t, :, None] * A) - 1
+        h = a * h + (dt[:, t] * x[:, t])[..., None] * B[:, t, None, :]
+        ys.append((h * C[:, t, None, :]).sum(-1))
+    expected = torch.stack(ys, 1)
+    assert (2 * torch.exp(dt[..., None] * A) - 1 < 0).float().mean() > 0.3  # many decays are negative
+    torch.testing.assert_close(selective_scan(x, dt, A, B, C, chunk_size, negative=True), expected)
+    torch.testing.assert_close(selective_scan_recurrent(x, dt, A, B, C, negative=True), expected)

@@ -5,6 +5,11 @@
     y_t = C_t h_t + D x_t;   out = out_proj(y * silu(z))
 `forward` runs the scan chunked (`selective_scan`): exact, stable, and practical at length 1024 on a CPU;
 `recurrent` is the token-by-token reference it is tested against.
+
+`allow_neg_eigval` (Grazzi et al. 2025, "Unlocking State-Tracking in Linear RNNs Through Negative Eigenvalues")
+is their modification of this block, the one their parity experiment trains: the transition 2 exp(dt_t A) - 1 in
+(-1, 1) instead of exp(dt_t A) in (0, 1) (automl/unlocking_state_tracking, mamba_dev/mamba_ssm/ops/
+selective_scan_interface.py, `selective_scan_ref`: deltaA = 2 * exp(delta A) - 1); nothing else changes.
 """
 
 import math
@@ -20,13 +25,22 @@ from models.mixers._conv import ShortConv
 from models.mixers.base import Mixer
 
 
-def selective_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int | None = None) -> Tensor:
-    """y_t = C_t . h_t with h_t = exp(dt_t A) h_t-1 + dt_t x_t B_t, h_-1 = 0; x, dt: (b, L, d); A: (d, N);
-    B, C: (b, L, N) -> y: (b, L, d).
+def decay(dt_t: Tensor, A: Tensor, negative: bool = False) -> Tensor:
+    """The state transition a_t = exp(dt_t A) in (0, 1], or 2 exp(dt_t A) - 1 in (-1, 1] with `negative`."""
+    a = torch.exp(dt_t[..., None] * A)
+    return 2 * a - 1 if negative else a
+
+
+def selective_scan(
+    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int | None = None, negative: bool = False
+) -> Tensor:
+    """y_t = C_t . h_t with h_t = a_t h_t-1 + dt_t x_t B_t, h_-1 = 0, a_t = `decay`(dt_t, A, negative);
+    x, dt: (b, L, d); A: (d, N); B, C: (b, L, N) -> y: (b, L, d).
 
     Chunked, with c = chunk_size (default ~sqrt(L), a power of two) and L = K c after padding:
       1. all K chunks at once, from a zero state, c steps: each chunk's own end state g_k;
-      2. each chunk's total decay in log space, P_k = exp(A sum_{t in k} dt_t), and K steps of
+      2. each chunk's total decay P_k = prod_{t in k} a_t (in log space, exp(A sum_{t in k} dt_t), when every a_t
+         is positive; as the product, kept during step 1, when they may be negative), and K steps of
          H_k = P_k-1 H_k-1 + g_k-1: the true state entering each chunk;
       3. all chunks at once again from H_k, c steps, reading y_t = C_t . h_t out as they go.
     Python steps: 2c + K (96 at L = 1024, not 1024), on (b, K, d, N) tensors that stay in cache: measured on a
@@ -51,25 +65,28 @@ def selective_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk
         )
     )
     g = x.new_zeros(b, K, d, A.shape[1])
+    P = torch.ones_like(g) if negative else torch.exp(dt.sum(2)[..., None] * A)  # 2. (negative: the product, below)
     for dt_t, dx_t, B_t, _ in steps:  # 1.
-        g = torch.exp(dt_t[..., None] * A) * g + dx_t[..., None] * B_t
-    P = torch.exp(dt.sum(2)[..., None] * A)  # 2.
+        a_t = decay(dt_t, A, negative)
+        g = a_t * g + dx_t[..., None] * B_t
+        if negative:
+            P = P * a_t
     H, starts = torch.zeros_like(g[:, 0]), []
     for P_k, g_k in zip(P.unbind(1), g.unbind(1), strict=True):
         starts.append(H)
         H = P_k * H + g_k
     h, ys = torch.stack(starts, 1), []
     for dt_t, dx_t, B_t, C_t in steps:  # 3.
-        h = torch.exp(dt_t[..., None] * A) * h + dx_t[..., None] * B_t
+        h = decay(dt_t, A, negative) * h + dx_t[..., None] * B_t
         ys.append((h * C_t).sum(-1))
     return torch.stack(ys, 2).reshape(b, K * c, d)[:, :L]
 
 
-def selective_scan_recurrent(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Tensor:
+def selective_scan_recurrent(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, negative: bool = False) -> Tensor:
     """The same scan one token at a time: the reference for `selective_scan`."""
     h, ys = x.new_zeros(x.shape[0], x.shape[2], A.shape[1]), []
     for x_t, dt_t, B_t, C_t in zip(x.unbind(1), dt.unbind(1), B.unbind(1), C.unbind(1), strict=True):
-        h = torch.exp(dt_t[..., None] * A) * h + (dt_t * x_t)[..., None] * B_t[:, None, :]
+        h = decay(dt_t, A, negative) * h + (dt_t * x_t)[..., None] * B_t[:, None, :]
         ys.append((h * C_t[:, None, :]).sum(-1))
     return torch.stack(ys, 1)
 
@@ -95,11 +112,13 @@ class Mamba(Mixer):
         dt_max: Annotated[float, Gt(0)] = 1e-1,
         dt_floor: Annotated[float, Ge(0)] = 1e-4,
         chunk_size: Annotated[int, Ge(1)] | None = None,  # None: about sqrt(seq_len)
+        allow_neg_eigval: bool = False,  # transitions 2 exp(dt A) - 1 in (-1, 1) (Grazzi et al. 2025)
     ):
         super().__init__(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx)
         if not dt_min <= dt_max:
             raise ValueError(f"mixer.dt_min={dt_min} and dt_max={dt_max} must satisfy dt_min <= dt_max")
         self.d_inner, self.d_state, self.chunk_size = int(expand * d_model), d_state, chunk_size
+        self.neg = allow_neg_eigval
         if self.d_inner < 1:
             raise ValueError(f"mixer.expand={expand} must make d_inner = int(expand * d_model={d_model}) at least 1")
         self.dt_rank = dt_rank or math.ceil(d_model / 16)
@@ -119,12 +138,16 @@ class Mamba(Mixer):
     def no_weight_decay(self) -> Iterable[nn.Parameter]:
         return (self.A_log, self.D)
 
+    def transition_range(self) -> tuple[float, float]:
+        """The range of the (diagonal) state transition a_t."""
+        return (-1.0 if self.neg else 0.0), 1.0
+
     def forward(self, u: Tensor) -> Tensor:
-        return self._block(u, lambda *args: selective_scan(*args, chunk_size=self.chunk_size))
+        return self._block(u, lambda *args: selective_scan(*args, chunk_size=self.chunk_size, negative=self.neg))
 
     def recurrent(self, u: Tensor) -> Tensor:
         """The same block with the scan run token by token."""
-        return self._block(u, selective_scan_recurrent)
+        return self._block(u, lambda *args: selective_scan_recurrent(*args, negative=self.neg))
 
     def _block(self, u: Tensor, scan: Callable[..., Tensor]) -> Tensor:
         x, z = self.in_proj(u).chunk(2, dim=-1)
