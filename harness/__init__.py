@@ -29,6 +29,11 @@ def options(group: str, *leave_out: str) -> str:
 
 
 OmegaConf.register_new_resolver("options", options, replace=True)
+# ${batch_for_tokens:1024,${task.seq_len}}: the number of sequences that make a batch of that many tokens (at least
+# 1), so that a sweep over lengths can give every length the same tokens per step (conf/suite/zoo_mqar.yaml)
+OmegaConf.register_new_resolver(
+    "batch_for_tokens", lambda tokens, length: max(1, int(tokens) // int(length)), replace=True
+)
 # ${gib_bytes:${resources.mem_gb}}: gigabytes as SLURM counts them (GiB), in bytes, as Ray asks for memory
 OmegaConf.register_new_resolver("gib_bytes", lambda gb: int(float(gb) * 2**30), replace=True)
 # conf/hydra/launcher/ray.yaml has the name of the Ray plugin's own config, on purpose (`hydra/launcher=ray`): Hydra

@@ -4,6 +4,7 @@ import pytest
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
+from harness.run.cli import derived_keys
 from tests.conftest import options
 from tests.test_cli import archbench, records
 
@@ -66,6 +67,19 @@ def test_the_zoo_suite_sweeps_every_mixer_option():
     jobs = grammar.jobs([f"{k}={v}" for k, v in params.items()])
     mixers = {o.split("=", 1)[1] for job in jobs for o in job if o.startswith("model/mixer=")}
     assert mixers == set(options("model/mixer")) and len(jobs) == len(mixers) * 2 * 3
+
+
+def test_the_zoo_suite_gives_every_length_the_same_tokens_per_step(compose):
+    """suite=zoo_mqar: 1,024 tokens a step at both lengths (16 sequences at 64, 4 at 256), so no column gets more
+    compute than another; the batch is interpolated from the task, so the board does not split rows on it."""
+    seen = {}
+    for length in (64, 256):
+        GlobalHydra.instance().clear()
+        cfg = compose(["suite=zoo_mqar", f"task.seq_len={length}"])
+        seen[length] = cfg.trainer.batch_size
+        assert cfg.trainer.batch_size * length == 1024
+        assert "trainer.batch_size" in derived_keys(cfg)
+    assert seen == {64: 16, 256: 4}
 
 
 @pytest.mark.parametrize(
