@@ -107,3 +107,12 @@ def test_every_trainer_preset_composes_into_a_valid_trainer_config(compose, name
     from omegaconf import OmegaConf
 
     TrainConfig(**OmegaConf.to_container(compose([f"trainer={name}"]).trainer)).check(num_train=1000)
+
+
+def test_a_trainer_field_interpolated_from_another_reaches_the_trainer_resolved(compose):
+    """trainer.batch_size: ${batch_for_tokens:1024,${task.seq_len}} (suite=zoo_mqar) reached TrainConfig as the
+    unresolved string, and every such run failed at its first step."""
+    from harness.run.build import build
+
+    _, _, train_cfg = build(compose(["suite=zoo_mqar", "task.seq_len=256"]), meta=True)
+    assert train_cfg.batch_size == 4 and isinstance(train_cfg.batch_size, int)

@@ -41,7 +41,7 @@ def build(cfg: DictConfig, meta: bool = False) -> tuple[Task, nn.Module, TrainCo
     on the meta device: shapes and checks without memory or weight init (for validating sweeps)."""
     task = _instantiate("task", cfg.task)
     _check("task", task.check)
-    train_cfg = _instantiate("trainer", cfg.trainer, lambda c: TrainConfig(**OmegaConf.to_container(c)))
+    train_cfg = _instantiate("trainer", cfg.trainer, lambda c: TrainConfig(**OmegaConf.to_container(c, resolve=True)))
     _check("", lambda: train_cfg.check(task.num_train))
     with torch.device("meta") if meta else contextlib.nullcontext():
         model = _instantiate("model", cfg, build_model)  # model.pattern: harness/run/build.py
