@@ -213,6 +213,39 @@ def test_the_model_gets_positions_and_vocabulary_from_the_task(compose):
     assert compose(["task=compute_sqrt", "task.train_max_length=10", "task.test_max_length=11"]).task.seq_len == 15
 
 
+def length_sweeps() -> list[tuple[str, str]]:
+    """(suite=... or experiment=..., task) for every suite and experiment that sweeps a length task: read from their
+    composed configs, so a new one is checked with no edit here."""
+    from hydra import compose, initialize_config_module
+
+    import harness  # noqa: F401  (the config resolvers)
+
+    out = []
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        for group in ("suite", "experiment"):
+            for name in options(group):
+                text = (CONF / group / f"{name}.yaml").read_text()
+                if not any(t in text for t in ALL) and "suite/" not in text and "chomsky" not in text:
+                    continue  # names no length task and inherits no suite: not one (and composing all is slow)
+                cfg = compose(config_name="config", overrides=[f"{group}={name}"], return_hydra_config=True)
+                swept = str(OmegaConf.select(cfg, "hydra.sweeper.params.task") or cfg.hydra.runtime.choices.task)
+                out += [(f"{group}={name}", t.strip()) for t in swept.split(",") if t.strip() in ALL]
+    return out
+
+
+@pytest.mark.parametrize("sweep, name", length_sweeps())
+def test_no_length_sweep_gives_the_model_a_position_table_it_never_trains(compose, sweep, name):
+    # A learned absolute position table trained on lengths <= 40 holds untrained rows at every test length beyond,
+    # and the papers' recurrent models (Delétang's LSTM, Grazzi's DeltaNet and Mamba) take no positions at all. The
+    # length suites and experiments give none (causal attention then runs NoPE); the command line may still ask.
+    cfg = compose([sweep, f"task={name}", "model/mixer=lstm"])
+    if cfg.task.get("num_test_lengths") == 0 and not cfg.task.get("test_lengths"):
+        pytest.skip(f"{sweep} trains and tests {name} at one length")
+    assert cfg.model.position._target_ == "models.positions.none", cfg.model.position
+    asked = compose([sweep, f"task={name}", "model/position=rope"])
+    assert asked.model.position._target_ == "models.positions.RotaryPosition"
+
+
 def test_paper_protocol_lengths_and_score():
     assert even_lengths(41, 500, 460) == list(range(41, 501))
     assert even_lengths(41, 100, 3) == [41, 70, 100]
