@@ -206,3 +206,22 @@ def test_ours_takes_the_lr_best_on_val_averages_seeds_and_sits_beside_the_paper(
     assert set(verdicts["paper"]) == {"PASS"}  # the paper's own numbers satisfy the claims made of them
     header = compare.render(table, card).splitlines()[0]
     assert {"mixer", "seq_len", "d_model", "ours", "paper"} <= {c.strip() for c in header.split("|")}
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["grazzi_parity", "seed=1", "model.d_model=8", "--scale", "ci"],
+        ["--scale", "ci", "grazzi_parity", "seed=1", "model.d_model=8"],
+        ["grazzi_parity", "--scale", "ci", "seed=1", "model.d_model=8"],
+    ],
+)
+def test_reproduce_takes_its_options_before_or_after_the_overrides(monkeypatch, tmp_path, argv):
+    # `archbench-reproduce NAME k=v --scale small` is how one types it; argparse's nargs="*" once refused it
+    from harness.report.reproduce import cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "run", lambda card, scale, results, extra: seen.update(scale=scale, extra=extra) or 0)
+    with pytest.raises(SystemExit, match="no result records"):
+        cli.main([*argv, "--results", str(tmp_path)])
+    assert seen == {"scale": "ci", "extra": ["seed=1", "model.d_model=8"]}

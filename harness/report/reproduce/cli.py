@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--results", type=Path, default=Path("results/reproduce"), help="root of the result records")
     p.add_argument("--no-run", action="store_true", help="only report on the records already there")
     p.add_argument("--list", action="store_true", help="list the reproductions")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # options before, between or after the overrides
     if args.list:
         for name in cards.names():
             card = cards.load(name)
