@@ -8,6 +8,7 @@ import yaml
 
 PAPERS = Path(__file__).resolve().parent / "papers"  # shipped with the package (pyproject: package-data)
 SCALES = ("ci", "small", "full")
+SEEDS = ("mean", "max")  # a card's `seeds`: our seeds reduced as the paper reduces its own (default mean)
 REQUIRED = ("title", "experiment", "metric", "split", "row", "columns", "scales", "published", "claims")
 # The ci scale checks the pipeline only, so it is a few steps whatever the experiment sets (an experiment's own
 # trainer fields, such as max_steps 400,000, win over a trainer group chosen on the command line).
@@ -54,6 +55,8 @@ def load(name: str) -> dict:
     for row in published["rows"]:
         if len(row) != len(fields):
             raise ValueError(f"{path}: published row {row} must have {len(fields)} values ({', '.join(fields)})")
+    if card.setdefault("seeds", "mean") not in SEEDS:  # how the paper reduces its seeds: mean, or the best one
+        raise ValueError(f"{path}: seeds={card['seeds']!r} must be one of {', '.join(SEEDS)}")
     for claim in card["claims"]:
         if claim.get("check") not in CHECKS:
             raise ValueError(f"{path}: claim check={claim.get('check')!r} must be one of {', '.join(CHECKS)}")

@@ -1,5 +1,6 @@
 """Our numbers beside the paper's: the records of a reproduction reduced to the cells of the paper's table (best over
-the card's `select` grid on val, test reported on it, mean over seeds) and joined with the published values."""
+the card's `select` grid on val, test reported on it, mean over seeds, or their max where the card's `seeds: max`
+says the paper reports its best seed) and joined with the published values."""
 
 from fnmatch import fnmatch
 
@@ -64,16 +65,18 @@ def runs(records: list[dict], card: dict) -> pd.DataFrame:
 
 
 def ours(records: list[dict], card: dict) -> pd.DataFrame:
-    """Per cell of the paper's table (row and column fields): mean, std and n over seeds of the chosen runs, and the
-    selection made (with a `score` card: also the mean over columns per variant, MAD's score)."""
+    """Per cell of the paper's table (row and column fields): mean (or max, per the card's `seeds`), std and n over
+    seeds of the chosen runs, and the selection made (with a `score` card: also the mean over columns per variant,
+    MAD's score)."""
     keys = [*card["row"], *card["columns"]]
     frame = runs(records, card)
     if frame.empty:
         return pd.DataFrame(columns=[*keys, "ours", "std", "n", "selected"])
     chosen, selection = board.choose(frame, card["metric"], card.get("select", []))
     chosen = chosen.assign(value=pd.to_numeric(chosen["value"], errors="coerce"))
-    cells = chosen.groupby([*keys, "variant", "column"], sort=False)["value"].agg(["mean", "std", "count"])
-    cells = cells.reset_index().rename(columns={"mean": "ours", "count": "n"})
+    over = card.get("seeds", "mean")  # max where the paper reports its best seed (Delétang et al., Grazzi et al.)
+    cells = chosen.groupby([*keys, "variant", "column"], sort=False)["value"].agg([over, "std", "count"])
+    cells = cells.reset_index().rename(columns={over: "ours", "count": "n"})
     if card.get("select"):
         cells = cells.merge(selection[["variant", "column", "selected"]], on=["variant", "column"], how="left")
     else:
@@ -118,16 +121,19 @@ def render(table: pd.DataFrame, card: dict) -> str:
         ran = table.loc[table["ours"].notna(), list(card["columns"])].drop_duplicates()
         table = table.merge(ran, on=list(card["columns"]))
     out = table[keys].astype(str).copy()
-    out["ours"] = [_cell(m, s, n) for m, s, n in zip(table["ours"], table["std"], table["n"], strict=True)]
+    over = card.get("seeds", "mean")
+    out["ours"] = [_cell(m, s, n, over) for m, s, n in zip(table["ours"], table["std"], table["n"], strict=True)]
     out["paper"] = ["" if pd.isna(v) else f"{v:.3f}" for v in table["paper"]]
     if card.get("select"):
         out["selected on val"] = table["selected"].fillna("").astype(str)
     return out.to_markdown(index=False)
 
 
-def _cell(mean: float, std: float, n: float) -> str:
-    if pd.isna(mean):
+def _cell(value: float, std: float, n: float, over: str = "mean") -> str:
+    if pd.isna(value):
         return "not run"
+    if pd.notna(n) and n > 1 and over == "max":
+        return f"{value:.3f} (max of {int(n)} seeds)"
     if pd.notna(n) and n > 1 and pd.notna(std):
-        return f"{mean:.3f} ± {std:.3f} (n={int(n)})"
-    return f"{mean:.3f}"
+        return f"{value:.3f} ± {std:.3f} (n={int(n)})"
+    return f"{value:.3f}"
