@@ -23,6 +23,7 @@ from torch import nn
 from harness.run import schema
 from harness.run.train import TrainConfig
 from models.mixers.base import contract_errors
+from models.positions import LearnedPosition
 from tasks.base import Task
 
 MIXERS = files("conf") / "model" / "mixer"
@@ -109,6 +110,19 @@ def build_model(cfg: DictConfig) -> nn.Module:
     pattern = model.pop("pattern")
     model.pop("mixer")
     return instantiate({**model, "_partial_": True})(mixer=[instantiate(m) for m in mixer_configs(cfg, pattern)])
+
+
+def untrained_positions(model: nn.Module, task: Task) -> str | None:
+    """What a learned position table leaves untrained: its rows past the training length, which the longer test
+    splits read as random vectors (MHA-Abs in the Mamba paper does so on purpose); None if there are none."""
+    train, longest = task.seq_len, getattr(task, "max_seq_len", task.seq_len)
+    if not isinstance(getattr(model, "position", None), LearnedPosition) or longest <= train:
+        return None
+    return (
+        f"position=learned: rows {train + 1}-{longest} of the position table are never trained (training sequences "
+        f"are at most {train} long) and the test splits reach them; model/position=none, rope or alibi gives every "
+        "length a position"
+    )
 
 
 def mixer_configs(cfg: DictConfig, pattern: object) -> list[dict]:

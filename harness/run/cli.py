@@ -27,11 +27,10 @@ from harness import grammar
 from harness.record import results
 from harness.record.keys import labels_of
 from harness.run import search
-from harness.run.build import ConfigError, build, check, check_writable
+from harness.run.build import ConfigError, build, check, check_writable, untrained_positions
 from harness.run.checkpoint import FILE as CHECKPOINT
 from harness.run.checkpoint import Checkpointer
 from harness.run.train import Diverged, seed_everything, train
-from models.positions import LearnedPosition
 
 log = logging.getLogger("archbench")
 
@@ -181,7 +180,8 @@ def run(cfg: DictConfig) -> dict:
         cfg.seed,
         f"{record.cost['params']:,}",
     )
-    _say_untrained_positions(model, task)
+    if (untrained := untrained_positions(model, task)) is not None:  # said, not refused: MHA-Abs does it on purpose
+        log.warning(untrained)
     checkpointer = Checkpointer(
         out_dir / CHECKPOINT,
         resume_from=results.find_checkpoint(results_root, rid) if cfg.resume else None,
@@ -388,18 +388,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
-
-def _say_untrained_positions(model: torch.nn.Module, task: object) -> None:
-    """A learned position table holds a row per position; the rows past the training length are never trained, so a
-    test split that reaches them scores the model on random vectors (MHA-Abs in the Mamba paper does so on purpose).
-    Said once per run, in its log: nothing here changes what runs."""
-    train, longest = task.seq_len, getattr(task, "max_seq_len", task.seq_len)
-    if isinstance(getattr(model, "position", None), LearnedPosition) and longest > train:
-        log.warning(
-            "position=learned: rows %d-%d of the position table are never trained (training sequences are at most "
-            "%d long) and the test splits reach them; model/position=none, rope or alibi gives every length a position",
-            train + 1,
-            longest,
-            train,
-        )
