@@ -251,3 +251,37 @@ def test_a_card_whose_paper_reports_the_best_seed_takes_the_max_over_seeds(tmp_p
     (tmp_path / "bad.yaml").write_text(good.read_text().replace("seeds: max", "seeds: median"))
     with pytest.raises(ValueError, match="seeds='median' must be one of mean, max"):
         cards.load("bad")
+
+
+def test_a_cell_pooling_runs_of_different_configs_is_refused_not_averaged(tmp_path, capsys):
+    # records of an older card version (a learned position table) left in the results folder beside the new ones
+    # once joined the same cell, and with `seeds: max` the better of the two silently became the verdict
+    def rec(seed, position, score):
+        config = {"seed": seed, "model": {"position": {"kind": position}}, "name": f"run{seed}"}
+        metrics = {"val/length_mean_accuracy": score, "test/length_mean_accuracy": score}
+        labels = {"mixer": "lstm", "task": "parity_check"}
+        return {
+            "status": "completed",
+            "run_id": f"{position}{seed}",
+            "seed": seed,
+            "labels": labels,
+            "config": config,
+            "metrics": metrics,
+        }
+
+    card = cards.load("deletang_chomsky")
+    same = [rec(0, "none", 0.5), rec(1, "none", 1.0)]  # seeds (and the name) may differ within a cell
+    assert compare.side_by_side(same, card).set_index(["mixer", "task"]).loc[("lstm", "parity_check"), "ours"] == 1.0
+    with pytest.raises(ValueError, match=r"lstm.*parity_check.*model\.position\.kind.*learned.*none"):
+        compare.side_by_side([*same, rec(2, "learned", 0.3)], card)
+    # archbench-reproduce says it in one line, exit code 2, no traceback
+    from harness.record.results import SCHEMA, write_json_atomic
+    from harness.report.reproduce import cli
+
+    for r in [*same, rec(2, "learned", 0.3)]:
+        write_json_atomic(tmp_path / "deletang_chomsky_ci" / r["run_id"] / "result.json", {**r, "schema": SCHEMA})
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["deletang_chomsky", "--scale", "ci", "--no-run", "--results", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "model.position.kind" in err and "Traceback" not in err
+    assert not (tmp_path / "deletang_chomsky_ci" / "comparison.md").exists()

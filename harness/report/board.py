@@ -51,12 +51,12 @@ def lookup(config: dict, key: str) -> Any:
     return config
 
 
-def _leaves(config: dict, prefix: str = "", out: dict | None = None) -> dict[str, str]:
+def leaves(config: dict, prefix: str = "", out: dict | None = None) -> dict[str, str]:
     """Every leaf of a config as key -> canonical JSON text (so that 1 and 1.0, lists and None compare as values)."""
     out = {} if out is None else out
     for k, v in config.items():
         if isinstance(v, dict) and v:
-            _leaves(v, f"{prefix}{k}.", out)
+            leaves(v, f"{prefix}{k}.", out)
         else:
             out[f"{prefix}{k}"] = json.dumps(v, sort_keys=True, default=str)
     return out
@@ -90,7 +90,7 @@ class _Identities:
 
     def __init__(self, records: list[dict], hide: Iterable[str] = ()):
         self.hide = tuple(hide)
-        self.leaves = [_leaves(r.get("config") or {}) for r in records]
+        self.leaves = [leaves(r.get("config") or {}) for r in records]
         self.labels = [r.get("labels") or {} for r in records]
         # fields a run's config took from another by interpolation (model.vocab_size: ${task.vocab_size}): they
         # differ between tasks without making the model another variant

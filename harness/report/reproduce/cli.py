@@ -120,7 +120,10 @@ def main(argv: list[str] | None = None) -> None:
             print(render.markdown(board.build(records, card["metric"], card["split"], card.get("select", []))) + "\n")
         except Exception as e:  # the comparison below does not depend on the board
             print(f"(no leaderboard: {e})\n")
-    text, _, _ = report(card, args.scale, records)
+    try:
+        text, _, _ = report(card, args.scale, records)
+    except ValueError as e:  # runs of different configs in one cell (compare.same_setup)
+        p.exit(2, f"archbench-reproduce: {folder}: {e}\n")
     print(text)
     (folder / "comparison.md").write_text(text + "\n")
     print(f"\nwritten: {folder / 'comparison.md'}")

@@ -7,7 +7,7 @@ from fnmatch import fnmatch
 import numpy as np
 import pandas as pd
 
-from harness.record.keys import LOWER_IS_BETTER
+from harness.record.keys import LOWER_IS_BETTER, board_role
 from harness.report import board
 
 
@@ -42,11 +42,11 @@ def splits(record: dict, pattern: str, metric: str) -> list[str]:
 
 
 def runs(records: list[dict], card: dict) -> pd.DataFrame:
-    """One row per (record, split): the card's row and column fields, variant and column names, status, the `select`
-    keys, val/<metric> and the value of <split>/<metric>."""
+    """One row per (record, split): the card's row and column fields, variant and column names, the record's index,
+    status, the `select` keys, val/<metric> and the value of <split>/<metric>."""
     metric, fields = card["metric"], {**card["row"], **card["columns"]}
     rows = []
-    for r in records:
+    for i, r in enumerate(records):
         metrics = r.get("metrics") or {}
         for split in splits(r, card["split"], metric):
             row = {name: field(r, path, split) for name, path in fields.items()}
@@ -55,6 +55,7 @@ def runs(records: list[dict], card: dict) -> pd.DataFrame:
             row.update({k: board.lookup(r.get("config") or {}, k) for k in card.get("select", [])})
             row.update(
                 {
+                    "record": i,
                     "status": r.get("status"),
                     f"metric:val/{metric}": metrics.get(f"val/{metric}"),
                     "value": metrics.get(f"{split}/{metric}"),
@@ -73,6 +74,7 @@ def ours(records: list[dict], card: dict) -> pd.DataFrame:
     if frame.empty:
         return pd.DataFrame(columns=[*keys, "ours", "std", "n", "selected"])
     chosen, selection = board.choose(frame, card["metric"], card.get("select", []))
+    same_setup(chosen, records, card)
     chosen = chosen.assign(value=pd.to_numeric(chosen["value"], errors="coerce"))
     over = card.get("seeds", "mean")  # max where the paper reports its best seed (Delétang et al., Grazzi et al.)
     cells = chosen.groupby([*keys, "variant", "column"], sort=False)["value"].agg([over, "std", "count"])
@@ -88,6 +90,30 @@ def ours(records: list[dict], card: dict) -> pd.DataFrame:
         per = per.assign(**{k: "score" for k in card["columns"]}, n=np.nan, std=np.nan, selected="mean over tasks")
         cells = pd.concat([cells, per], ignore_index=True)
     return cells[[*keys, "ours", "std", "n", "selected"]]
+
+
+def same_setup(chosen: pd.DataFrame, records: list[dict], card: dict) -> None:
+    """Refuse a cell whose runs differ in more than their seed (and the card's `select` grid): records of an older
+    card version, or of a run with other overrides, left in the results folder would otherwise be averaged (or, with
+    `seeds: max`, the better taken) into the paper's cell without a word."""
+    hide = tuple(card.get("select", []))
+    for (variant, column), cell in chosen.groupby(["variant", "column"], sort=False):
+        configs = [board.leaves(records[i].get("config") or {}) for i in cell["record"].unique()]
+        differ = {
+            k: sorted({c.get(k, "(none)") for c in configs})
+            for k in sorted({k for c in configs for k in c})
+            if board_role(k) in ("variant", "column")
+            and not any(k == h or k.startswith(h + ".") for h in hide)
+            and len({c.get(k) for c in configs}) > 1
+        }
+        if differ:
+            what = "; ".join(f"{k}: {', '.join(v[:3])}" for k, v in list(differ.items())[:3])
+            name = " / ".join(x for x in (variant, column) if x)
+            raise ValueError(
+                f"the cell {name} holds runs whose configs differ in more than the seed ({what}"
+                f"{'; ...' if len(differ) > 3 else ''}): keep one version of a card's runs per --results folder "
+                "(move the others away)"
+            )
 
 
 def published(card: dict) -> pd.DataFrame:
