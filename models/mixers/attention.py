@@ -101,8 +101,16 @@ class Attention(Mixer):
 
     def flex(self, q: Tensor) -> bool:
         """FlexAttention for a masked or biased pattern: always with kernel=flex, on CUDA with kernel=auto."""
-        usable = (self.score_bias is None or hasattr(self.score_bias, "slopes")) and self.dropout_p == 0
-        return usable and (self.kernel == "flex" or (self.kernel == "auto" and q.is_cuda))
+        return self.dropout_p == 0 and self.masked_kernel(q.device.type) == "flex"
+
+    def masked_kernel(self, device_type: str) -> str:
+        usable = self.score_bias is None or hasattr(self.score_bias, "slopes")
+        asked = self.kernel == "flex" or (self.kernel == "auto" and device_type == "cuda")
+        return "flex" if usable and asked else "sdpa"
+
+    def kernel_for(self, device_type: str, bf16: bool) -> str:
+        # plain causal attention is always SDPA (is_causal: the flash kernel on CUDA); a bias (ALiBi) may be flex
+        return "sdpa" if self.score_bias is None else self.masked_kernel(device_type)
 
     def flops_per_token(self, seq_len: int) -> int:
         # PaLM (Chowdhery et al. 2022, App. B): 12 * H * Q * T per layer for QK^T and AV, forward + backward.

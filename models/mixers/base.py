@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import Annotated, Literal, Union
 
 import annotated_types as at
+import torch
 from torch import Tensor, nn
 
 REQUIRED = ("d_model", "max_seq_len", "layer_idx")
@@ -57,6 +58,18 @@ class Mixer(nn.Module, metaclass=abc.ABCMeta):
         """Parameters the optimizer must not decay (state-space A and D, decay rates): none by default."""
         return ()
 
+    def kernel_for(self, device_type: str, bf16: bool) -> str | None:
+        """The kernel this mixer runs on `device_type` ("cpu", "cuda"), under bf16 autocast or not: what its
+        `kernel=auto` resolves to. The harness records it and puts it in the run id, so a GPU run is never taken for
+        a CPU run. None: the mixer has a single form. A mixer with a `kernel` option must say (contract_errors)."""
+        return None
+
+
+def autocast_bf16(x: Tensor) -> bool:
+    """Whether bf16 autocast is on for x's device (the trainer's precision=bf16, or auto on CUDA)."""
+    kind = x.device.type
+    return torch.is_autocast_enabled(kind) and torch.get_autocast_dtype(kind) == torch.bfloat16
+
 
 def contract_errors(cls: type) -> list[str]:
     """What `cls` (a mixer class, or a function returning a mixer) breaks of the contract; empty if nothing."""
@@ -85,6 +98,8 @@ def contract_errors(cls: type) -> list[str]:
             errors.append(f"{name}.__init__: option {p.name} has no type annotation (the config is checked by it)")
         elif p.default is not inspect.Parameter.empty and (bad := check_option(p.name, p.default, p.annotation)):
             errors.append(f"{name}.__init__: the default breaks its own declaration: {bad}")
+    if "kernel" in kinds and cls.kernel_for is Mixer.kernel_for:
+        errors.append(f"{name} has a kernel option but no kernel_for(device_type, bf16): `auto` must resolve")
     if cls.accepts_position and "position" not in kinds:
         errors.append(f"{name} sets accepts_position but takes no position= argument")
     return errors

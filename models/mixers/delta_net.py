@@ -31,7 +31,7 @@ from annotated_types import Ge, Gt
 from torch import Tensor, nn
 
 from models.mixers._conv import ShortConv
-from models.mixers.base import Mixer
+from models.mixers.base import Mixer, autocast_bf16
 from models.mixers.linear_attention import full_precision
 
 HAVE_FLA = importlib.util.find_spec("fla") is not None
@@ -119,8 +119,16 @@ def check_kernel(kernel: str) -> None:
         raise ValueError("mixer.kernel=fla needs flash-linear-attention: pip install 'archbench[gpu]'")
 
 
-def use_fla(kernel: str, x: Tensor) -> bool:
-    return kernel == "fla" or (kernel == "auto" and HAVE_FLA and x.is_cuda)
+def resolve_fla(kernel: str, device_type: str, bf16: bool, needs_bf16: bool = True) -> str:
+    """What `kernel` runs: `auto` is fla's kernel on CUDA where it is installed (and, for kernels that take only
+    bf16 inputs, under bf16 autocast: at precision=fp32 the scan stays in float32, on the PyTorch form), else torch."""
+    if kernel != "auto":
+        return kernel
+    return "fla" if HAVE_FLA and device_type == "cuda" and (bf16 or not needs_bf16) else "torch"
+
+
+def use_fla(kernel: str, x: Tensor, needs_bf16: bool = True) -> bool:
+    return resolve_fla(kernel, x.device.type, autocast_bf16(x), needs_bf16) == "fla"
 
 
 def heads_last(z: Tensor) -> Tensor:
@@ -166,6 +174,9 @@ class DeltaNet(Mixer):
         self.g_proj = nn.Linear(d_model, value_dim, bias=False) if use_gate else None
         self.o_norm = nn.RMSNorm(self.dv, eps=norm_eps)
         self.o_proj = nn.Linear(value_dim, d_model, bias=False)
+
+    def kernel_for(self, device_type: str, bf16: bool) -> str:
+        return resolve_fla(self.kernel, device_type, bf16)
 
     def forward(self, x: Tensor) -> Tensor:
         if use_fla(self.kernel, x):

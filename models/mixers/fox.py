@@ -105,18 +105,24 @@ class ForgettingAttention(Mixer):
             o = self.output_norm(o) * torch.sigmoid(self.ogate_proj(x))
         return self.o_proj(o)
 
+    def kernel_for(self, device_type: str, bf16: bool) -> str:
+        return ("flex" if device_type == "cuda" else "sdpa") if self.kernel == "auto" else self.kernel
+
     def attend(self, q: Tensor, k: Tensor, v: Tensor, log_f: Tensor) -> Tensor:
         """Forgetting attention on (batch, heads, seq, head_dim) q, k, v and (batch, heads, seq) log forget gates."""
         cum = log_f.cumsum(-1)  # c_i; D_ij = c_i - c_j
         slopes = None if self.score_bias is None else self.score_bias.slopes(self.n_heads, q.device)
-        if self.kernel == "flex" or (self.kernel == "auto" and q.is_cuda):
+        if self.kernel_for(q.device.type, False) == "flex":
             return flex_forgetting_attention(q, k, v, cum, slopes)
         pos = torch.arange(q.shape[-2], device=q.device)
-        bias = cum[..., :, None] - cum[..., None, :]  # (b, heads, t, t)
+        bias = cum[..., :, None] - cum[..., None, :]  # (b, heads, t, t), float32
         if slopes is not None:
             bias = bias - slopes[:, None, None] * (pos[:, None] - pos[None, :])
-        mask = bias.masked_fill(pos[None, :] > pos[:, None], float("-inf")).to(q.dtype)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        mask = bias.masked_fill(pos[None, :] > pos[:, None], float("-inf"))
+        # SDPA takes a mask of q's dtype only: the decayed scores are formed in float32 (never a bf16 decay)
+        with torch.autocast(q.device.type, enabled=False):
+            y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask)
+        return y.to(v.dtype)
 
     def attend_step_by_step(self, q: Tensor, k: Tensor, v: Tensor, log_f: Tensor) -> Tensor:
         cum, ys = log_f.cumsum(-1), []
@@ -141,7 +147,7 @@ class ForgettingAttention(Mixer):
 def flex_forgetting_attention(q: Tensor, k: Tensor, v: Tensor, cum: Tensor, slopes: Tensor | None = None) -> Tensor:
     """FlexAttention with the decay c_i - c_j (and ALiBi's -m_h (i - j)) as a score modification on the causal block
     mask: compiled on CUDA, eager elsewhere (materialising the scores: for tests)."""
-    cum = cum.to(q.dtype)
+    cum = cum.float()  # the cumulative log forget gates stay float32: in bf16, c_i - c_j loses the decay at length
 
     def score_mod(score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
         score = score + cum[b, h, q_idx] - cum[b, h, kv_idx]

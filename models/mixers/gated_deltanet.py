@@ -34,6 +34,7 @@ from models.mixers.delta_net import (
     l2_normalise,
     output_norm,
     recurrent_delta_rule,
+    resolve_fla,
     use_fla,
 )
 from models.mixers.linear_attention import full_precision
@@ -93,8 +94,11 @@ class GatedDeltaNet(Mixer):
     def no_weight_decay(self) -> Iterable[nn.Parameter]:
         return (self.A_log, self.dt_bias)  # as in the reference (their _no_weight_decay flags)
 
+    def kernel_for(self, device_type: str, bf16: bool) -> str:
+        return resolve_fla(self.kernel, device_type, bf16, needs_bf16=False)
+
     def forward(self, x: Tensor) -> Tensor:
-        if use_fla(self.kernel, x):
+        if use_fla(self.kernel, x, needs_bf16=False):
             return self._mix(x, fla_gated_delta_rule)
         return self._mix(x, lambda *args: chunked_delta_rule(*args, chunk_size=self.chunk_size))
 

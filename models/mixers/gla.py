@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from models.init import normal_init_
 from models.mixers.base import Mixer
+from models.mixers.delta_net import resolve_fla
 from models.mixers.linear_attention import (
     ChunkSize,
     chunked_linear_attention,
@@ -64,8 +65,11 @@ class GatedLinearAttention(Mixer):
         self.out = nn.Linear(d_model, d_model, bias=False)
         normal_init_(self)
 
+    def kernel_for(self, device_type: str, bf16: bool) -> str:
+        return resolve_fla(self.kernel, device_type, bf16, needs_bf16=False)
+
     def forward(self, x: Tensor) -> Tensor:
-        if self.kernel == "fla" or (self.kernel == "auto" and HAVE_FLA and x.is_cuda):
+        if self.kernel_for(x.device.type, False) == "fla":
             return self._mix(x, fla_gla)
         return self._mix(x, lambda q, k, v, g: chunked_linear_attention(q, k, v, g, chunk_size=self.chunk_size))
 

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from models.mixers._conv import ShortConv
 from models.mixers.base import Mixer
+from models.mixers.delta_net import resolve_fla
 from models.mixers.gla import fla_gla
 from models.mixers.linear_attention import (
     chunked_linear_attention,
@@ -78,8 +79,11 @@ class HGRN2(Mixer):
             start = layer_idx / n_layers  # fla's bounds at init: softmax of zeros, cumulated, minus the first row
             self.lower_bound = nn.Parameter(torch.full((d_model,), math.log(start / (1 - start))))
 
+    def kernel_for(self, device_type: str, bf16: bool) -> str:
+        return resolve_fla(self.kernel, device_type, bf16, needs_bf16=False)
+
     def forward(self, x: Tensor) -> Tensor:
-        if self.kernel == "fla" or (self.kernel == "auto" and HAVE_FLA and x.is_cuda):
+        if self.kernel_for(x.device.type, False) == "fla":
             return self._mix(x, fla_gla)
         return self._mix(x, lambda q, k, v, g: chunked_linear_attention(q, k, v, g, chunk_size=self.chunk_size))
 

@@ -28,8 +28,8 @@ from annotated_types import Ge, Gt
 from torch import Tensor, nn
 
 from models.mixers._conv import ShortConv
-from models.mixers.base import Mixer
-from models.mixers.delta_net import check_kernel, heads_last, use_fla
+from models.mixers.base import Mixer, autocast_bf16
+from models.mixers.delta_net import check_kernel, heads_last, resolve_fla
 from models.mixers.linear_attention import full_precision
 
 TINY = 1e-30  # |a| floor for a decay of exactly 0 (2 e^{dt A} = 1), so log|a| stays finite: 1e-30 is 0 at any precision
@@ -148,8 +148,11 @@ class Mamba2(Mixer):
         """The range of the state transition a_t (one scalar per head)."""
         return (-1.0 if self.neg else 0.0), 1.0
 
+    def kernel_for(self, device_type: str, bf16: bool) -> str:
+        return "torch" if self.neg else resolve_fla(self.kernel, device_type, bf16, needs_bf16=False)
+
     def forward(self, u: Tensor) -> Tensor:
-        if not self.neg and use_fla(self.kernel, u):
+        if self.kernel_for(u.device.type, autocast_bf16(u)) == "fla":
             return self._block(u, fla_ssd)
         return self._block(u, lambda *args: chunked_ssd(*args, chunk_size=self.chunk_size))
 

@@ -35,7 +35,7 @@ from annotated_types import Ge, Le
 from torch import Tensor, nn
 
 from models.mixers.base import Mixer
-from models.mixers.delta_net import check_kernel, heads_last, use_fla
+from models.mixers.delta_net import check_kernel, heads_last, resolve_fla, use_fla
 from models.mixers.linear_attention import full_precision
 
 LOG_W_MIN = -math.exp(-0.5)  # the soft clamp: log w_t in (-e^-0.5, 0), so w_t > 0.545
@@ -170,8 +170,11 @@ class RWKV7TimeMix(Mixer):
         linear = {id(m.weight) for m in (self.receptance, self.key, self.value, self.output)}
         return [p for p in self.parameters() if id(p) not in linear]
 
+    def kernel_for(self, device_type: str, bf16: bool) -> str:
+        return resolve_fla(self.kernel, device_type, bf16, needs_bf16=False)
+
     def forward(self, x: Tensor) -> Tensor:
-        if use_fla(self.kernel, x):
+        if use_fla(self.kernel, x, needs_bf16=False):
             return self._mix(x, fla_rwkv7)
         return self._mix(x, lambda *args: chunked_rwkv7(*args, chunk_size=self.chunk_size))
 

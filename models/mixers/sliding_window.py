@@ -78,6 +78,9 @@ class SlidingWindowAttention(Attention):
         )
         return y.transpose(1, 2).reshape(b, h, n * w, d)[:, :, :t]
 
+    def kernel_for(self, device_type: str, bf16: bool) -> str:
+        return self.masked_kernel(device_type)
+
     def flops_per_token(self, seq_len: int) -> int:
         # PaLM's 12 * H * Q * T with T replaced by the keys a query sees: min(window, seq_len).
         return 12 * self.n_heads * self.head_dim * min(self.window, seq_len)
