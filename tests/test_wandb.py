@@ -11,7 +11,7 @@ import time
 import pandas as pd
 import pytest
 
-from harness.record.results import load_records, run_id, write_json_atomic
+from harness.record.results import load_records, write_json_atomic
 from harness.report import BoardError, board
 from harness.report.wandb_runs import fetch_records, record_from_run, records_from_runs
 from harness.run.logger import WandbLogger
@@ -86,6 +86,7 @@ def test_offline_run_folder_holds_group_tags_config_history_and_summary(tmp_path
         dir=str(tmp_path),
         labels={"mixer": "attention", "task": "mqar"},
         overrides=["model/mixer=attention"],
+        run_id="0123456789abcdef",
     )
     for step in (50, 100):
         logger.log({"step": step, "train/loss": 2.0 / step, "val/accuracy": step / 200}, step)
@@ -99,7 +100,7 @@ def test_offline_run_folder_holds_group_tags_config_history_and_summary(tmp_path
     assert list(run.tags) == ["attention", "mqar"]
     c = got["config"]
     assert c["model"] == {"d_model": 64} and c["trainer"] == {"lr": 1e-3} and c["seed"] == 0
-    assert c["labels"] == {"mixer": "attention", "task": "mqar"} and c["run_id"] == run_id(config)
+    assert c["labels"] == {"mixer": "attention", "task": "mqar"} and c["run_id"] == "0123456789abcdef"
     assert c["overrides"] == ["model/mixer=attention"]
     rows = [(h["_step"], h["val/accuracy"], h["train/loss"]) for h in got["history"] if "val/accuracy" in h]
     assert sorted(rows) == [(50, 0.25, 0.04), (100, 0.5, 0.02)]

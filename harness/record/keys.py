@@ -80,9 +80,13 @@ def board_role(key: str) -> str:
     return "column" if key.lstrip("+~").startswith("task.") else "variant"
 
 
-def run_id(config: dict) -> str:
-    """A hash of the resolved config without the keys that do not change the result."""
-    return hashlib.sha256(json.dumps(_without(config, ""), sort_keys=True, default=str).encode()).hexdigest()[:16]
+def run_id(config: dict, code: dict | None = None) -> str:
+    """A hash of the resolved config (its `auto` fields resolved) without the keys that do not change the result,
+    and of `code`: the fingerprint of the code that trains it (harness/record/code.py) and the kernels its mixers
+    resolved to. Without `code`: the config's id alone, which runs of the same config under other code share (records
+    written before fingerprints have only this)."""
+    identity = _without(config, "") if code is None else {"config": _without(config, ""), **code}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _without(node: object, prefix: str) -> object:

@@ -1,10 +1,12 @@
 """The result record: one `result.json` per run, written atomically, read back tolerantly.
 
-Fields: schema, run_id, status (completed | failed | diverged), error, labels, overrides, config, seed, metrics,
-cost, env, timestamps. `run_id` hashes the resolved config minus where things are written and how they are logged,
-so the same experiment gets the same id wherever and whenever it runs. Under the results root, `.completed/<run_id>`
-names a run's completed record (a rerun skips it) and `.in_progress/<run_id>` the checkpoint an interrupted attempt
-left (a rerun resumes from it).
+Fields: schema, run_id, config_id, code, status (completed | failed | diverged), error, labels, overrides, config,
+seed, metrics, cost, env, timestamps. `config_id` hashes the resolved config (`auto` fields resolved: device,
+precision, kernels) minus where things are written and how they are logged; `run_id` hashes that and the code that
+trains the run (harness/record/code.py), so the same experiment under the same code gets the same id wherever and
+whenever it runs, and a change to a mixer gives its runs new ids. Under the results root, `.completed/<run_id>` names
+a run's completed record (a rerun skips it) and `.in_progress/<config_id>` the checkpoint an interrupted attempt left
+(a rerun resumes from it if the checkpoint's run_id is its own: never a checkpoint trained by other code).
 """
 
 import json
@@ -38,7 +40,7 @@ class Record:
     """One run's result record, as result.json holds it (schema SCHEMA); the CLI writes it, the wandb reader builds
     it from a wandb run, and the board, the race and a search read it back as the dict `to_dict` gives."""
 
-    run_id: str  # keys.run_id of the resolved config
+    run_id: str  # keys.run_id of the resolved config and the code
     labels: dict  # the labelled group choices (keys.LABELS), e.g. {"mixer": "hyena", "task": "mqar"}
     overrides: list[str] | None  # the command line's overrides (None: unknown, e.g. a run logged without them)
     config: dict  # the resolved config
@@ -51,6 +53,8 @@ class Record:
     env: dict = field(default_factory=dict)  # environment(): versions, device, threads
     timestamps: dict = field(default_factory=dict)  # started, finished (ISO 8601, UTC)
     history: list | None = None  # the evaluations during training (completed runs)
+    config_id: str | None = None  # keys.run_id of the resolved config alone: shared by runs under other code
+    code: dict | None = None  # harness/record/code.py: fingerprint, modules (name -> hash), kernels; None: unknown
     schema: int = SCHEMA
 
     def to_dict(self) -> dict:
@@ -107,13 +111,20 @@ def environment() -> dict:
 
 
 def _git_sha() -> str | None:
+    """The commit of archbench's checkout, where it runs from one: None for a wheel or sdist install, even one inside
+    another git repository (a venv in a project), whose HEAD says nothing of this code. The run's identity does not
+    rest on it: `code` (harness/record/code.py) fingerprints the code itself."""
+    here = Path(__file__).resolve()
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+            ["git", "rev-parse", "--show-toplevel", "HEAD"], cwd=here.parent, capture_output=True, text=True, timeout=5
         )
-        return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+    lines = out.stdout.split()
+    if out.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() / "harness/record/results.py" != here:
+        return None
+    return lines[1]
 
 
 def _parse(data: bytes):
@@ -153,7 +164,27 @@ def read_record(path: str | Path) -> tuple[dict | None, str | None]:
     if not _well_typed(record):
         return None, "no run_id, or a field of the wrong type"
     record["path"] = str(path)
+    if record.get("code") is None:
+        _resolve_legacy(record)
     return record, None
+
+
+def resolved_precision(precision: str, device_type: str) -> str:
+    """trainer.precision as run: auto is bf16 autocast on CUDA, fp32 elsewhere."""
+    return ("bf16" if device_type == "cuda" else "fp32") if precision == "auto" else precision
+
+
+def _resolve_legacy(record: dict) -> None:
+    """A record written before code fingerprints (code unknown): its trainer.device and trainer.precision `auto`
+    read as what they ran on (cost.device), as newer records hold them, and its config_id is its config's hash."""
+    trainer, device = record["config"].get("trainer"), (record.get("cost") or {}).get("device")
+    if isinstance(trainer, dict) and isinstance(device, str):
+        if trainer.get("device") == "auto":
+            trainer["device"] = device.split(":")[0]
+        if trainer.get("precision") == "auto":
+            trainer["precision"] = resolved_precision("auto", trainer["device"].split(":")[0])
+    record["code"] = None
+    record["config_id"] = keys.run_id(record["config"])
 
 
 def _well_typed(record: dict) -> bool:
@@ -204,11 +235,17 @@ class Scan:
     files: int
     skipped: list[tuple[str, str]] = field(default_factory=list)
     duplicates: list[tuple[str, str]] = field(default_factory=list)  # (path, the path of the copy counted)
+    superseded: list[tuple[str, str]] = field(default_factory=list)  # (path, the record of newer code counted)
 
     def summary(self) -> str:
         parts = [f"read {self.files} record file{'s' * (self.files != 1)}", f"used {len(self.records)}"]
         if self.duplicates:
             parts.append(f"{len(self.duplicates)} duplicate{'s' * (len(self.duplicates) != 1)} of runs counted once")
+        if self.superseded:
+            parts.append(f"{len(self.superseded)} superseded: their config ran again under newer code (listed below)")
+        unknown = sum(r.get("code") is None for r in self.records)
+        if unknown:
+            parts.append(f"{unknown} of the used predate code fingerprints (code unknown)")
         if self.skipped:
             parts.append(f"skipped {len(self.skipped)} (listed below)")
         return "; ".join(parts)
@@ -216,7 +253,9 @@ class Scan:
 
 def scan(roots: Iterable[str | Path]) -> Scan:
     """Every record below `roots`, each run counted once: for a run_id seen several times (a rerun of a sweep), the
-    completed record wins over failed ones, and the latest over earlier ones. Nothing is passed over in silence."""
+    completed record wins over failed ones, and the latest over earlier ones. Runs of one config (whatever their
+    seed) under different code (or kernels) are never pooled: those of the code that ran last are counted, the others
+    listed as superseded. Nothing is passed over in silence."""
     best: dict[str, dict] = {}
     skipped, dropped = [], []
     paths = _record_files(roots)
@@ -235,7 +274,34 @@ def scan(roots: Iterable[str | Path]) -> Scan:
         else:
             dropped.append(record)
     duplicates = [(r["path"], best[r["run_id"]]["path"]) for r in dropped]
-    return Scan(list(best.values()), len(paths), skipped, duplicates)
+    kept, superseded = _newest_code(list(best.values()))
+    return Scan(kept, len(paths), skipped, duplicates, superseded)
+
+
+def code_key(record: dict) -> str:
+    """What a record's code identity is: the fingerprint and the kernels, or "unknown" for records without one."""
+    code = record.get("code")
+    return "unknown" if not code else json.dumps([code.get("fingerprint"), code.get("kernels")], default=str)
+
+
+def _newest_code(records: list[dict]) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Per config less its seed, the records of the code whose latest run started last (so seeds of an old code never
+    join the seeds of a new one); (path, path of a kept run of the same config) for the rest."""
+    if len({code_key(r) for r in records}) < 2:  # one code: nothing to supersede (no hashing needed)
+        return records, []
+    started = lambda r: (r.get("timestamps") or {}).get("started") or ""
+    group = [keys.run_id({**r["config"], "seed": None}) for r in records]
+    newest: dict[str, tuple[str, str]] = {}  # group -> (latest start, code_key)
+    for g, r in zip(group, records, strict=True):
+        if g not in newest or started(r) > newest[g][0]:
+            newest[g] = (started(r), code_key(r))
+    kept, superseded, example = [], [], {}
+    for g, r in zip(group, records, strict=True):
+        if code_key(r) == newest[g][1]:
+            kept.append(r)
+            example.setdefault(g, r["path"])
+    superseded = [(r["path"], example[g]) for g, r in zip(group, records, strict=True) if code_key(r) != newest[g][1]]
+    return kept, superseded
 
 
 def load_records(roots: Iterable[str | Path]) -> list[dict]:

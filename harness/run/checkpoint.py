@@ -68,25 +68,37 @@ def load(path: Path) -> dict:
 
 @dataclass
 class Checkpointer:
-    """Where a run writes its checkpoint (its own folder), where an interrupted earlier attempt of the same run left
+    """Where a run writes its checkpoint (its own folder), where an interrupted earlier attempt of the same config left
     one (`resume_from`, possibly in another folder), and whom to tell after each save (the CLI's in-progress
-    marker)."""
+    marker). With a `run_id`, a checkpoint is resumed only if it was saved by a run of that id: never one trained by
+    other code (a changed mixer) or on other kernels."""
 
     path: Path
     resume_from: Path | None = None
     on_save: Callable[[Path], None] | None = None
+    run_id: str | None = None
 
     def load(self) -> dict | None:
         if self.resume_from is None or not Path(self.resume_from).exists():
             return None
         try:
-            return load(self.resume_from)
+            state = load(self.resume_from)
         except Exception as e:  # a damaged checkpoint costs the progress it held, never the run
             log.warning("cannot resume from %s (%s: %s): starting from step 0", self.resume_from, type(e).__name__, e)
             return None
+        if self.run_id is not None and state.get("run_id") != self.run_id:
+            log.warning(
+                "not resuming from %s: it was saved by run %s, trained by other code or kernels than this run %s; "
+                "starting from step 0",
+                self.resume_from,
+                state.get("run_id") or "(unknown)",
+                self.run_id,
+            )
+            return None
+        return state
 
     def save(self, state: dict) -> None:
-        save(self.path, state)
+        save(self.path, {**state, "run_id": self.run_id} if self.run_id is not None else state)
         if self.on_save is not None:
             self.on_save(self.path)
         if self.resume_from is not None and Path(self.resume_from).resolve() != Path(self.path).resolve():

@@ -24,13 +24,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from harness import grammar
-from harness.record import results
+from harness.record import code, results
 from harness.record.keys import labels_of
+from harness.record.keys import run_id as identity_hash
 from harness.run import search
 from harness.run.build import ConfigError, build, check, check_writable, untrained_positions
 from harness.run.checkpoint import FILE as CHECKPOINT
 from harness.run.checkpoint import Checkpointer
-from harness.run.train import Diverged, seed_everything, train
+from harness.run.train import Diverged, resolve_device, seed_everything, train
 
 log = logging.getLogger("archbench")
 
@@ -133,14 +134,13 @@ def run(cfg: DictConfig) -> dict:
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
-    rid = results.run_id(config)
     labels = labels_of(hc.runtime.choices, config["model"].get("pattern"))
     results_root = Path(cfg.paths.results)
 
     seed_everything(cfg.seed, deterministic=cfg.trainer.deterministic)  # before the model draws its weights
     # status stays None only if the run is interrupted (Ctrl-C): then no record, and the checkpoint resumes it.
     record = results.Record(
-        run_id=rid,
+        run_id=results.run_id(config),  # until the model is built: then its code and kernels join the id
         labels=labels,
         overrides=list(hc.overrides.task),
         config=config,
@@ -151,6 +151,7 @@ def run(cfg: DictConfig) -> dict:
     )
     try:
         task, model, train_cfg = build(cfg)
+        identify(record, model, task)
     except ConfigError as e:
         if not search.active(cfg):
             raise
@@ -159,8 +160,9 @@ def run(cfg: DictConfig) -> dict:
         record.status, record.error = "failed", f"ConfigError: {e}"
         record.timestamps["finished"] = _now()
         results.write_json_atomic(out_dir / results.RECORD, record.to_dict())
-        log.error("trial %s cannot be built: %s", rid, e)
+        log.error("trial %s cannot be built: %s", record.run_id, e)
         return record.to_dict()
+    rid = record.run_id
 
     if cfg.skip_completed and (prior := results.find_completed(results_root, rid)) is not None:
         log.info("run %s already completed in %s: skipping (skip_completed=false reruns it)", rid, prior["path"])
@@ -182,10 +184,11 @@ def run(cfg: DictConfig) -> dict:
     )
     if (untrained := untrained_positions(model, task)) is not None:  # said, not refused: MHA-Abs does it on purpose
         log.warning(untrained)
-    checkpointer = Checkpointer(
+    checkpointer = Checkpointer(  # found by config; resumed only if its run id (config, code, kernels) is this one's
         out_dir / CHECKPOINT,
-        resume_from=results.find_checkpoint(results_root, rid) if cfg.resume else None,
-        on_save=lambda path: results.mark_in_progress(results_root, rid, path),
+        resume_from=results.find_checkpoint(results_root, record.config_id) if cfg.resume else None,
+        on_save=lambda path: results.mark_in_progress(results_root, record.config_id, path),
+        run_id=rid,
     )
     logger = None
     t0 = time.perf_counter()
@@ -205,6 +208,7 @@ def run(cfg: DictConfig) -> dict:
             dir=str(out_dir),
             labels=labels,
             overrides=record.overrides,
+            run_id=rid,
         )
         out = train(
             model,
@@ -270,7 +274,7 @@ def _write_record(
         results.write_json_atomic(out_dir / results.RECORD, record.to_dict())
         if record.status == "completed":  # a failed run keeps its checkpoint: rerunning it resumes from there
             results.mark_completed(results_root, rid, out_dir / results.RECORD)
-            results.clear_in_progress(results_root, rid)
+            results.clear_in_progress(results_root, record.config_id)
             checkpointer.remove()
         return True
     except OSError as e:
@@ -294,6 +298,25 @@ def _write_record(
             kept,
         )
         return False
+
+
+def identify(record: results.Record, model: torch.nn.Module, task: object) -> None:
+    """The run's identity, before anything is looked up or trained: `auto` fields resolved to what will run
+    (trainer.device and trainer.precision in the record's config; each mixer's kernel in `code.kernels`), the
+    fingerprint of the code that trains it (harness/record/code.py), and the ids: config_id (the resolved config) and
+    run_id (config, code and kernels). A changed mixer gives its runs new ids; other runs keep theirs."""
+    trainer = record.config["trainer"]
+    device = resolve_device(trainer["device"])
+    trainer["device"] = str(device)
+    trainer["precision"] = results.resolved_precision(trainer["precision"], device.type)
+    bf16 = trainer["precision"] == "bf16"
+    kernels = [getattr(b.mixer, "kernel_for", lambda *_: None)(device.type, bf16) for b in model.blocks]
+    record.code = {
+        **code.fingerprint({*code.modules_of(model, task), code.TRAINER}),
+        "kernels": kernels if any(k is not None for k in kernels) else None,
+    }
+    record.config_id = identity_hash(record.config)
+    record.run_id = identity_hash(record.config, {k: record.code[k] for k in ("fingerprint", "kernels")})
 
 
 def derived_keys(cfg: DictConfig) -> list[str]:

@@ -40,15 +40,14 @@ class WandbLogger(NullLogger):
         dir: str,
         labels: dict,
         overrides: list[str],
+        run_id: str,
         **_,
     ):
         import wandb
 
-        from harness.record.results import run_id
-
         os.environ.setdefault("WANDB_SILENT", "true")
         self.start, self.summary_keys = time.perf_counter(), set()
-        full = {**config, "labels": labels, "run_id": run_id(config), "overrides": overrides}
+        full = {**config, "labels": labels, "run_id": run_id, "overrides": overrides}
         self.run = wandb.init(
             project=project,
             entity=entity,
