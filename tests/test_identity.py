@@ -207,3 +207,16 @@ def test_the_git_sha_is_archbenchs_own_or_none(tmp_path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module._git_sha() is None
+
+
+def test_the_board_lists_superseded_runs_below_itself_and_in_its_csv(archbench, scratch, tmp_path):
+    from harness.report import board, render
+
+    archbench(*WITH_SCRATCH)
+    scratch(*COMPUTES_OTHERWISE)
+    archbench(*WITH_SCRATCH)
+    b = board.leaderboard([tmp_path / "results"])
+    assert len(b.chosen) == 1 and "1 superseded" in b.accounting
+    assert any("superseded" in why for _, why in b.skipped)
+    assert "superseded: its config ran again under newer code" in render.markdown(b)
+    assert (b.files["status"] == "superseded").sum() == 1

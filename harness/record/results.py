@@ -177,14 +177,14 @@ def resolved_precision(precision: str, device_type: str) -> str:
 def _resolve_legacy(record: dict) -> None:
     """A record written before code fingerprints (code unknown): its trainer.device and trainer.precision `auto`
     read as what they ran on (cost.device), as newer records hold them, and its config_id is its config's hash."""
-    trainer, device = record["config"].get("trainer"), (record.get("cost") or {}).get("device")
+    trainer, device = (record.get("config") or {}).get("trainer"), (record.get("cost") or {}).get("device")
     if isinstance(trainer, dict) and isinstance(device, str):
         if trainer.get("device") == "auto":
             trainer["device"] = device.split(":")[0]
         if trainer.get("precision") == "auto":
             trainer["precision"] = resolved_precision("auto", trainer["device"].split(":")[0])
     record["code"] = None
-    record["config_id"] = keys.run_id(record["config"])
+    record["config_id"] = keys.run_id(record.get("config") or {})
 
 
 def _well_typed(record: dict) -> bool:
@@ -290,7 +290,7 @@ def _newest_code(records: list[dict]) -> tuple[list[dict], list[tuple[str, str]]
     if len({code_key(r) for r in records}) < 2:  # one code: nothing to supersede (no hashing needed)
         return records, []
     started = lambda r: (r.get("timestamps") or {}).get("started") or ""
-    group = [keys.run_id({**r["config"], "seed": None}) for r in records]
+    group = [keys.run_id({**(r.get("config") or {}), "seed": None}) for r in records]
     newest: dict[str, tuple[str, str]] = {}  # group -> (latest start, code_key)
     for g, r in zip(group, records, strict=True):
         if g not in newest or started(r) > newest[g][0]:

@@ -29,6 +29,7 @@ from harness.report import BoardError, render, stats, views
 
 log = logging.getLogger(__name__)
 
+SUPERSEDED = "its config ran again under newer code (harness/record/code.py)"
 # cost columns of a cell: mean over its chosen runs; train_flops = flops_per_token * tokens_seen per run
 COSTS = (
     "params",
@@ -410,18 +411,19 @@ def build(
     ok = runs[runs.status == "completed"]
     grid = grid_text(ok, select) if select else ""
     table, legend = render.wide(long, metric, split, select, group_by, grid)
+    listed = [*found.skipped, *((p, f"superseded: {SUPERSEDED} ({kept})") for p, kept in found.superseded)]
     skipped = [
-        *found.skipped,
+        *listed,
         *(
             (p, f"completed, but has no {split}/{metric}: not counted in its cell")
             for p in dict.fromkeys(unplaced["path"])
         ),
     ]
-    for path, why in skipped[len(found.skipped) :]:
+    for path, why in skipped[len(listed) :]:
         log.warning("not placed on the board: %s: %s", path, why)
     accounting = found.summary() + (
-        f"; {len(skipped) - len(found.skipped)} completed without {split}/{metric} (listed below)"
-        if len(skipped) > len(found.skipped)
+        f"; {len(skipped) - len(listed)} completed without {split}/{metric} (listed below)"
+        if len(skipped) > len(listed)
         else ""
     )
     options = {"metric": metric, "split": split, "select": select, "group_by": group_by, "size": tuple(size)}
@@ -454,6 +456,10 @@ def _files(found: Scan, runs: pd.DataFrame, unplaced: pd.DataFrame) -> pd.DataFr
     """Every record file read: used (in which cell), a duplicate of a run counted once, or skipped and why."""
     rows = [
         {"path": p, "status": "skipped", "reason": why, "variant": None, "column": None} for p, why in found.skipped
+    ]
+    rows += [
+        {"path": p, "status": "superseded", "reason": f"{SUPERSEDED}: {kept} counted", "variant": None, "column": None}
+        for p, kept in found.superseded
     ]
     rows += [
         {
