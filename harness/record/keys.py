@@ -35,6 +35,7 @@ KEYS = (
     Key("suite", label="suite", board="none"),
     Key("experiment", label="experiment", board="none"),
     Key("hparams_search", board="none"),
+    Key("tune", board="none", in_run_id=False),  # the fields a suite tunes; the board selects over them on val
     Key("seed", board="seed"),
     Key("name", board="none", in_run_id=False),  # the sweep or experiment: where records go, the wandb group
     Key("paths", board="none", in_run_id=False),

@@ -25,7 +25,7 @@ import pandas as pd
 from harness.record import keys as record_keys
 from harness.record.keys import LOWER_IS_BETTER
 from harness.record.results import Scan, scan
-from harness.report import BoardError, render, stats, views
+from harness.report import BoardError, render, stats, tuning, views
 
 log = logging.getLogger(__name__)
 
@@ -398,9 +398,11 @@ def build(
     if not records:
         raise BoardError("no result records")
     found = found or Scan(records, len(records))
-    select, group = list(select), [group_by] if group_by else []
+    given, group = list(select), [group_by] if group_by else []
+    select = tuning.automatic(records, given)  # the suite's declared grid (tune:) unless --select says otherwise
+    shown = [k for k in (tuning.declared(records) or tuning.TUNED_BY_DEFAULT) if k not in select]
     runs = runs_frame(
-        records, keys=[*select, *group, *([aggregate] if aggregate else [])], hide=[*select, *group], size=size
+        records, keys=[*select, *group, *([aggregate] if aggregate else []), *shown], hide=[*select, *group], size=size
     )
     runs, split = by_split(runs, split, metric)
     runs = with_columns(runs, group_by)
@@ -411,6 +413,8 @@ def build(
     ok = runs[runs.status == "completed"]
     grid = grid_text(ok, select) if select else ""
     table, legend = render.wide(long, metric, split, select, group_by, grid)
+    if (tuned := tuning.legend(runs, records, select, given)) is not None:
+        legend.append(tuned)
     listed = [*found.skipped, *((p, f"superseded: {SUPERSEDED} ({kept})") for p, kept in found.superseded)]
     skipped = [
         *listed,

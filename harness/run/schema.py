@@ -34,6 +34,7 @@ class RunConfig:
 
     seed: Annotated[int, at.Ge(0), at.Lt(2**32)] = 0  # numpy's SeedSequence takes any such integer
     name: str = "default"
+    tune: list[str] = dataclasses.field(default_factory=list)  # the fields the board selects over on val
     skip_completed: bool = True
     resume: bool = True
 
