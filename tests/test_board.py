@@ -356,12 +356,52 @@ def test_cli_bad_arguments(tmp_path, capsys):
     assert "no result records" in capsys.readouterr().err
 
 
+def test_a_bimodal_cell_shows_how_many_seeds_solve_the_task(tmp_path, capsys):
+    """MQAR in the main job: attention recalls on three seeds of four (0.748 ± 0.344): the cell says 3/4 ≥ 0.9, and
+    --solved moves the threshold; a bad --solved or --delta is one line and exit code 2."""
+    accs = {"attention": [0.99, 0.995, 0.998, 0.01], "hyena": [0.2, 0.15, 0.18, 0.17]}
+    write_all(tmp_path / "runs", [record(m, "mqar", s, a) for m, vals in accs.items() for s, a in enumerate(vals)])
+    result = board.leaderboard([tmp_path / "runs"])
+    assert " 3/4 ≥ 0.9 " in result.table.loc["attention", "mqar"] + " "
+    assert result.long.set_index("variant").loc["hyena", "solved"] == 0
+    assert any(line.startswith("k/n ≥ 0.9 = seeds of the cell") for line in result.legend)
+    board_cli.main([str(tmp_path / "runs"), "--solved", "0.18", "--delta", "0.5"])
+    out = capsys.readouterr().out
+    assert "3/4 ≥ 0.18" in out and "2/4 ≥ 0.18" in out and "delta = 0.5" in out
+    for bad, message in (("--solved=1.5", "--solved 1.5: an accuracy in [0, 1]"), ("--delta=-1", "--delta -1")):
+        with pytest.raises(SystemExit) as e:
+            board_cli.main([str(tmp_path / "runs"), bad])
+        assert e.value.code == 2 and message in capsys.readouterr().err
+    loss = board.leaderboard([tmp_path / "runs"], metric="loss")
+    assert "solved" not in loss.long and "≥" not in loss.table.loc["attention", "mqar"]  # accuracy only
+
+
+def test_cells_on_other_seeds_are_compared_unpaired_and_the_legend_says_so(tmp_path):
+    recs = [record("a", "mqar", s, 0.9 + s / 100) for s in range(4)]
+    recs += [record("b", "mqar", s + 10, 0.5 + s / 100) for s in range(4)]  # seeds 10..13: no pairs
+    recs += [record(m, "ih", s, 0.5 + s / 100) for m in ("a", "b") for s in range(4)]
+    write_all(tmp_path, recs)
+    result = board.leaderboard([tmp_path])
+    assert result.long.set_index(["variant", "column"])["paired"].to_dict() == {
+        ("a", "mqar"): False,
+        ("b", "mqar"): False,
+        ("a", "ih"): True,
+        ("b", "ih"): True,
+    }
+    assert "paired by seed in 1 of 2 columns, the others unpaired" in result.legend[1]
+    # 8 values split 4 / 4: 70 arrangements, the observed split is the most extreme of them (2 of 70 with the
+    # labels swapped): p = 0.03, marked; on ih two variants on four seeds can never be separated (1/8)
+    assert result.long.set_index(["variant", "column"]).loc[("b", "mqar"), "tied"] == False  # noqa: E712
+    assert "too few seeds and variants for any cell to be marked worse at alpha in: ih" in result.legend[1]
+
+
 def test_results_csv_has_one_row_per_cell(tmp_path):
     write_all(tmp_path / "runs", known_records())
     board_cli.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
     csv = pd.read_csv(tmp_path / "out" / "leaderboard.csv").set_index(["variant", "task"])
     assert csv.loc[("hyena", "ih"), "mean"] == pytest.approx(0.15) and len(csv) == 6
     assert {"ci_lo", "ci_hi", "p_vs_leader", "tied", "rank", "params", "params_non_embedding"} <= set(csv.columns)
+    assert {"paired", "separable", "alpha", "delta", "solved", "solved_at"} <= set(csv.columns)
 
 
 def test_split_with_a_star_gives_a_column_per_test_length_in_numeric_order(tmp_path):
