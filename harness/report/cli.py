@@ -4,6 +4,7 @@
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -23,24 +24,19 @@ def _formats(text: str) -> list[str]:
     return formats
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"--solved {text}: an accuracy in [0, 1]")
-    return value
+def _number(flag: str, ok: Callable[[float], bool], allowed: str) -> Callable[[str], float]:
+    """An argparse type: a number for which ok(value) holds, else one line naming the flag and what is allowed."""
 
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{flag} {text}: {allowed}")
+        return value
 
-def _margin(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"--delta {text}: a difference of 0 or more, in the metric's units")
-    return value
+    return parse
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -72,13 +68,13 @@ def _main(argv: list[str] | None) -> None:
     )
     p.add_argument(
         "--solved",
-        type=_fraction,
+        type=_number("--solved", lambda v: 0 <= v <= 1, "an accuracy in [0, 1]"),
         default=marking.SOLVED,
         help=f"accuracy at which a seed solves the task: cells show k/n ≥ it (default {marking.SOLVED})",
     )
     p.add_argument(
         "--delta",
-        type=_margin,
+        type=_number("--delta", lambda v: v >= 0, "a difference of 0 or more, in the metric's units"),
         help="the smallest difference that matters: * marks a cell worse only if it is below the best by more "
         f"(default per metric: {', '.join(f'{k} {v:g}' for k, v in marking.DELTA.items())}; others 0)",
     )

@@ -1,5 +1,7 @@
-"""Statistics over seeds for the leaderboard: mean, std, Student-t 95% confidence interval, Welch's t-test against
-the leader of a column, and ranks. Vectorized over cells, so that a board of thousands of runs costs milliseconds."""
+"""Statistics over seeds for the leaderboard: mean, std, Student-t 95% confidence interval, Welch's t-test (the
+race's test), and ranks. Vectorized over cells, so that a board of thousands of runs costs milliseconds. The board's
+`*` is harness/report/marking.py; `versus_leader` is the marking it replaced, kept to measure against
+(scripts/marking_error_rates.py, tests/test_stats.py)."""
 
 import numpy as np
 import pandas as pd
@@ -43,7 +45,8 @@ def welch_p(
 
 
 def versus_leader(cells: pd.DataFrame, by: str, higher_is_better: bool, alpha: float = ALPHA) -> pd.DataFrame:
-    """For each cell: `leader` (the best mean of its column `by` among cells with >= 2 seeds, which can be tested;
+    """The board's old marking (uncorrected, unpaired: its family-wise error rate grows with the variants of a
+    column, docs/board.md). For each cell: `leader` (the best mean of its column `by` among cells with >= 2 seeds;
     among all scored cells only where none has 2), `p_vs_leader` (Welch, NaN for the leader and where a side has
     < 2 seeds) and `tied` (the leader, or p >= alpha: not significantly different from it). A one-seed cell with a
     higher mean neither hides the test of the others nor is marked as tied: it is untested."""
