@@ -165,6 +165,9 @@ def test_pairing_follows_the_seeds_and_lower_is_better_flips_the_leader():
     assert not out["paired"].any() and out["leader"].tolist() == [True, False, False]  # lower is better
     again = marking.versus_best(cells, runs, "column", False)
     assert out["p_vs_leader"].equals(again["p_vs_leader"])  # fixed permutations: bitwise repeatable
+    cells, runs = frame(values)
+    unknown = marking.versus_best(cells, runs.assign(seed=None), "column", True)  # runs without a seed (wandb)
+    assert not unknown["paired"].any()
 
 
 def test_a_design_too_small_to_reach_alpha_says_so():

@@ -124,8 +124,9 @@ def versus_best(
             out.loc[lead, ["leader", "tied"]] = True
             continue
         groups = [per_cell[c].sort_values("seed", kind="stable") for c in testable["cell"]]
-        seeds = [tuple(g["seed"]) for g in groups]
-        paired = all(s == seeds[0] for s in seeds)
+        seeds = [tuple(g["seed"]) for g in groups]  # paired: every cell on the same seeds, each once, all known
+        known = all(g["seed"].notna().all() for g in groups) and len(set(seeds[0])) == len(seeds[0])
+        paired = known and all(s == seeds[0] for s in seeds)
         values = [sign * g["value"].to_numpy(float) for g in groups]
         lead, p, floor = column_test(values, paired, delta, permutations)
         out.loc[testable.index, "p_vs_leader"] = p

@@ -251,7 +251,7 @@ def html(board: "Board", images: Iterable[str | Path] = ()) -> str:
     )
 
 
-TEX = {"±": r"$\pm$", "†": r"$^\dagger$", "–": "--", "∈": r"$\in$", "×": r"$\times$"}
+TEX = {"±": r"$\pm$", "†": r"$^\dagger$", "–": "--", "∈": r"$\in$", "×": r"$\times$", "≥": r"$\geq$"}
 
 
 def _tex(text: str) -> str:
