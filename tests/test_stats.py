@@ -168,6 +168,9 @@ def test_pairing_follows_the_seeds_and_lower_is_better_flips_the_leader():
     cells, runs = frame(values)
     unknown = marking.versus_best(cells, runs.assign(seed=None), "column", True)  # runs without a seed (wandb)
     assert not unknown["paired"].any()
+    one, runs = frame({"a": [0.5, 0.6], "b": [0.9]})  # one testable cell: it leads; the one-seed cell is untested
+    out = marking.versus_best(one, runs.assign(seed=None), "column", True)
+    assert out["leader"].tolist() == [True, False] and out["tied"].tolist() == [True, False]
 
 
 def test_a_design_too_small_to_reach_alpha_says_so():

@@ -119,8 +119,8 @@ def versus_best(
     per_cell = {c: g for c, g in runs.groupby("cell", sort=False)}
     for _, column in cells[cells["n"] > 0].groupby(by, sort=False):
         testable = column[column["n"] >= 2]
-        if testable.empty:  # no cell can be tested: the best of the one-seed cells leads, untested
-            lead = (column["mean"] * sign).idxmax()
+        if len(testable) < 2:  # nothing to compare: the best cell leads (among one-seed cells where none has 2)
+            lead = ((testable if len(testable) else column)["mean"] * sign).idxmax()
             out.loc[lead, ["leader", "tied"]] = True
             continue
         groups = [per_cell[c].sort_values("seed", kind="stable") for c in testable["cell"]]
