@@ -100,6 +100,22 @@ def test_identical_variants_are_marked_worse_in_at_most_alpha_of_columns(k, n, n
         assert old > bound, old  # measured: 0.29 for 6 x 5, 0.62 for 24 x 3 (normal; docs/board.md)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("k,n,old_rate", [(3, 4, 0.10), (6, 5, 0.29), (20, 3, 0.55), (24, 3, 0.62)])
+def test_the_issues_error_rates_before_and_after(k, n, old_rate):
+    """Issue 28's measurements (normal noise, sd 0.05, 4,000 columns): the old marking's family-wise error rates
+    0.10, 0.29, 0.55, 0.62 reproduced, and the new one's within alpha + 3 Monte-Carlo standard errors."""
+    columns = 4000
+    x = draw("normal", (columns, k, n), np.random.default_rng(k * n))
+    rate = np.mean([marked_worse(chunk).any(1).mean() for chunk in np.split(x, 8)])
+    assert rate <= marking.ALPHA + 3 * math.sqrt(marking.ALPHA * (1 - marking.ALPHA) / columns), rate
+    cells = pd.DataFrame(
+        {"column": np.repeat(np.arange(columns), k), "mean": x.mean(-1).ravel(), "std": x.std(-1, ddof=1).ravel()}
+    ).assign(n=n)
+    old = (~stats.versus_leader(cells, "column", True)["tied"].to_numpy().reshape(columns, k)).any(1).mean()
+    assert old == pytest.approx(old_rate, abs=0.03)
+
+
 def test_a_real_difference_is_found():
     """Power: one variant 3 sd better than two identical rivals, 4 seeds (the main job's design): most rivals are
     marked worse, and the identical rivals are not marked worse than each other."""
