@@ -162,6 +162,25 @@ def test_a_margin_keeps_zero_spread_cells_within_it_tied():
     assert race.decide(low, ALPHA, 2, 8, False, delta=0.01)["decision"].tolist() == ["leader", "tied"]
 
 
+def test_with_the_runs_values_the_race_pairs_by_seed():
+    """Seeds that move every variant together (a hard or easy draw of the data): b is 0.02 below a on every seed,
+    the seeds spread by 0.1. Welch's test sees the spread and cannot separate; paired on the seeds, b is worse. The
+    p-value is scipy's one-sided paired t-test of the differences less delta."""
+    seed_effect = np.array([0.5, 0.7, 0.6, 0.8, 0.55, 0.65, 0.75, 0.62])
+    a, b = seed_effect + 0.1, seed_effect + 0.08 + np.array([0, 1, -1, 0, 1, -1, 0, 0]) * 0.002
+    values = pd.DataFrame(
+        {"variant": ["a"] * 8 + ["b"] * 8, "column": "x", "seed": [*range(8), *range(8)], "value": [*a, *b]}
+    )
+    long = values.groupby(["variant", "column"], as_index=False)["value"].agg(mean="mean", std="std", n="count")
+    unpaired = race.decide(long, ALPHA, 2, 8, delta=0.01).set_index("variant")
+    assert unpaired.loc["b", "decision"] == "tied" and not unpaired["paired"].any()
+    paired = race.decide(long, ALPHA, 2, 8, delta=0.01, values=values).set_index("variant")
+    assert paired.loc["b", "decision"] == "worse" and paired.loc["b", "paired"]
+    expected = sps.ttest_rel(a - 0.01, b, alternative="greater").pvalue
+    assert paired.loc["b", "p"] == pytest.approx(expected)
+    assert "paired by seed" in race.decisions_markdown(long, ALPHA, 2, 8, delta=0.01, values=values)
+
+
 def test_the_race_decides_on_validation_and_the_board_reports_test(tmp_path):
     """Val and test disagree: a leads on val, b on test. The race (split val by default) decides on val: a leads and
     b is worse, while the board's own table reports test. A race run with split=test decides on test."""

@@ -3,16 +3,17 @@
 The sweep grammar is the ordinary one (`model/mixer=a,b,c task=x,y`); every combination is a cell. Each cell first
 gets seeds 0..min_seeds-1; after each round the records are read back and, per column of the board (a task
 setting), every variant is tested against the column's leader on the *validation* split by default (the board
-reports test): one-sided Welch t-test that it is below the leader by more than the practical margin delta (the
-board's, harness/report/marking.py), at level alpha / (looks x rivals), looks = max_seeds - min_seeds + 1
-(Bonferroni over the rounds and the rivals), so the best variant of a column is marked worse with probability at
-most alpha however many rounds the race looks at.
+reports test): one-sided t-test that it is below the leader by more than the practical margin delta (the board's,
+harness/report/marking.py), paired on the seeds the two cells share (Welch's where they share fewer than 2), at
+level alpha / (looks x rivals), looks = max_seeds - min_seeds + 1 (Bonferroni over the rounds and the rivals), so
+the best variant of a column is marked worse with probability at most alpha however many rounds the race looks at.
 A cell marked worse gets no more seeds; the others get one more seed each round, until their column has a single
 survivor, max_seeds, or the budget. Seeds are consecutive, so every run is an ordinary run of an ordinary sweep:
 skip-completed, resume, launchers and wandb work unchanged, and a rerun replays the race from its records.
 
-The decisions are a function of the board's long table alone (`decide`): a cell with fewer seeds than the most its
-column got was marked worse at the round it stopped; the others are tested afresh. Nothing else is remembered.
+The decisions are a function of the board's long table and the runs' values alone (`decide`): a cell with fewer
+seeds than the most its column got was marked worse at the round it stopped; the others are tested afresh. Nothing
+else is remembered.
 """
 
 import logging
@@ -57,11 +58,15 @@ def decide(
     max_seeds: int,
     higher_is_better: bool = True,
     delta: float = 0.0,
+    values: "pd.DataFrame | None" = None,
 ) -> "pd.DataFrame":
     """Per cell of `long` (columns variant, column, mean, std, n, failed): seeds (runs launched = n + failed),
-    decision (leader | tied | worse | untested), p (one-sided Welch p-value of the leader being better by more than
-    `delta`; NaN where not tested), level (the test's level) and open (gets another seed). See the module
-    docstring."""
+    decision (leader | tied | worse | untested), p (one-sided p-value of the leader being better by more than
+    `delta`: paired t-test on the seeds both completed where `values` (variant, column, seed, value per run) are
+    given and share 2 or more seeds, else Welch; NaN where not tested), paired, level (the test's level) and open
+    (gets another seed). See the module docstring."""
+    import pandas as pd
+
     from harness.report import stats
 
     out = long[["variant", "column", "mean", "std", "n"]].copy()
@@ -79,7 +84,12 @@ def decide(
     two_sided = stats.welch_p(out["mean"], out["std"], out["n"], bar, lead["std"].to_numpy(), lead["n"].to_numpy())
     below = sign * (bar - out["mean"].to_numpy()) > 0
     one_sided = np.where(below, two_sided / 2, 1 - two_sided / 2)
-    out["p"] = np.where(testable & ~is_leader, one_sided, np.nan)
+    paired = np.full(len(out), np.nan)
+    if values is not None:  # the race's cells share their seeds: pair them
+        p = stats.paired_p(values, out[is_leader], sign, delta)
+        paired = p.reindex(pd.MultiIndex.from_frame(out[["variant", "column"]])).to_numpy()
+    out["paired"] = testable & ~is_leader & ~np.isnan(paired)
+    out["p"] = np.where(testable & ~is_leader, np.where(out["paired"], paired, one_sided), np.nan)
     out["level"] = level(alpha, max_seeds - min_seeds + 1, out.groupby("column")["variant"].transform("size"))
     worse = ~alive | (out["p"] < out["level"])
     out["decision"] = np.select([is_leader, worse, testable], ["leader", "worse", "tied"], "untested")
@@ -96,6 +106,7 @@ def view(
     higher_is_better: bool = True,
     delta: float = 0.0,
     on: str = "",
+    values: "pd.DataFrame | None" = None,
 ) -> tuple["pd.DataFrame", list[str]]:
     """The decisions as a view of the board (rows variants, columns as on the board; each cell `mean decision p ·
     seeds`, the mean of the split decided `on`) and its legend: the test, its levels, and the runs spent against the
@@ -103,7 +114,7 @@ def view(
     got)."""
     import pandas as pd
 
-    d = decide(long, alpha, min_seeds, max_seeds, higher_is_better, delta)
+    d = decide(long, alpha, min_seeds, max_seeds, higher_is_better, delta, values)
 
     def text(
         r: "pd.Series",
@@ -120,7 +131,9 @@ def view(
     spent, most = int(d["seeds"].sum()), int(d["seeds"].max())
     legend = [
         f"Race (docs/racing.md){f' decided on {on}' if on else ''}: seeds {min_seeds}..{max_seeds}, {looks} looks; "
-        f"a cell is worse once a one-sided Welch t-test (unpaired) puts it below its column's leader by more than "
+        f"a cell is worse once a one-sided t-test ({'paired by seed' if d['paired'].any() else 'Welch, unpaired'}"
+        f"{'; Welch where a cell shares < 2 seeds with the leader' if d['paired'].any() else ''}) puts it below its "
+        "column's leader by more than "
         f"delta = {delta:g} at level α/(looks·rivals) ({levels}); the means shown are {on or 'those decided on'}; "
         "the best of a "
         f"column is marked worse with probability ≤ α = {alpha}. tied: not (yet) separable from the leader; a worse "
@@ -139,9 +152,10 @@ def decisions_markdown(
     higher_is_better: bool = True,
     delta: float = 0.0,
     on: str = "",
+    values: "pd.DataFrame | None" = None,
 ) -> str:
     """`view` as Markdown: the table, then its legend."""
-    table, legend = view(long, alpha, min_seeds, max_seeds, higher_is_better, delta, on)
+    table, legend = view(long, alpha, min_seeds, max_seeds, higher_is_better, delta, on, values)
     return table.to_markdown() + "\n\n" + "\n".join(legend)
 
 
@@ -177,8 +191,16 @@ def mark(board: "Board", sweeper: DictConfig | None) -> bool:
     higher = race["metric"] not in LOWER_IS_BETTER
     on = f"{race['split']}/{race['metric']}"
     args = (race["alpha"], race["min_seeds"], race["max_seeds"], higher, race["delta"], on)
-    board.views["race"] = view(long, *args)
+    board.views["race"] = view(long, *args, values=values(board.chosen, on))
     return True
+
+
+def values(chosen: "pd.DataFrame", metric: str) -> "pd.DataFrame":
+    """The value of `metric` (split/name) of each chosen run of a board: variant, column, seed, value."""
+    import pandas as pd
+
+    value = pd.to_numeric(chosen[f"metric:{metric}"], errors="coerce") if f"metric:{metric}" in chosen else None
+    return chosen[["variant", "column", "seed"]].assign(value=value)
 
 
 # --- the sweeper ---------------------------------------------------------------------------------------------------
@@ -267,8 +289,8 @@ class RaceSweeper(Sweeper):
                 written[tuple(job[:-1])].append(Path(ret.hydra_cfg.hydra.runtime.output_dir) / "result.json")
             for cell in todo:
                 seeds[cell] = target
-            long, row = self.board(written)
-            decided = decide(long, self.alpha, self.min_seeds, self.max_seeds, higher, self.delta)
+            long, row, runs = self.board(written)
+            decided = decide(long, self.alpha, self.min_seeds, self.max_seeds, higher, self.delta, runs)
             todo = [cell for cell in cells if decided["open"].iloc[row[cell]]]
             if not todo:
                 left = (decided["decision"] != "worse").groupby(decided["column"]).sum()
@@ -276,7 +298,8 @@ class RaceSweeper(Sweeper):
                 break
             target += 1
         on = f"{self.split}/{self.metric}"
-        text = decisions_markdown(long, self.alpha, self.min_seeds, self.max_seeds, higher, self.delta, on)
+        args = (self.alpha, self.min_seeds, self.max_seeds, higher, self.delta, on, runs)
+        text = decisions_markdown(long, *args)
         fresh = sum(
             (results.load_record(p) or {}).get("timestamps", {}).get("started", "") >= started
             for paths in written.values()
@@ -287,9 +310,10 @@ class RaceSweeper(Sweeper):
         print(f"\n{text}\n")
         return returns
 
-    def board(self, written: dict[tuple, list[Path]]) -> tuple["pd.DataFrame", dict[tuple, int]]:
-        """The board's long table of the race's records and, per cell, the position of its row there. A cell is
-        found through the records its jobs wrote (a skipped run's is a copy of the earlier record)."""
+    def board(self, written: dict[tuple, list[Path]]) -> tuple["pd.DataFrame", dict[tuple, int], "pd.DataFrame"]:
+        """The board's long table of the race's records, per cell the position of its row there, and the runs'
+        values (for the paired tests). A cell is found through the records its jobs wrote (a skipped run's is a
+        copy of the earlier record)."""
         from harness.record import results
         from harness.report import board
 
@@ -317,4 +341,4 @@ class RaceSweeper(Sweeper):
                     f"race: {' '.join(cell)} and {' '.join(owner[row[cell]])} are one cell of "
                     "the board; make what tells them apart a config group choice or a swept field"
                 )
-        return b.long, row
+        return b.long, row, values(b.chosen, f"{self.split}/{self.metric}")
