@@ -144,18 +144,9 @@ def view(
     return table.fillna(""), legend
 
 
-def decisions_markdown(
-    long: "pd.DataFrame",
-    alpha: float,
-    min_seeds: int,
-    max_seeds: int,
-    higher_is_better: bool = True,
-    delta: float = 0.0,
-    on: str = "",
-    values: "pd.DataFrame | None" = None,
-) -> str:
-    """`view` as Markdown: the table, then its legend."""
-    table, legend = view(long, alpha, min_seeds, max_seeds, higher_is_better, delta, on, values)
+def decisions_markdown(long: "pd.DataFrame", *args: object, **options: object) -> str:
+    """`view(long, *args, **options)` as Markdown: the table, then its legend."""
+    table, legend = view(long, *args, **options)
     return table.to_markdown() + "\n\n" + "\n".join(legend)
 
 
