@@ -11,6 +11,7 @@ from scipy import stats as sps
 from harness.record.results import SCHEMA, load_records, run_id, write_json_atomic
 from harness.report import BoardError, board
 from harness.report import cli as board_cli
+from tests.test_stats import exact_p
 
 CODE = {"fingerprint": "0123456789abcdef", "modules": {}, "kernels": None}
 
@@ -119,14 +120,21 @@ def test_every_number_of_the_table_against_scipy(tmp_path):
                 continue
             mean, std = statistics.mean(vals), statistics.stdev(vals)
             lo, hi = sps.t.interval(0.95, len(vals) - 1, loc=mean, scale=std / math.sqrt(len(vals)))
-            tied = m == leader or sps.ttest_ind(vals, ACCS[leader, task], equal_var=False).pvalue >= 0.05
-            text = f"{mean:.3f} ± {std:.3f} [{max(lo, 0):.3f}, {min(hi, 1):.3f}]" + (" *" if tied else "")
-            assert table.loc[m, t] == text
+            variants = [v for v, u in ACCS if u == task]
+            p = dict(zip(variants, exact_p([ACCS[v, task] for v in variants], 0.01), strict=True))
+            tied = m == leader or p[m] >= 0.05  # the exact paired permutation test, every shuffle enumerated
+            solved = sum(v >= 0.9 for v in vals)
+            text = f"{mean:.3f} ± {std:.3f} [{max(lo, 0):.3f}, {min(hi, 1):.3f}] {solved}/3 ≥ 0.9"
+            assert table.loc[m, t] == text + (" *" if tied else "")
             cell = long[(long.variant == m) & (long.task == t)].iloc[0]
             assert (cell["mean"], cell["std"], cell["n"]) == (pytest.approx(mean), pytest.approx(std), 3)
     # worked by hand: t_{0.975,2} = 4.3027, so 0.9 ± 4.3027 * 0.1 / sqrt(3) = [0.652, 1.148], clipped to 1
-    assert table.loc["attention", "mqar"] == "0.900 ± 0.100 [0.652, 1.000] *"
-    assert table.loc["hyena", "mqar"] == "0.600 ± 0.100 [0.352, 0.848]"  # Welch vs attention: p = 0.021
+    assert table.loc["attention", "mqar"] == "0.900 ± 0.100 [0.652, 1.000] 2/3 ≥ 0.9 *"
+    # Welch vs attention: p = 0.021, uncorrected; counting the leader's choice among three variants, p = 2/36 (the
+    # chance that shuffles within seeds give a range of means of 0.3 or more): not marked. On ih, hyena is below
+    # on every seed: p = 1/36, marked
+    assert table.loc["hyena", "mqar"] == "0.600 ± 0.100 [0.352, 0.848] 0/3 ≥ 0.9 *"
+    assert table.loc["hyena", "ih"] == "0.150 ± 0.050 [0.026, 0.274] 0/3 ≥ 0.9"
     # ranks: mqar attention 1, based 2, hyena 3; ih based 1, attention 2, hyena 3. attention and based tie at 1.5:
     # based has the better mean over tasks (0.725 against 0.6), so it comes first.
     assert list(table.index) == ["based", "attention", "hyena"]
@@ -138,7 +146,8 @@ def test_every_number_of_the_table_against_scipy(tmp_path):
     assert table["wall s"].tolist() == ["3.0"] * 3 and table["tokens/s"].tolist() == ["1k"] * 3
     assert "peak mem" not in table  # no GPU: no column rather than an empty one
     legend = "\n".join(result.legend)
-    assert "Student-t" in legend and "Welch's t-test" in legend and "alpha = 0.05" in legend
+    assert "Student-t" in legend and "permutation" in legend and "alpha = 0.05" in legend and "delta = 0.01" in legend
+    assert "every column paired by seed" in legend and "too few seeds" not in legend
     assert "n = 3 seeds per cell" in legend and "†" not in legend
 
 
@@ -154,8 +163,10 @@ def test_one_seed_cells_are_marked_and_failures_counted(tmp_path):
         ],
     )
     result = board.leaderboard([tmp_path])
-    assert result.table.loc["attention", "mqar"] == "0.900 n=1 † [1 failed]"  # best mean, but one seed: untested
-    assert result.table.loc["hyena", "mqar"] == "0.600 ± 0.141 [0.000, 1.000] *"  # the leader among testable cells
+    assert (
+        result.table.loc["attention", "mqar"] == "0.900 1/1 ≥ 0.9 n=1 † [1 failed]"
+    )  # best mean, but one seed: untested
+    assert result.table.loc["hyena", "mqar"] == "0.600 ± 0.141 [0.000, 1.000] 0/2 ≥ 0.9 *"  # leads the testable
     assert result.table.loc["based", "mqar"] == "failed (1)"
     assert list(result.table.index) == ["attention", "hyena", "based"]  # no completed run ranks last
     assert any(line.startswith("† = fewer than 2 seeds") for line in result.legend)
@@ -200,7 +211,7 @@ def test_select_picks_best_on_validation_reports_test_and_shows_the_grid(tmp_pat
     assert cell["grid"] == "trainer.lr∈{0.001,0.01}" and cell["searched"] == 2
     assert result.table.loc["attention", "mqar"].endswith("@ lr=0.01")
     assert "@" not in result.table.loc["hyena", "mqar"]  # one grid point: nothing was chosen
-    assert "grid searched: trainer.lr∈{0.001,0.01}; some cells searched less" in result.legend[3]
+    assert any("grid searched: trainer.lr∈{0.001,0.01}; some cells searched less" in line for line in result.legend)
 
 
 def test_group_by_makes_zoology_columns(tmp_path):
@@ -349,12 +360,52 @@ def test_cli_bad_arguments(tmp_path, capsys):
     assert "no result records" in capsys.readouterr().err
 
 
+def test_a_bimodal_cell_shows_how_many_seeds_solve_the_task(tmp_path, capsys):
+    """MQAR in the main job: attention recalls on three seeds of four (0.748 ± 0.344): the cell says 3/4 ≥ 0.9, and
+    --solved moves the threshold; a bad --solved or --delta is one line and exit code 2."""
+    accs = {"attention": [0.99, 0.995, 0.998, 0.01], "hyena": [0.2, 0.15, 0.18, 0.17]}
+    write_all(tmp_path / "runs", [record(m, "mqar", s, a) for m, vals in accs.items() for s, a in enumerate(vals)])
+    result = board.leaderboard([tmp_path / "runs"])
+    assert " 3/4 ≥ 0.9 " in result.table.loc["attention", "mqar"] + " "
+    assert result.long.set_index("variant").loc["hyena", "solved"] == 0
+    assert any(line.startswith("k/n ≥ 0.9 = seeds of the cell") for line in result.legend)
+    board_cli.main([str(tmp_path / "runs"), "--solved", "0.18", "--delta", "0.5"])
+    out = capsys.readouterr().out
+    assert "3/4 ≥ 0.18" in out and "2/4 ≥ 0.18" in out and "delta = 0.5" in out
+    for bad, message in (("--solved=1.5", "--solved 1.5: an accuracy in [0, 1]"), ("--delta=-1", "--delta -1")):
+        with pytest.raises(SystemExit) as e:
+            board_cli.main([str(tmp_path / "runs"), bad])
+        assert e.value.code == 2 and message in capsys.readouterr().err
+    loss = board.leaderboard([tmp_path / "runs"], metric="loss")
+    assert "solved" not in loss.long and "≥" not in loss.table.loc["attention", "mqar"]  # accuracy only
+
+
+def test_cells_on_other_seeds_are_compared_unpaired_and_the_legend_says_so(tmp_path):
+    recs = [record("a", "mqar", s, 0.9 + s / 100) for s in range(4)]
+    recs += [record("b", "mqar", s + 10, 0.5 + s / 100) for s in range(4)]  # seeds 10..13: no pairs
+    recs += [record(m, "ih", s, 0.5 + s / 100) for m in ("a", "b") for s in range(4)]
+    write_all(tmp_path, recs)
+    result = board.leaderboard([tmp_path])
+    assert result.long.set_index(["variant", "column"])["paired"].to_dict() == {
+        ("a", "mqar"): False,
+        ("b", "mqar"): False,
+        ("a", "ih"): True,
+        ("b", "ih"): True,
+    }
+    assert "paired by seed in 1 of 2 columns, the others unpaired" in result.legend[1]
+    # 8 values split 4 / 4: 70 arrangements, the observed split is the most extreme of them (2 of 70 with the
+    # labels swapped): p = 0.03, marked; on ih two variants on four seeds can never be separated (1/8)
+    assert result.long.set_index(["variant", "column"]).loc[("b", "mqar"), "tied"] == False  # noqa: E712
+    assert "too few seeds and variants for any cell to be marked worse at alpha in: ih" in result.legend[1]
+
+
 def test_results_csv_has_one_row_per_cell(tmp_path):
     write_all(tmp_path / "runs", known_records())
     board_cli.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
     csv = pd.read_csv(tmp_path / "out" / "leaderboard.csv").set_index(["variant", "task"])
     assert csv.loc[("hyena", "ih"), "mean"] == pytest.approx(0.15) and len(csv) == 6
     assert {"ci_lo", "ci_hi", "p_vs_leader", "tied", "rank", "params", "params_non_embedding"} <= set(csv.columns)
+    assert {"paired", "separable", "alpha", "delta", "solved", "solved_at"} <= set(csv.columns)
 
 
 def test_split_with_a_star_gives_a_column_per_test_length_in_numeric_order(tmp_path):

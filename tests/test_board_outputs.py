@@ -84,6 +84,7 @@ def test_every_format_and_plot_from_the_cli(tmp_path, capsys):
     assert "0.770 ± 0.014" in html  # attention at d_model=32: seeds 0.76 and 0.78
     tex = (out / "leaderboard.tex").read_text()
     assert tex.count(r"\begin{tabular}") == 2 and r"\toprule" in tex and r"$\pm$" in tex and "±" not in tex
+    assert r"$\geq$ 0.9" in tex and "≥" not in tex  # the solved count, in LaTeX
     assert r"mqar d\_model=32" in tex  # escaped for LaTeX
     csv = (out / "leaderboard.csv").read_text().splitlines()
     assert len(csv) == 1 + 4 and csv[0].startswith("variant,column,")

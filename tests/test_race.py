@@ -150,6 +150,61 @@ def test_loss_is_raced_downwards():
     assert d["decision"].tolist() == ["leader", "worse"]
 
 
+def test_a_margin_keeps_zero_spread_cells_within_it_tied():
+    long = pd.DataFrame(
+        {"variant": ["a", "b"], "column": ["x", "x"], "mean": [1.0, 0.999], "std": [0.0, 0.0], "n": [8, 8]}
+    )
+    assert race.decide(long, ALPHA, 2, 8, delta=0.01)["decision"].tolist() == ["leader", "tied"]
+    assert race.decide(long, ALPHA, 2, 8, delta=0.0)["decision"].tolist() == ["leader", "worse"]
+    far = long.assign(mean=[1.0, 0.9], std=[0.01, 0.01])
+    assert race.decide(far, ALPHA, 2, 8, delta=0.01)["decision"].tolist() == ["leader", "worse"]
+    low = long.assign(mean=[0.5, 0.505])  # lower is better: 0.505 is within 0.01 of 0.5
+    assert race.decide(low, ALPHA, 2, 8, False, delta=0.01)["decision"].tolist() == ["leader", "tied"]
+
+
+def test_with_the_runs_values_the_race_pairs_by_seed():
+    """Seeds that move every variant together (a hard or easy draw of the data): b is 0.02 below a on every seed,
+    the seeds spread by 0.1. Welch's test sees the spread and cannot separate; paired on the seeds, b is worse. The
+    p-value is scipy's one-sided paired t-test of the differences less delta."""
+    seed_effect = np.array([0.5, 0.7, 0.6, 0.8, 0.55, 0.65, 0.75, 0.62])
+    a, b = seed_effect + 0.1, seed_effect + 0.08 + np.array([0, 1, -1, 0, 1, -1, 0, 0]) * 0.002
+    values = pd.DataFrame(
+        {"variant": ["a"] * 8 + ["b"] * 8, "column": "x", "seed": [*range(8), *range(8)], "value": [*a, *b]}
+    )
+    long = values.groupby(["variant", "column"], as_index=False)["value"].agg(mean="mean", std="std", n="count")
+    unpaired = race.decide(long, ALPHA, 2, 8, delta=0.01).set_index("variant")
+    assert unpaired.loc["b", "decision"] == "tied" and not unpaired["paired"].any()
+    paired = race.decide(long, ALPHA, 2, 8, delta=0.01, values=values).set_index("variant")
+    assert paired.loc["b", "decision"] == "worse" and paired.loc["b", "paired"]
+    expected = sps.ttest_rel(a - 0.01, b, alternative="greater").pvalue
+    assert paired.loc["b", "p"] == pytest.approx(expected)
+    assert "paired by seed" in race.decisions_markdown(long, ALPHA, 2, 8, delta=0.01, values=values)
+
+
+def test_the_race_decides_on_validation_and_the_board_reports_test(tmp_path):
+    """Val and test disagree: a leads on val, b on test. The race (split val by default) decides on val: a leads and
+    b is worse, while the board's own table reports test. A race run with split=test decides on test."""
+    from omegaconf import OmegaConf
+
+    from harness import grammar
+    from harness.report import board
+    from tests.test_board import record, write_all
+
+    recs = [record("a", "mqar", s, test=0.5 + s / 100, val=0.9 + s / 100) for s in range(8)]
+    recs += [record("b", "mqar", s, test=0.9 + s / 100, val=0.5 + s / 100) for s in range(8)]
+    write_all(tmp_path, recs)
+    sweeper = OmegaConf.create({"_target_": grammar.RACE_SWEEPER, "min_seeds": 2, "max_seeds": 8})
+    assert race.settings(sweeper)["split"] == "val" and race.settings(sweeper)["delta"] == 0.01
+    result = board.leaderboard([tmp_path])
+    assert race.mark(result, sweeper)
+    table, legend = result.views["race"]
+    assert table.loc["a", "mqar"].startswith("0.935 leader") and " worse " in table.loc["b", "mqar"]
+    assert "decided on val/accuracy" in legend[0] and result.table.loc["b", "mqar"].startswith("0.935")
+    on_test = board.leaderboard([tmp_path])
+    assert race.mark(on_test, OmegaConf.merge(sweeper, {"split": "test"}))
+    assert on_test.views["race"][0].loc["b", "mqar"].startswith("0.935 leader")
+
+
 SMOKE = [
     "trainer=smoke",
     "model/ffn=none",
@@ -213,6 +268,7 @@ def test_a_real_race_gives_consecutive_seeds_and_its_decisions_and_a_rerun_train
     [
         (["seed=0,1"], "a race sets the seeds itself"),
         (["hydra.sweeper.min_seeds=1"], "min_seeds"),
+        (["hydra.sweeper.delta=-0.1"], "hydra.sweeper.delta=-0.1 must be 0 or more"),
         (["hydra.sweeper.budget=3"], "less than the first round"),
         (["suite=quick", "hydra.sweeper.budget=3"], "2 cells x 2 seeds"),  # the suite's seeds dropped
     ],

@@ -227,15 +227,16 @@ def test_reproduce_takes_its_options_before_or_after_the_overrides(monkeypatch, 
     assert seen == {"scale": "ci", "extra": ["seed=1", "model.d_model=8"]}
 
 
-def test_a_card_whose_paper_reports_the_best_seed_takes_the_max_over_seeds(tmp_path, monkeypatch):
+def test_a_card_whose_paper_reports_the_best_seed_takes_the_best_seed_on_val(tmp_path, monkeypatch):
     # Delétang et al. report the max over 10 seeds, Grazzi et al. the best of 3: a mean over our seeds would hold
-    # them to a stricter standard than the paper's own numbers
+    # them to a stricter standard than the paper's own numbers. The seed is chosen on val and its test reported:
+    # choosing it on test would report the luckiest test draw
     card = cards.load("deletang_chomsky")
     assert card["seeds"] == "max" and cards.load("grazzi_parity")["seeds"] == "max"
     assert cards.load("zoology_mqar").get("seeds", "mean") == "mean"
 
-    def rec(mixer, seed, score):
-        metrics = {"val/length_mean_accuracy": 1.0, "test/length_mean_accuracy": score}
+    def rec(mixer, seed, score, val=None):
+        metrics = {"val/length_mean_accuracy": score if val is None else val, "test/length_mean_accuracy": score}
         labels = {"mixer": mixer, "task": "parity_check"}
         return {"status": "completed", "run_id": f"{mixer}{seed}", "seed": seed, "labels": labels, "metrics": metrics}
 
@@ -243,7 +244,12 @@ def test_a_card_whose_paper_reports_the_best_seed_takes_the_max_over_seeds(tmp_p
     table = compare.side_by_side(records, card)
     lstm = table[(table.mixer == "lstm") & (table.task == "parity_check")].iloc[0]
     assert lstm["ours"] == 1.0 and lstm["n"] == 3
-    assert "max of 3 seeds" in compare.render(table, card)
+    assert "the best of 3 seeds on val" in compare.render(table, card)
+    # val and test disagree: seed 2 is best on val (0.9), seed 1 on test (1.0): seed 2's test is reported
+    disagree = [rec("lstm", 0, 0.536, val=0.5), rec("lstm", 1, 1.0, val=0.6), rec("lstm", 2, 0.5, val=0.9)]
+    table = compare.side_by_side(disagree, card)
+    assert table[(table.mixer == "lstm") & (table.task == "parity_check")].iloc[0]["ours"] == 0.5
+    table = compare.side_by_side(records, card)
     verdicts = check_claims(card, table).set_index("claim")
     assert verdicts.loc["the LSTM generalises on parity (>= 0.9 over the test lengths)", "ours"] == "PASS"
     good = cards.PAPERS / "deletang_chomsky.yaml"

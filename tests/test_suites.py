@@ -42,8 +42,9 @@ def test_main_job_runs_end_to_end_and_prints_the_leaderboard(tmp_path):
 
 @pytest.mark.slow  # the main job itself, as README's Quickstart runs it: a few minutes on a 2-core CPU
 def test_main_job_separates_at_least_one_pair_of_variants(tmp_path):
-    """A newcomer's first board shows a verdict: some cell significantly below its column's leader (Welch, 0.05),
-    with at least 3 seeds a cell so that the test means something."""
+    """A newcomer's first board shows a verdict: some cell marked worse than its column's best (the paired
+    permutation test of docs/board.md, alpha 0.05, delta 0.01), with at least 3 seeds a cell so that the test means
+    something (3 variants x 4 seeds: a variant below the best on every seed can reach p = 1/27)."""
     import pandas as pd
 
     proc = archbench(tmp_path, "suite=quick")

@@ -194,7 +194,7 @@ def test_runs_logged_without_archbench_fields_are_named_by_their_differing_confi
     assert converted[0]["overrides"] == ["model.d_model=32"]  # the only model field that differs (seed excluded)
     result = board.build(converted)
     assert sorted(result.table.index) == ["d_model=32", "d_model=64"]
-    assert result.table.loc["d_model=64", "mqar"] == "0.900 n=1 † [1 failed]"  # one seed: untested
+    assert result.table.loc["d_model=64", "mqar"] == "0.900 1/1 ≥ 0.9 n=1 † [1 failed]"  # one seed: untested
     assert converted[0]["cost"]["wall_seconds"] == 3.5  # from wandb's _runtime when the logger did not set it
 
 

@@ -5,10 +5,11 @@ harness/report/cli.py.
 
 Rows are model variants (the config choices and swept fields that differ between runs), columns are task settings
 (the task and its swept fields, optionally split by `--group-by KEY`), cells are the test metric over seeds: mean,
-std, Student-t 95% confidence interval, and whether the cell is significantly below its column's leader (Welch's
-t-test). Rows are ordered by average rank over the columns. With `--select KEY` (e.g. trainer.lr) the runs of a
-cell are grouped by KEY, the value with the best mean validation metric is chosen, and test is reported on that
-choice, as Zoology and MAD report the best over a learning-rate grid.
+std, Student-t 95% confidence interval, for accuracy how many seeds solve the task, and whether the cell is
+worse than its column's best by more than a practical margin (a permutation test with a family-wise error rate of at
+most alpha over the column: harness/report/marking.py). Rows are ordered by average rank over the columns. With
+`--select KEY` (e.g. trainer.lr) the runs of a cell are grouped by KEY, the value with the best mean validation
+metric is chosen, and test is reported on that choice, as Zoology and MAD report the best over a learning-rate grid.
 """
 
 import json
@@ -25,7 +26,7 @@ import pandas as pd
 from harness.record import keys as record_keys
 from harness.record.keys import LOWER_IS_BETTER
 from harness.record.results import Scan, scan
-from harness.report import BoardError, render, stats, tuning, views
+from harness.report import BoardError, marking, render, stats, tuning, views
 
 log = logging.getLogger(__name__)
 
@@ -287,10 +288,10 @@ def cells(
     split: str = "test",
     select: Sequence[str] = (),
     group_by: str | None = None,
-    alpha: float = stats.ALPHA,
+    alpha: float = marking.ALPHA,
 ) -> pd.DataFrame:
     """Long table: one row per (variant, column) with mean, std, CI, n of <split>/<metric> over the chosen runs,
-    failures, the selection, Welch's test against the column's leader, rank and costs."""
+    failures, the selection, the marking against the column's best (harness/report/marking.py), rank and costs."""
     runs = with_columns(runs, group_by)
     return summarize(runs, *choose(runs, metric, select), metric, split, group_by, alpha)
 
@@ -302,9 +303,13 @@ def summarize(
     metric: str,
     split: str,
     group_by: str | None,
-    alpha: float = stats.ALPHA,
+    alpha: float = marking.ALPHA,
+    delta: float | None = None,
+    solved: float = marking.SOLVED,
 ) -> pd.DataFrame:
-    """The cells of `runs` (with columns) from the `chosen` runs and the `selection` made: see `cells`."""
+    """The cells of `runs` (with columns) from the `chosen` runs and the `selection` made: see `cells`. `delta` is
+    the practical-equivalence margin of the marking (None: the metric's default, marking.DELTA); for accuracy,
+    `solved` counts each cell's seeds at or above it (column `solved`)."""
     target = f"metric:{split}/{metric}"
     if target not in chosen and not chosen.empty:
         have = sorted(c.removeprefix("metric:") for c in runs if c.startswith("metric:"))
@@ -324,7 +329,17 @@ def summarize(
         out["mean"], out["std"], out["n"], bounds=(0.0, 1.0) if metric == "accuracy" else None
     )
     higher = metric not in LOWER_IS_BETTER
-    out = out.join(stats.versus_leader(out, "column", higher, alpha))
+    key = out["variant"] + "\x00" + out["column"]
+    values = chosen.assign(
+        cell=chosen["variant"] + "\x00" + chosen["column"],
+        value=pd.to_numeric(chosen[target], errors="coerce") if target in chosen else np.nan,
+    )
+    if metric == "accuracy":
+        out["solved"] = key.map(marking.solved(values["value"], values["cell"], solved)).fillna(0).astype(int)
+        out["solved_at"] = solved
+    delta = marking.delta_for(metric) if delta is None else delta
+    tests = marking.versus_best(out.assign(cell=key), values[["cell", "seed", "value"]], "column", higher, alpha, delta)
+    out = out.join(tests).assign(alpha=alpha, delta=delta)
     # ranks over every (variant, column) pair: a cell that was never run ranks last, like one whose runs all
     # failed, so that a variant run only on an easy task does not top the average
     every = pd.MultiIndex.from_product([out["variant"].unique(), out["column"].unique()], names=cell)
@@ -391,10 +406,13 @@ def build(
     size: Sequence[str] = record_keys.SIZE_KEYS,
     aggregate: str | None = None,
     found: Scan | None = None,
+    delta: float | None = None,
+    solved: float = marking.SOLVED,
 ) -> Board:
     """The leaderboard of `records`; `matched` (params | flops) and `aggregate` (a config key) add views. A `split`
     with a * reports every matching split (test* : the training length and every longer test length). `found` is
-    the scan the records came from: the board then accounts for every file it read."""
+    the scan the records came from: the board then accounts for every file it read. `delta`: the marking's
+    practical margin (None: the metric's default); `solved`: the accuracy at which a seed counts as solving."""
     if not records:
         raise BoardError("no result records")
     found = found or Scan(records, len(records))
@@ -409,7 +427,7 @@ def build(
     chosen, selection = choose(runs, metric, select)
     unplaced = _unplaced(chosen, f"metric:{split}/{metric}")
     chosen = chosen[~chosen.index.isin(unplaced.index)]
-    long = summarize(runs, chosen, selection, metric, split, group_by)
+    long = summarize(runs, chosen, selection, metric, split, group_by, delta=delta, solved=solved)
     ok = runs[runs.status == "completed"]
     grid = grid_text(ok, select) if select else ""
     table, legend = render.wide(long, metric, split, select, group_by, grid)
@@ -431,6 +449,7 @@ def build(
         else ""
     )
     options = {"metric": metric, "split": split, "select": select, "group_by": group_by, "size": tuple(size)}
+    options |= {"delta": float(long["delta"].iloc[0]) if len(long) else delta, "solved": solved}
     board = Board(
         runs,
         chosen,

@@ -4,13 +4,14 @@
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from harness.record import keys as record_keys
 from harness.record.results import scan
-from harness.report import BoardError, board, race, render
+from harness.report import BoardError, board, marking, race, render
 
 FORMATS = ("md", "csv", "html", "tex")
 
@@ -21,6 +22,21 @@ def _formats(text: str) -> list[str]:
     if bad:
         raise argparse.ArgumentTypeError(f"--format {','.join(bad)}: choose from {','.join(FORMATS)}")
     return formats
+
+
+def _number(flag: str, ok: Callable[[float], bool], allowed: str) -> Callable[[str], float]:
+    """An argparse type: a number for which ok(value) holds, else one line naming the flag and what is allowed."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{flag} {text}: {allowed}")
+        return value
+
+    return parse
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -49,6 +65,18 @@ def _main(argv: list[str] | None) -> None:
         default=[],
         metavar="KEY",
         help="a swept config key (e.g. trainer.lr): best value per cell on val, test reported on it",
+    )
+    p.add_argument(
+        "--solved",
+        type=_number("--solved", lambda v: 0 <= v <= 1, "an accuracy in [0, 1]"),
+        default=marking.SOLVED,
+        help=f"accuracy at which a seed solves the task: cells show k/n ≥ it (default {marking.SOLVED})",
+    )
+    p.add_argument(
+        "--delta",
+        type=_number("--delta", lambda v: v >= 0, "a difference of 0 or more, in the metric's units"),
+        help="the smallest difference that matters: * marks a cell worse only if it is below the best by more "
+        f"(default per metric: {', '.join(f'{k} {v:g}' for k, v in marking.DELTA.items())}; others 0)",
     )
     p.add_argument("--group-by", metavar="KEY", help="a config key (e.g. model.d_model) whose values split columns")
     p.add_argument(
@@ -117,6 +145,8 @@ def _main(argv: list[str] | None) -> None:
         tuple(args.size or record_keys.SIZE_KEYS),
         args.aggregate,
         found=found,
+        delta=args.delta,
+        solved=args.solved,
     )
     # the sweep folders given: a race's board shows its decisions (one race, or several run with the same settings)
     sweepers = [OmegaConf.load(d / "multirun.yaml").hydra.sweeper for d in args.dirs if (d / "multirun.yaml").is_file()]

@@ -14,7 +14,7 @@ import pandas as pd
 
 from harness.record.keys import LOWER_IS_BETTER
 from harness.record.results import write_text_atomic
-from harness.report import stats
+from harness.report import marking
 
 if TYPE_CHECKING:  # harness.report.board imports this module
     from harness.report.board import Board
@@ -59,13 +59,15 @@ def cost_text(summary: Any, how: str, column: str) -> str:
 
 
 def cell_text(row: Any, n_usual: int) -> str:
-    """mean ± std [CI low, CI high], then n when unusual, † for < 2 seeds, * when tied with the leader, failures and
-    the selected hyperparameters."""
+    """mean ± std [CI low, CI high], for accuracy the seeds that solve the task (3/4 ≥ 0.9), then n when unusual, †
+    for < 2 seeds, * when best or not marked worse than the best, failures and the selected hyperparameters."""
     if row.n == 0:
         return f"failed ({row.failed})" if row.failed else ""
     text = f"{row.mean:.3f}"
     if row.n >= 2:
         text += f" ± {row.std:.3f} [{row.ci_lo:.3f}, {row.ci_hi:.3f}]"
+    if pd.notna(getattr(row, "solved", np.nan)):
+        text += f" {row.solved}/{row.n} ≥ {row.solved_at:g}"
     if row.n != n_usual:
         text += f" n={row.n}"
     if row.n < 2:
@@ -136,10 +138,13 @@ def legend(long: pd.DataFrame, metric: str, split: str, select: Sequence[str], n
     lines = [
         f"{split}/{metric}: mean ± std over seeds [95% confidence interval: Student-t{clip}]; "
         f"n = {n_usual} seeds per cell unless shown",
-        f"* = best in its column, or not significantly different from the best (Welch's t-test over seeds, "
-        f"two-sided, alpha = {stats.ALPHA}; the best is taken among cells with 2 or more seeds where a column "
-        f"has any)",
+        marking_line(long, metric),
     ]
+    if "solved" in long:
+        lines.append(
+            f"k/n ≥ {long['solved_at'].iloc[0]:g} = seeds of the cell whose {split}/{metric} is at least "
+            f"{long['solved_at'].iloc[0]:g} (solved the task), so a cell whose seeds split shows it"
+        )
     if ((long.n > 0) & (long.n < 2)).any():
         lines.append("† = fewer than 2 seeds: no std, interval or test")
     k = long["column"].nunique()
@@ -164,6 +169,35 @@ def legend(long: pd.DataFrame, metric: str, split: str, select: Sequence[str], n
         "differ); wall s, tokens/s = mean per run; peak mem = peak CUDA memory (max)"
     )
     return lines
+
+
+def marking_line(long: pd.DataFrame, metric: str) -> str:
+    """The legend of `*`: the procedure, alpha, the margin delta, and how the columns were paired."""
+    alpha = long["alpha"].iloc[0] if len(long) else marking.ALPHA
+    delta = long["delta"].iloc[0] if len(long) else marking.delta_for(metric)
+    by_column = long.drop_duplicates("column").set_index("column")
+    paired = by_column["paired"].dropna().astype(bool)
+    if paired.empty:
+        pairing = "no column has two cells of 2 or more seeds: nothing tested"
+    elif paired.all():
+        pairing = "every column paired by seed (its cells share their seeds)"
+    elif not paired.any():
+        pairing = "every column unpaired (its cells' seed sets differ)"
+    else:
+        pairing = f"paired by seed in {int(paired.sum())} of {len(paired)} columns, the others unpaired (csv: paired)"
+    text = (
+        f"* = best in its column, or not shown worse than the best by more than delta = {delta:g}: a permutation "
+        f"test (max-T over all pairs, the range of the cell means; {marking.PERMUTATIONS} shuffles of the "
+        f"variants {'within each seed' if paired.all() else 'per seed when paired, of all values otherwise'}) "
+        f"that marks an identical variant worse in at most alpha = {alpha:g} of columns, whatever their number; "
+        f"{pairing}; csv p_vs_leader = the adjusted p-value; cells with 1 seed untested (docs/board.md)"
+    )
+    stuck = by_column.index[by_column["separable"].fillna(True).eq(False)]
+    if len(stuck):
+        text += (
+            f"; too few seeds and variants for any cell to be marked worse at alpha in: {', '.join(map(str, stuck))}"
+        )
+    return text
 
 
 def _lines(board: "Board") -> list[str]:
@@ -217,7 +251,7 @@ def html(board: "Board", images: Iterable[str | Path] = ()) -> str:
     )
 
 
-TEX = {"±": r"$\pm$", "†": r"$^\dagger$", "–": "--", "∈": r"$\in$", "×": r"$\times$"}
+TEX = {"±": r"$\pm$", "†": r"$^\dagger$", "–": "--", "∈": r"$\in$", "×": r"$\times$", "≥": r"$\geq$"}
 
 
 def _tex(text: str) -> str:

@@ -1,5 +1,7 @@
-"""Statistics over seeds for the leaderboard: mean, std, Student-t 95% confidence interval, Welch's t-test against
-the leader of a column, and ranks. Vectorized over cells, so that a board of thousands of runs costs milliseconds."""
+"""Statistics over seeds for the leaderboard: mean, std, Student-t 95% confidence interval, Welch's t-test (the
+race's test), and ranks. Vectorized over cells, so that a board of thousands of runs costs milliseconds. The board's
+`*` is harness/report/marking.py; `versus_leader` is the marking it replaced, kept to measure against
+(scripts/marking_error_rates.py, tests/test_stats.py)."""
 
 import numpy as np
 import pandas as pd
@@ -42,8 +44,27 @@ def welch_p(
     return np.where((k1 >= 2) & (k2 >= 2), p, np.nan)
 
 
+def paired_p(values: pd.DataFrame, leaders: pd.DataFrame, sign: float = 1.0, delta: float = 0.0) -> pd.Series:
+    """One-sided paired t-test per cell of `values` (columns variant, column, seed, value; one row per run) that the
+    leader of its column (`leaders`: columns column, variant) is better by more than `delta`, on the seeds both
+    completed: t = mean(d) / (std(d) / sqrt(m)), d = sign * (leader - cell) - delta per seed, m - 1 degrees of
+    freedom. Zero spread: p = 0 where every d > 0, else 1. Indexed by (variant, column); NaN where fewer than 2
+    seeds are shared."""
+    values = values.dropna(subset=["value"])
+    lead = values.merge(leaders[["column", "variant"]], on=["column", "variant"])[["column", "seed", "value"]]
+    both = values.merge(lead, on=["column", "seed"], suffixes=("", "_lead"))
+    d = sign * (both["value_lead"] - both["value"]) - delta
+    g = d.groupby([both["variant"], both["column"]])
+    m, s, k = g.mean(), g.std(), g.count()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = sps.t.sf(m / (s / np.sqrt(k)), k - 1)
+    p = np.where(s == 0, np.where(m > 0, 0.0, 1.0), p)
+    return pd.Series(np.where(k >= 2, p, np.nan), index=m.index)
+
+
 def versus_leader(cells: pd.DataFrame, by: str, higher_is_better: bool, alpha: float = ALPHA) -> pd.DataFrame:
-    """For each cell: `leader` (the best mean of its column `by` among cells with >= 2 seeds, which can be tested;
+    """The board's old marking (uncorrected, unpaired: its family-wise error rate grows with the variants of a
+    column, docs/board.md). For each cell: `leader` (the best mean of its column `by` among cells with >= 2 seeds;
     among all scored cells only where none has 2), `p_vs_leader` (Welch, NaN for the leader and where a side has
     < 2 seeds) and `tied` (the leader, or p >= alpha: not significantly different from it). A one-seed cell with a
     higher mean neither hides the test of the others nor is marked as tied: it is untested."""

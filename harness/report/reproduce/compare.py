@@ -1,6 +1,6 @@
 """Our numbers beside the paper's: the records of a reproduction reduced to the cells of the paper's table (best over
-the card's `select` grid on val, test reported on it, mean over seeds, or their max where the card's `seeds: max`
-says the paper reports its best seed) and joined with the published values."""
+the card's `select` grid on val, test reported on it, mean over seeds, or where the card's `seeds: max` says the
+paper reports its best seed, the test value of the seed best on val) and joined with the published values."""
 
 from fnmatch import fnmatch
 
@@ -56,6 +56,7 @@ def runs(records: list[dict], card: dict) -> pd.DataFrame:
             row.update(
                 {
                     "record": i,
+                    "seed": r.get("seed"),
                     "status": r.get("status"),
                     f"metric:val/{metric}": metrics.get(f"val/{metric}"),
                     "value": metrics.get(f"{split}/{metric}"),
@@ -66,9 +67,10 @@ def runs(records: list[dict], card: dict) -> pd.DataFrame:
 
 
 def ours(records: list[dict], card: dict) -> pd.DataFrame:
-    """Per cell of the paper's table (row and column fields): mean (or max, per the card's `seeds`), std and n over
-    seeds of the chosen runs, and the selection made (with a `score` card: also the mean over columns per variant,
-    MAD's score)."""
+    """Per cell of the paper's table (row and column fields): mean over seeds of the chosen runs (or, where the
+    card's `seeds` is max, the test value of the seed with the best val/<metric>: the seed is chosen on validation,
+    never on test; equal val, the lowest seed), std and n over seeds, and the selection made (with a `score` card:
+    also the mean over columns per variant, MAD's score)."""
     keys = [*card["row"], *card["columns"]]
     frame = runs(records, card)
     if frame.empty:
@@ -76,9 +78,15 @@ def ours(records: list[dict], card: dict) -> pd.DataFrame:
     chosen, selection = board.choose(frame, card["metric"], card.get("select", []))
     same_setup(chosen, records, card)
     chosen = chosen.assign(value=pd.to_numeric(chosen["value"], errors="coerce"))
-    over = card.get("seeds", "mean")  # max where the paper reports its best seed (Delétang et al., Grazzi et al.)
-    cells = chosen.groupby([*keys, "variant", "column"], sort=False)["value"].agg([over, "std", "count"])
-    cells = cells.reset_index().rename(columns={over: "ours", "count": "n"})
+    cell = [*keys, "variant", "column"]
+    cells = chosen.groupby(cell, sort=False)["value"].agg(["mean", "std", "count"]).reset_index()
+    cells = cells.rename(columns={"mean": "ours", "count": "n"})
+    if card.get("seeds", "mean") == "max":  # the paper reports its best seed (Delétang et al., Grazzi et al.)
+        sign = 1 if higher_is_better(card["metric"]) else -1
+        val = pd.to_numeric(chosen[f"metric:val/{card['metric']}"], errors="coerce") * sign
+        ordered = chosen.assign(val=val).sort_values(["val", "seed"], ascending=[False, True], na_position="last")
+        best = ordered.drop_duplicates(cell).rename(columns={"value": "best"})[[*cell, "best"]]
+        cells = cells.merge(best, on=cell, how="left").assign(ours=lambda f: f["best"]).drop(columns="best")
     if card.get("select"):
         cells = cells.merge(selection[["variant", "column", "selected"]], on=["variant", "column"], how="left")
     else:
@@ -159,7 +167,7 @@ def _cell(value: float, std: float, n: float, over: str = "mean") -> str:
     if pd.isna(value):
         return "not run"
     if pd.notna(n) and n > 1 and over == "max":
-        return f"{value:.3f} (max of {int(n)} seeds)"
+        return f"{value:.3f} (the best of {int(n)} seeds on val)"
     if pd.notna(n) and n > 1 and pd.notna(std):
         return f"{value:.3f} ± {std:.3f} (n={int(n)})"
     return f"{value:.3f}"
