@@ -284,7 +284,8 @@ def section_gpt2(rec: Recorder, args) -> None:
     steps, warmup = (3, 1) if args.tiny else (args.gpt2_steps, 10)
     device = device_of(args.tiny)
     with torch.device("meta"):
-        fpt = gpt(s["vocab"], s["d"], s["layers"], s["heads"], s["seq"]).flops_per_token(s["seq"])
+        model = gpt(s["vocab"], s["d"], s["layers"], s["heads"], s["seq"])
+    fpt = model.flops_per_token(s["seq"]) + model.head_flops_per_scored()  # language modelling: every position
     peak = peak_flops(device, args.peak_flops)
     rec.results["config"] = {
         **s,

@@ -170,8 +170,10 @@ def run(cfg: DictConfig) -> dict:
 
     record.cost = {
         "params": model.num_params(),
-        "params_non_embedding": model.num_params(non_embedding=True),
-        "flops_per_token": model.flops_per_token(task.seq_len),
+        "params_non_embedding": model.num_params(non_embedding=True),  # Kaplan et al.'s N: no vocabulary matrices
+        "params_embedding": model.num_embedding_params(),  # token embedding, head (tied once), position table
+        "flops_per_token": model.flops_per_token(task.seq_len),  # the backbone's; the head is charged per target
+        "head_flops_per_scored": model.head_flops_per_scored(),
     }
     log.info(
         "run %s  %s  seed=%s  params=%s",
@@ -214,6 +216,7 @@ def run(cfg: DictConfig) -> dict:
             log_fn=logger.log,
             checkpoint=checkpointer,
             flops_per_token=record.cost["flops_per_token"],
+            head_flops_per_scored=record.cost["head_flops_per_scored"],
         )
         out["metrics"].update(task.derived_metrics(out["metrics"]))
         record.status, record.metrics, record.history = "completed", out["metrics"], out["history"]
