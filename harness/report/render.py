@@ -166,8 +166,10 @@ def legend(long: pd.DataFrame, metric: str, split: str, select: Sequence[str], n
         "scored target, in the csv's train_flops), tokens = tokens trained on per run (min–max where cells "
         "differ); wall s, tokens/s = mean per run; peak mem = peak CUDA memory (max)"
     )
-    recounted = int(long["costs_recounted"].sum()) if "costs_recounted" in long else 0
-    old = int(long["costs_old"].sum()) if "costs_old" in long else 0
+    recounted, old = (
+        int(pd.to_numeric(long[c], errors="coerce").fillna(0).sum()) if c in long else 0
+        for c in ("costs_recounted", "costs_old")
+    )
     if recounted:
         lines.append(
             f"{recounted} run{'s' * (recounted != 1)} recorded before the head was counted apart: params and "
