@@ -150,7 +150,7 @@ def main():
         seed_everything(0)
         model = gpt(vocab, d, layers, heads, seq)
         results[name] = loop(model, data, steps, warmup, batch, device, compile_model)
-    fpt = model.flops_per_token(seq)
+    fpt = model.flops_per_token(seq) + model.head_flops_per_scored()  # language modelling scores every position
     peak = peak_flops(device)
     print(
         f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}; torch {torch.__version__}; "

@@ -284,7 +284,8 @@ def section_gpt2(rec: Recorder, args) -> None:
     steps, warmup = (3, 1) if args.tiny else (args.gpt2_steps, 10)
     device = device_of(args.tiny)
     with torch.device("meta"):
-        fpt = gpt(s["vocab"], s["d"], s["layers"], s["heads"], s["seq"]).flops_per_token(s["seq"])
+        model = gpt(s["vocab"], s["d"], s["layers"], s["heads"], s["seq"])
+    fpt = model.flops_per_token(s["seq"]) + model.head_flops_per_scored()  # language modelling: every position
     peak = peak_flops(device, args.peak_flops)
     rec.results["config"] = {
         **s,
@@ -524,7 +525,7 @@ def section_deterministic(rec: Recorder, args) -> None:
             "harness.run.cli",
             *overrides,
             f"paths.results={base / f'results{i}'}",
-            f"hydra.run.dir={base / f'run{i}'}",
+            f"hydra.run.dir={base / f'results{i}' / 'run'}",  # inside the results root, as every run folder
         ]
         logs.append(open(base / f"run{i}.log", "w"))
         procs.append(
@@ -537,7 +538,7 @@ def section_deterministic(rec: Recorder, args) -> None:
         logs[i].close()
         if rc != 0:
             raise RuntimeError(f"archbench exited with {rc}: {tail(base / f'run{i}.log')}")
-        record = json.loads((base / f"run{i}" / "result.json").read_text())
+        record = json.loads((base / f"results{i}" / "run" / "result.json").read_text())
         if record["status"] != "completed":
             raise RuntimeError(f"the run {record['status']}: {record['error']}")
         records.append(record)

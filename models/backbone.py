@@ -126,18 +126,32 @@ class LanguageModel(nn.Module):
         return self.final_norm(x)
 
     def num_params(self, non_embedding: bool = False) -> int:
+        """Every parameter (tied weights once); `non_embedding`: without the vocabulary and position matrices (token
+        embedding, output head, tied or not, and a learned position table), as Kaplan et al. 2020 count N."""
         params = {id(p): p for p in self.parameters()}  # count tied weights once
         if non_embedding:
-            for m in self.modules():
-                if isinstance(m, nn.Embedding) and m.weight is not self.head.weight:
-                    params.pop(id(m.weight), None)
+            for p in self._embedding_parameters():
+                params.pop(id(p), None)
         return sum(p.numel() for p in params.values())
 
+    def num_embedding_params(self) -> int:
+        """The vocabulary and position matrices that `num_params(non_embedding=True)` leaves out (tied once)."""
+        return sum(p.numel() for p in {id(p): p for p in self._embedding_parameters()}.values())
+
+    def _embedding_parameters(self) -> list[nn.Parameter]:
+        embeddings = [m.weight for m in self.modules() if isinstance(m, nn.Embedding)]  # tokens, learned positions
+        return [*embeddings, self.head.weight]
+
     def flops_per_token(self, seq_len: int) -> int:
-        """Training FLOPs per token: 6 * non-embedding parameters (Kaplan et al. 2020, head included) plus each
-        mixer's own sequence term (for softmax attention PaLM's 12 * H * Q * T per layer)."""
+        """Training FLOPs per token of the backbone: 6 * non-embedding parameters (Kaplan et al. 2020) plus each
+        mixer's own sequence term (for softmax attention PaLM's 12 * H * Q * T per layer). The head is not in it: the
+        trainer runs it only at scored positions, `head_flops_per_scored` each."""
         extra = sum(b.mixer.flops_per_token(seq_len) for b in self.blocks)  # every mixer states its own
         return 6 * self.num_params(non_embedding=True) + extra
+
+    def head_flops_per_scored(self) -> int:
+        """Training FLOPs of the output head per scored position: 2 * d_model * vocab forward, twice that backward."""
+        return 6 * self.head.in_features * self.head.out_features
 
 
 def _accepts_position(factory: Callable) -> bool:

@@ -29,7 +29,11 @@ def fit(compose, overrides, **trainer):
     )
     seed_everything(0, deterministic=settings.deterministic)
     model, task = build_model(cfg), instantiate(cfg.task)
-    return train(model, task.splits(0), settings, seed=0, flops_per_token=model.flops_per_token(task.seq_len)), model
+    flops = {
+        "flops_per_token": model.flops_per_token(task.seq_len),
+        "head_flops_per_scored": model.head_flops_per_scored(),
+    }
+    return train(model, task.splits(0), settings, seed=0, **flops), model
 
 
 @pytest.mark.parametrize("mixer", ["attention", "sliding_window", "hyena", "mamba"])

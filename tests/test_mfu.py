@@ -13,7 +13,8 @@ def test_mfu_is_achieved_over_peak():
 
 
 def test_the_models_flops_per_token_are_palms_formula_on_gpt2_small(compose):
-    """6 * non-embedding params (head included) + 12 * L * H * Q * T, from the attention mixer's own term."""
+    """6 * non-embedding params (Kaplan et al.: no embedding, no head) + 12 * L * H * Q * T, from the attention
+    mixer's own term; the head's 6 * d_model * vocab is charged per scored target."""
     from harness.run.build import build_model
 
     cfg = compose(
@@ -30,8 +31,10 @@ def test_the_models_flops_per_token_are_palms_formula_on_gpt2_small(compose):
     with torch.device("meta"):
         model = build_model(cfg)
     n = model.num_params(non_embedding=True)
-    assert n == 12 * (4 * 768 * 768 + 8 * 768 * 768 + 4 * 768) + 2 * 768 + 768 * 50304  # GPT-2 small, no biases
+    assert n == 12 * (4 * 768 * 768 + 8 * 768 * 768 + 4 * 768) + 2 * 768  # GPT-2 small, no biases, no head
+    assert model.num_params() == n + model.num_embedding_params()
     assert model.flops_per_token(1024) == 6 * n + 12 * 12 * 12 * 64 * 1024
+    assert model.head_flops_per_scored() == 6 * 768 * 50304
 
 
 @pytest.mark.parametrize(

@@ -90,3 +90,19 @@ def test_gla_refuses_the_fla_kernel_when_flash_linear_attention_is_missing(compo
         pytest.skip("flash-linear-attention is installed")
     with pytest.raises(ValueError, match=r"kernel=fla needs flash-linear-attention: pip install 'archbench\[gpu\]'"):
         instantiate(compose(["model/mixer=gla", "model.mixer.kernel=fla"]).model.mixer)(D, max_seq_len=T, layer_idx=0)
+
+
+@pytest.mark.parametrize("tie", [False, True])
+@pytest.mark.parametrize("position", options("model/position"))
+def test_non_embedding_params_are_what_the_blocks_and_final_norm_hold(compose, position, tie):
+    """Kaplan et al. 2020's N: the token embedding, the output head (tied or not) and a position table are left
+    out, and are exactly the embedding count; the head's FLOPs are charged per scored target, not per token."""
+    model = build_model(compose, [f"model/position={position}", f"model.tie_embeddings={tie}"])
+    inner = {id(p): p for m in (*model.blocks, model.final_norm) for p in m.parameters()}
+    assert model.num_params(non_embedding=True) == sum(p.numel() for p in inner.values())
+    assert model.num_params() == model.num_params(non_embedding=True) + model.num_embedding_params()
+    table = D * model.max_seq_len if position == "learned" else 0
+    assert model.num_embedding_params() == V * D * (1 if tie else 2) + table
+    assert model.head_flops_per_scored() == 6 * D * V
+    mixers = sum(b.mixer.flops_per_token(T) for b in model.blocks)
+    assert model.flops_per_token(T) == 6 * model.num_params(non_embedding=True) + mixers

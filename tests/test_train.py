@@ -87,19 +87,44 @@ def test_the_logger_gets_throughput_with_every_eval_row_and_the_history_stays_ex
     seed_everything(0)
     model, task = instantiate(cfg.model), instantiate(cfg.task)
     settings = TrainConfig(max_steps=8, eval_every=4, batch_size=16, warmup_steps=2, progress=False, peak_flops=1e12)
+    fpt, head = model.flops_per_token(task.seq_len), model.head_flops_per_scored()
     out = train(
         model,
         task.splits(0),
         settings,
         seed=0,
         log_fn=lambda row, step: rows.append(row),
-        flops_per_token=model.flops_per_token(task.seq_len),
+        flops_per_token=fpt,
+        head_flops_per_scored=head,
     )
     assert [r["step"] for r in rows] == [4, 8] and all(r["tokens_per_second"] > 0 and r["mfu"] > 0 for r in rows)
     assert all("tokens_per_second" not in r and "mfu" not in r for r in out["history"])  # timings do not repeat
-    assert out["cost"]["mfu"] == pytest.approx(
-        model.flops_per_token(task.seq_len) * out["cost"]["tokens_per_second"] / 1e12
-    )
+    cost = out["cost"]
+    assert cost["train_flops"] == fpt * cost["tokens_seen"] + head * cost["scored_targets"]
+    assert cost["mfu"] == pytest.approx(cost["train_flops"] / cost["train_seconds"] / 1e12)
+
+
+def test_the_head_is_charged_at_exactly_the_targets_scored(compose):
+    """Full batches: every step scores every target of the training set once, so the count is known exactly."""
+    cfg = compose([*TINY, "task.num_train=64"])
+    seed_everything(0)
+    model, task = instantiate(cfg.model), instantiate(cfg.task)
+    splits = task.splits(0)
+    targets = int((splits["train"].targets != -100).sum())
+    assert 0 < targets < splits["train"].targets.numel()  # MQAR scores some positions, not all
+    settings = TrainConfig(max_steps=3, eval_every=3, batch_size=64, warmup_steps=1, progress=False)
+    fpt, head = model.flops_per_token(task.seq_len), model.head_flops_per_scored()
+    cost = train(model, splits, settings, seed=0, flops_per_token=fpt, head_flops_per_scored=head)["cost"]
+    assert cost["scored_targets"] == 3 * targets and cost["tokens_seen"] == 3 * splits["train"].inputs.numel()
+    assert cost["train_flops"] == fpt * cost["tokens_seen"] + head * 3 * targets
+
+
+def test_a_batch_larger_than_the_training_set_is_refused_not_clipped():
+    with pytest.raises(
+        ValueError, match=r"trainer.batch_size=65 is larger than the training set \(task.num_train=64\)"
+    ):
+        TrainConfig(batch_size=65).check(num_train=64)
+    TrainConfig(batch_size=64).check(num_train=64)
 
 
 @pytest.mark.parametrize("name", options("trainer"))

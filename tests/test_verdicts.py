@@ -276,8 +276,9 @@ def test_an_unwritable_results_folder_stops_before_training_in_one_line(
 ):
     trained = []
     monkeypatch.setattr(cli, "train", lambda *a, **k: trained.append(1))
-    (tmp_path / "a_file").write_text("not a folder")
-    code = archbench(*SMOKE, where.format(file=tmp_path / "a_file"))
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "a_file").write_text("not a folder")  # inside the results root, where run folders go
+    code = archbench(*SMOKE, where.format(file=tmp_path / "results" / "a_file"))
     [line] = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "is not a writable folder" in line and "a_file is a file" in line and trained == []
 

@@ -27,15 +27,18 @@ from harness.record import keys as record_keys
 from harness.record.keys import LOWER_IS_BETTER
 from harness.record.results import Scan, scan
 from harness.report import BoardError, marking, render, stats, tuning, views
+from harness.report.costs import OLD, RECOUNTED, costs
 
 log = logging.getLogger(__name__)
 
 SUPERSEDED = "its config ran again under newer code (harness/record/code.py)"
-# cost columns of a cell: mean over its chosen runs; train_flops = flops_per_token * tokens_seen per run
+# cost columns of a cell: mean over its chosen runs, each run's counted as harness/report/costs.py says
 COSTS = (
     "params",
     "params_non_embedding",
+    "params_embedding",
     "flops_per_token",
+    "head_flops_per_scored",
     "tokens_seen",
     "train_flops",
     "wall_seconds",
@@ -200,13 +203,11 @@ def runs_frame(
             "path": r.get("path"),
             "history": r.get("history"),
         }
+        cost, row["counting"] = costs(r)
         config = r.get("config") or {}
         row.update({k: lookup(config, k) for k in keys})
         row.update({f"metric:{k}": v for k, v in (r.get("metrics") or {}).items()})
-        cost = r.get("cost") or {}
         row.update({f"cost:{k}": v for k, v in cost.items()})
-        if cost.get("flops_per_token") is not None and cost.get("tokens_seen") is not None:
-            row["cost:train_flops"] = cost["flops_per_token"] * cost["tokens_seen"]
         rows.append(row)
     frame = pd.DataFrame(rows)
     for c in frame.columns:
@@ -323,6 +324,9 @@ def summarize(
     for c in COSTS:
         if f"cost:{c}" in chosen:
             agg[c] = g[f"cost:{c}"].mean()
+    if "counting" in chosen:  # runs whose costs were recounted from their config, or kept as counted (costs.py)
+        for how in (RECOUNTED, OLD):
+            agg[f"costs_{how}"] = g["counting"].agg(lambda c, how=how: int((c == how).sum()))
     out = out.merge(agg.reset_index(), on=cell, how="left").merge(selection, on=cell, how="left")
     out["n"] = out["n"].fillna(0).astype(int)
     out["ci_lo"], out["ci_hi"] = stats.t_interval(

@@ -1,6 +1,7 @@
 """Leaderboard plots with matplotlib (Agg, no display): a heatmap of variants × columns, the metric against a swept
 field per variant (accuracy against d_model, as in Zoology's Figure 2), and learning curves from the eval history."""
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -85,27 +86,57 @@ def sweep(records: list[dict], board: board_lib.Board, x: str, path: Path) -> Pa
     return _save(fig, path)
 
 
-def curves(board: board_lib.Board, path: Path) -> Path | None:
-    """val/<metric> against step from each chosen run's history, mean over seeds, a panel per column."""
+CURVES_NOTE = (
+    "mean over seeds, band min–max over seeds; a seed that stopped before the column's last step (its target "
+    "reached) keeps its last value to the end"
+)
+
+
+def curve_data(board: board_lib.Board) -> pd.DataFrame:
+    """val/<metric> per (column, variant, step) over the chosen runs: mean, min, max and n. Each run's value is carried
+    forward from its last evaluation to the column's last step, so that a seed that stopped early at its target
+    accuracy still counts at the later steps: the mean does not fall because the seeds that did best left it."""
     metric = f"val/{board.options['metric']}"
     rows = [
-        (r.variant, r.column, h["step"], h[metric])
-        for r in board.chosen.itertuples(index=False)
+        (r.variant, r.column, i, h["step"], h[metric])
+        for i, r in enumerate(board.chosen.itertuples(index=False))
         if isinstance(r.history, list)
         for h in r.history
         if metric in h and "step" in h
     ]
-    if not rows:
+    data = pd.DataFrame(rows, columns=["variant", "column", "run", "step", "value"])
+    parts = []
+    for column, g in data.groupby("column", sort=False):
+        # one column per run over every step of the column; a run's value at a step is its last at or before it
+        wide = g.pivot_table(index="step", columns=["variant", "run"], values="value", aggfunc="last").sort_index()
+        wide = wide.ffill()
+        for variant in g["variant"].unique():
+            runs = wide[variant]
+            stats = pd.DataFrame(
+                {"mean": runs.mean(axis=1), "min": runs.min(axis=1), "max": runs.max(axis=1), "n": runs.count(axis=1)}
+            )
+            stats = stats[stats.n > 0].reset_index()
+            parts.append(stats.assign(column=column, variant=variant))
+    columns = ["column", "variant", "step", "mean", "min", "max", "n"]
+    return pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
+
+
+def curves(board: board_lib.Board, path: Path) -> Path | None:
+    """val/<metric> against step from each chosen run's history, a panel per column: the mean over seeds as a line
+    and their min–max as a band, a seed that stopped early held at its last value (curve_data)."""
+    data = curve_data(board)
+    if data.empty:
         return None
-    data = pd.DataFrame(rows, columns=["variant", "column", "step", "value"])
-    data = data.groupby(["column", "variant", "step"], as_index=False)["value"].mean()
+    metric = f"val/{board.options['metric']}"
     columns = [c for c in render.column_order(board.long, board.options["group_by"]) if c in set(data["column"])]
     fig, axes = _grid(len(columns))
     for ax, column in zip(axes, columns, strict=False):
         for variant, g in data[data.column == column].groupby("variant"):
-            ax.plot(g["step"], g["value"], label=variant)
-        ax.set(title=column, xlabel="step", ylabel=f"{metric} (mean over seeds)")
+            (line,) = ax.plot(g["step"], g["mean"], label=variant)
+            ax.fill_between(g["step"], g["min"], g["max"], color=line.get_color(), alpha=0.2, lw=0)
+        ax.set(title=column, xlabel="step", ylabel=metric)
         ax.legend(fontsize=7)
+    fig.suptitle(textwrap.fill(CURVES_NOTE, width=int(14 * fig.get_figwidth())), fontsize=8)
     return _save(fig, path)
 
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # harness.report.board imports this module
 # cells, measured ones as their mean over the row's cells
 COST_COLUMNS = (
     ("params_non_embedding", "params", "range"),
+    ("params_embedding", "emb params", "range"),
     ("flops_per_token", "FLOPs/token", "range"),
     ("tokens_seen", "tokens", "range"),
     ("wall_seconds", "wall s", "mean"),
@@ -163,11 +164,28 @@ def legend(long: pd.DataFrame, metric: str, split: str, select: Sequence[str], n
     if long["failed"].any():
         lines.append("[k failed] = runs of the cell that failed or diverged (over its whole grid)")
     lines.append(
-        "costs per row, over its cells: params = non-embedding parameters (Kaplan et al. 2020, output head "
-        "included; total per cell in the csv), FLOPs/token = training FLOPs per token (6 × non-embedding "
-        "params + each mixer's sequence term), tokens = tokens trained on per run (min–max where cells "
+        "costs per row, over its cells: params = non-embedding parameters (Kaplan et al. 2020: without the token "
+        "embedding, the output head, tied or not, and a position table; total per cell in the csv), emb params = "
+        "those vocabulary and position matrices, FLOPs/token = the backbone's training FLOPs per token (6 × "
+        "non-embedding params + each mixer's sequence term; the head's 6 × d_model × vocab is charged only per "
+        "scored target, in the csv's train_flops), tokens = tokens trained on per run (min–max where cells "
         "differ); wall s, tokens/s = mean per run; peak mem = peak CUDA memory (max)"
     )
+    recounted, old = (
+        int(pd.to_numeric(long[c], errors="coerce").fillna(0).sum()) if c in long else 0
+        for c in ("costs_recounted", "costs_old")
+    )
+    if recounted:
+        lines.append(
+            f"{recounted} run{'s' * (recounted != 1)} recorded before the head was counted apart: params and "
+            "FLOPs/token recounted from their config (d_model × vocab_size moved to emb params); their train_flops "
+            "is not known (scored targets were not counted) and is left out"
+        )
+    if old:
+        lines.append(
+            f"{old} run{'s' * (old != 1)} counted the old way (head inside params and FLOPs/token at every token): "
+            "their config lacks model.d_model or model.vocab_size"
+        )
     return lines
 
 

@@ -41,12 +41,13 @@ def matched(
     long: pd.DataFrame, by: str, metric: str, split: str, size: Iterable[str]
 ) -> tuple[pd.DataFrame, list[str]]:
     """Rows variant families (variants without their size fields), columns (setting, budget): each family's mean
-    interpolated at common budgets of `by` (params: non-embedding parameters; flops: flops_per_token × tokens
-    seen, the training compute)."""
+    interpolated at common budgets of `by` (params: non-embedding parameters; flops: train_flops, the training
+    compute: the backbone's FLOPs per token × tokens seen + the head's per scored target × targets scored)."""
     cost = {"params": "params_non_embedding", "flops": "train_flops"}[by]
     if cost not in long or long[cost].isna().all():
         cost = "params" if by == "params" else cost
-    data = long[(long.n > 0) & long.get(cost, pd.Series(np.nan, index=long.index)).notna()]
+    known = long.get(cost, pd.Series(np.nan, index=long.index)).notna()
+    data, unknown = long[(long.n > 0) & known], long[(long.n > 0) & ~known]
     unit = "params" if by == "params" else "FLOPs"
     columns, skipped = {}, []
     for setting, cells in data.groupby("setting", sort=True):
@@ -69,7 +70,11 @@ def matched(
     what = (
         "non-embedding parameters"
         if cost == "params_non_embedding"
-        else ("total parameters" if cost == "params" else "training FLOPs (flops_per_token × tokens seen)")
+        else (
+            "total parameters"
+            if cost == "params"
+            else "training FLOPs (backbone FLOPs/token × tokens seen + head FLOPs × targets scored)"
+        )
     )
     lines = [
         f"matched {by}: {split}/{metric} at equal {what}, by linear interpolation of each variant's cell mean "
@@ -79,6 +84,11 @@ def matched(
     ]
     if skipped:
         lines.append(f"not shown (fewer than 2 sizes of any variant): {', '.join(skipped)}")
+    if len(unknown):
+        lines.append(
+            f"not shown: {len(unknown)} cell{'s' * (len(unknown) != 1)} without {cost} (records written before "
+            "the trainer counted its scored targets; rerun them to place them)"
+        )
     if values.empty:
         return values, lines
     ranks = values.rank(ascending=metric in LOWER_IS_BETTER, method="average").mean(axis=1)

@@ -13,7 +13,11 @@ from harness.report import BoardError
 COST_KEYS = (
     "params",
     "params_non_embedding",
+    "params_embedding",
     "flops_per_token",
+    "head_flops_per_scored",
+    "scored_targets",
+    "train_flops",
     "tokens_seen",
     "train_seconds",
     "wall_seconds",

@@ -8,6 +8,7 @@ act on `model.mixer`, which a pattern replaces.
 
 import contextlib
 import copy
+import os
 import tempfile
 from collections.abc import Callable
 from importlib.resources import files
@@ -21,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from harness.run import schema
-from harness.run.train import TrainConfig
+from harness.run.train import TrainConfig, resolve_device
 from models.mixers.base import contract_errors
 from models.positions import LearnedPosition
 from tasks.base import Task
@@ -73,17 +74,67 @@ def _check(prefix: str, fn: Callable[[], object]) -> None:
         raise ConfigError(f"{prefix}.{e}" if prefix else str(e)) from None
 
 
-def check(cfg: DictConfig) -> None:
+def check(cfg: DictConfig, memory: bool = True) -> None:
     """Raise ConfigError for anything that would stop `run` before training. The model is built on the meta device;
-    an error found there is confirmed by a real build, since a mixer may do what meta tensors cannot."""
+    an error found there is confirmed by a real build, since a mixer may do what meta tensors cannot. With `memory`
+    (the jobs run on this machine), a model whose training cannot fit in the device's memory is refused too."""
     try:
         schema.validate(cfg)
     except schema.SchemaError as e:
         raise ConfigError(str(e)) from None
     try:
-        build(cfg, meta=True)
+        task, model, train_cfg = build(cfg, meta=True)
     except Exception:
-        build(cfg)
+        task, model, train_cfg = build(cfg)
+    if memory:
+        check_fits(model, task, train_cfg)
+
+
+ADAMW_BYTES_PER_PARAM = 16  # fp32 weights, gradients, and AdamW's two moments (exp_avg, exp_avg_sq)
+
+
+def training_bytes(model: nn.Module, task: Task, train_cfg: TrainConfig) -> tuple[int, int]:
+    """A lower bound on what training needs: (16 bytes per parameter for weights, gradients and AdamW's state; 4 bytes
+    per value of the residual stream each block keeps for the backward pass, batch × seq_len × d_model × layers).
+    Activations inside the mixers and feed-forwards, the head and the data come on top."""
+    residual = 4 * train_cfg.batch_size * task.seq_len * model.d_model * len(model.blocks)
+    return ADAMW_BYTES_PER_PARAM * model.num_params(), residual
+
+
+def available_memory(device: torch.device) -> tuple[int, str] | None:
+    """(bytes, what they are) of memory a run on `device` can use: a CUDA device's free memory, or this machine's
+    physical memory for the CPU; None where unknown."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info(device)
+        return free, f"free on {torch.cuda.get_device_name(device)}"
+    if device.type == "cpu" and hasattr(os, "sysconf"):
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "of this machine's physical memory"
+        except (ValueError, OSError):
+            return None
+    return None
+
+
+def check_fits(model: nn.Module, task: Task, train_cfg: TrainConfig) -> None:
+    """ConfigError, with the estimate, if training_bytes exceed the memory of the device the run will use."""
+    have = available_memory(resolve_device(train_cfg.device))
+    weights, residual = training_bytes(model, task, train_cfg)
+    if have is None or weights + residual <= have[0]:
+        return
+    raise ConfigError(
+        f"model.d_model={model.d_model} model.n_layers={len(model.blocks)} trainer.batch_size={train_cfg.batch_size}"
+        f": training needs at least {size_text(weights + residual)} ({model.num_params():,} parameters × "
+        f"{ADAMW_BYTES_PER_PARAM} bytes for fp32 weights, gradients and AdamW's two moments = {size_text(weights)}, + "
+        f"{size_text(residual)} for the residual stream of one batch), more than the {size_text(have[0])} {have[1]}"
+    )
+
+
+def size_text(n: int) -> str:
+    """Bytes in GiB, MiB or KiB, one decimal: 16,392.4 GiB, 419.0 KiB."""
+    for power, unit in ((30, "GiB"), (20, "MiB")):
+        if n >= 2**power:
+            return f"{n / 2**power:,.1f} {unit}"
+    return f"{n / 2**10:,.1f} KiB"
 
 
 def check_writable(folder: str | Path, what: str) -> None:

@@ -27,7 +27,7 @@ from harness import grammar
 from harness.record import code, results
 from harness.record.keys import labels_of
 from harness.record.keys import run_id as identity_hash
-from harness.run import search
+from harness.run import paths, search
 from harness.run.build import ConfigError, build, check, check_writable, untrained_positions
 from harness.run.checkpoint import FILE as CHECKPOINT
 from harness.run.checkpoint import Checkpointer
@@ -66,6 +66,7 @@ class Preflight(Callback):
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         try:
             check(_job_config(config))
+            paths.check_outputs(config, sweep=False)  # before check_writable creates any folder
             check_writable(config.paths.results, "paths.results")
             check_writable(config.hydra.run.dir, "hydra.run.dir")
         except (ConfigError, HydraException, OmegaConfBaseException) as e:
@@ -73,6 +74,7 @@ class Preflight(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         try:
+            paths.check_outputs(config, sweep=True)  # subdir as job 0 resolves it; per job below where jobs are known
             self._check_jobs(config)
             check_writable(config.paths.results, "paths.results")
             check_writable(config.hydra.sweep.dir, "hydra.sweep.dir")
@@ -100,8 +102,11 @@ class Preflight(Callback):
             for i, job in enumerate(jobs):
                 try:
                     job_cfg = loader.load_sweep_config(master_config=config, sweep_overrides=list(job))
+                    with read_write(job_cfg), open_dict(job_cfg):
+                        job_cfg.hydra.job.num = i  # as the launcher will, for hydra.sweep.subdir
                     HydraConfig.instance().set_config(job_cfg)  # as the launcher will, for ${hydra:...}
-                    check(_job_config(job_cfg))
+                    check(_job_config(job_cfg), memory=_local(config))
+                    paths.check_outputs(job_cfg, sweep=True)
                 except (ConfigError, HydraException, OmegaConfBaseException) as e:
                     where = " ".join(o for o in job if o.split("=")[0] in {s.split("=")[0] for s in swept})
                     raise ConfigError(f"{one_line(e)} (job {i}{': ' + where if where else ''})") from None
@@ -126,6 +131,11 @@ class Preflight(Callback):
 
 
 SWEEP_FAILED = False  # set at the end of a sweep; `main` turns it into exit code 1
+LOCAL_LAUNCHERS = ("BasicLauncher", "JoblibLauncher")  # the jobs run on this machine: its memory is theirs
+
+
+def _local(config: DictConfig) -> bool:
+    return str(config.hydra.launcher.get("_target_", "")).rsplit(".", 1)[-1] in LOCAL_LAUNCHERS
 
 
 def run(cfg: DictConfig) -> dict:
@@ -172,8 +182,10 @@ def run(cfg: DictConfig) -> dict:
 
     record.cost = {
         "params": model.num_params(),
-        "params_non_embedding": model.num_params(non_embedding=True),
-        "flops_per_token": model.flops_per_token(task.seq_len),
+        "params_non_embedding": model.num_params(non_embedding=True),  # Kaplan et al.'s N: no vocabulary matrices
+        "params_embedding": model.num_embedding_params(),  # token embedding, head (tied once), position table
+        "flops_per_token": model.flops_per_token(task.seq_len),  # the backbone's; the head is charged per target
+        "head_flops_per_scored": model.head_flops_per_scored(),
     }
     log.info(
         "run %s  %s  seed=%s  params=%s",
@@ -218,6 +230,7 @@ def run(cfg: DictConfig) -> dict:
             log_fn=logger.log,
             checkpoint=checkpointer,
             flops_per_token=record.cost["flops_per_token"],
+            head_flops_per_scored=record.cost["head_flops_per_scored"],
         )
         out["metrics"].update(task.derived_metrics(out["metrics"]))
         record.status, record.metrics, record.history = "completed", out["metrics"], out["history"]

@@ -1,6 +1,9 @@
 """Model FLOPs utilisation: achieved training FLOP/s over the device's peak (Chowdhery et al. 2022, App. B).
 
-FLOPs per token come from the model (6 * non-embedding params + each mixer's sequence term); peak FLOP/s from the
+The FLOPs a run did are counted exactly (`train_flops`): the backbone's FLOPs per token (6 * non-embedding params +
+each mixer's sequence term) times the tokens trained on, plus the head's 6 * d_model * vocab times the targets scored
+(the trainer runs the head only at scored positions: 4 of 64 on MQAR, every position in language modelling). MFU is
+those FLOPs per second of training over the peak; peak FLOP/s from the
 table below (dense bf16 tensor-core figures from the vendors' datasheets), overridable with trainer.peak_flops.
 """
 
@@ -45,8 +48,19 @@ def peak_of(name: str) -> float | None:
     return None
 
 
+def train_flops(
+    flops_per_token: float | None, tokens: int, head_flops_per_scored: float | None, scored: int | None
+) -> float | None:
+    """The FLOPs of training on `tokens` tokens of which `scored` were targets: backbone per token × tokens + head per
+    scored target × scored targets; None where a term is unknown."""
+    if flops_per_token is None or head_flops_per_scored is None or scored is None:
+        return None
+    return flops_per_token * tokens + head_flops_per_scored * scored
+
+
 def mfu(flops_per_token: float | None, tokens_per_second: float | None, peak: float | None) -> float | None:
-    """Achieved over peak FLOP/s; None where any of the three is unknown."""
+    """Achieved over peak FLOP/s; None where any of the three is unknown. `flops_per_token` is what each token
+    actually cost, head included: train_flops / tokens."""
     if not peak or not tokens_per_second or not flops_per_token:
         return None
     return flops_per_token * tokens_per_second / peak

@@ -21,6 +21,7 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
+from harness.record.keys import KEYS
 from harness.run.train import TrainConfig
 
 STRICT = ConfigDict(strict=True, allow_inf_nan=False, arbitrary_types_allowed=True)
@@ -49,12 +50,23 @@ def validate(cfg: DictConfig) -> None:
         config = OmegaConf.to_container(cfg, resolve=True)
     except Exception as e:  # an interpolation that does not resolve: Hydra's own message, folded
         raise SchemaError(" ".join(str(e).split())) from None
+    if unknown := sorted(set(config) - top_level()):
+        raise SchemaError(
+            f"{unknown[0]} is not a top-level key (`+{unknown[0]}=...` would change nothing but the run id; the keys: "
+            f"{', '.join(sorted(top_level()))})"
+        )
     check_fields("", {k: v for k, v in config.items() if k in _fields(RunConfig)}, RunConfig)
     if isinstance(config.get("trainer"), dict):
         check_fields("trainer.", config["trainer"], TrainConfig)
     for group in ("task", "model"):
         if isinstance(config.get(group), dict):
             check_node(f"{group}.", config[group])
+
+
+def top_level() -> set[str]:
+    """The keys a config may have at its top: RunConfig's fields and the roots of what harness/record/keys.py
+    declares (model, task, trainer, paths, logger, search, resources, ...)."""
+    return set(_fields(RunConfig)) | {k.key.split(".")[0].split("/")[0] for k in KEYS}
 
 
 def check_node(prefix: str, node: dict) -> None:

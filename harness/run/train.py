@@ -19,7 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from harness.run.checkpoint import Checkpointer, rng_state, set_rng_state
-from harness.run.mfu import mfu, peak_flops
+from harness.run.mfu import mfu, peak_flops, train_flops
 from tasks.base import IGNORE, Split
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,13 @@ class TrainConfig:
             return self.max_steps
         return math.ceil(self.epochs * num_train / self.batch_size)
 
-    def check(self, num_train: int) -> None:
-        """What relates several fields (each field's own range is declared above and checked by run/schema.py)."""
+    def check(self, num_train: int | None) -> None:
+        """What relates several fields (each field's own range is declared above and checked by run/schema.py). A
+        batch larger than the training set is refused, not clipped: the run would not be the one asked for."""
+        if num_train is not None and self.batch_size > num_train:
+            raise ValueError(
+                f"trainer.batch_size={self.batch_size} is larger than the training set (task.num_train={num_train})"
+            )
         if self.steps_for(num_train) < 1:
             raise ValueError(f"trainer.max_steps={self.max_steps} must be positive")
         if self.min_lr is not None and self.min_lr > self.lr:
@@ -201,12 +206,15 @@ def train(
     log_fn: Callable[[dict, int], object] | None = None,
     checkpoint: Checkpointer | None = None,
     flops_per_token: float | None = None,
+    head_flops_per_scored: float | None = None,
 ) -> dict:
     """Train `model` on splits['train'], evaluating on splits['val'] every cfg.eval_every steps, and at the end on
     'test' and every other held-out split the task made (metrics '<split>/loss', '<split>/accuracy').
     With a `checkpoint`, resume from the one an interrupted attempt left (bitwise as if never interrupted) and save
     every cfg.checkpoint_every steps. `log_fn(row, step)` gets every eval row plus the throughput since the last
-    one (tokens_per_second, and mfu given `flops_per_token` and a known peak). Returns {"metrics": ..., "cost": ...,
+    one (tokens_per_second, and mfu given the backbone's `flops_per_token`, the head's `head_flops_per_scored` and a
+    known peak). The cost counts the targets scored in training steps (`scored_targets`) and the exact `train_flops`
+    (backbone × tokens + head × scored targets: harness/run/mfu.py). Returns {"metrics": ..., "cost": ...,
     "history": [...]} (the history without throughput, so that it repeats exactly)."""
     device = resolve_device(cfg.device)
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
@@ -220,11 +228,12 @@ def train(
             return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    cfg.check(len(splits["train"]))
     train_split, val_split = splits["train"].to(device), splits["val"].to(device)
     model.to(device)
     optimizer = configure_optimizer(model, cfg, device)
     total_steps = cfg.steps_for(len(train_split))
-    batches_per_epoch = len(train_split) // min(cfg.batch_size, len(train_split))
+    batches_per_epoch = len(train_split) // cfg.batch_size
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps, batches_per_epoch))
     step_fn = torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model
     peak = peak_flops(device, cfg.peak_flops)
@@ -234,14 +243,14 @@ def train(
             torch.cuda.synchronize(device)
 
     # The data order is a function of (seed, epoch) alone, so it does not depend on what else consumed RNG.
-    n_train, bs = len(train_split), min(cfg.batch_size, len(train_split))
-    batches_per_epoch = n_train // bs
+    n_train, bs = len(train_split), cfg.batch_size
     order_gen = torch.Generator().manual_seed(seed)
     order, epoch = None, -1
 
     history, best = [], {"accuracy": -1.0, "step": 0}
     steps_to_target, step, first_step_time = None, 0, None
     tokens_seen, eval_seconds, train_seconds_before = 0, 0.0, 0.0
+    scored_before: int | None = 0  # targets scored by earlier attempts (None: a checkpoint that did not count them)
     state = checkpoint.load() if checkpoint is not None else None
     if state is not None and state["total_steps"] != total_steps:
         log.warning(
@@ -257,13 +266,23 @@ def train(
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"], order_gen)
         step, tokens_seen, train_seconds_before = state["step"], state["tokens_seen"], state["train_seconds"]
+        scored_before = state.get("scored_targets")
         history, best = state["history"], state["best"]
         log.info("resuming from step %d of %d (%s)", step, total_steps, checkpoint.resume_from)
         for row in history if log_fn is not None else ():  # this attempt's logger gets the whole curve
             log_fn(row, row["step"])
     resumed_from_step = step if state is not None else None
     train_positions = scored_positions(train_split.targets)
-    last_tokens, last_train_seconds = tokens_seen, train_seconds_before
+    scored_now = torch.zeros((), dtype=torch.int64, device=device)  # this attempt's, summed on the device: no sync
+
+    def scored_total() -> int | None:
+        return None if scored_before is None else scored_before + int(scored_now.item())
+
+    def flops_per_token_done(tokens: int, scored: int | None) -> float | None:  # head included, for MFU
+        flops = train_flops(flops_per_token, tokens, head_flops_per_scored, scored)
+        return flops / tokens if flops is not None and tokens > 0 else None
+
+    last_tokens, last_train_seconds, last_scored = tokens_seen, train_seconds_before, scored_total()
     model.train()
     bar = tqdm(total=total_steps, initial=step, disable=None if cfg.progress else True, leave=False, dynamic_ncols=True)
     loop_start = time.perf_counter()
@@ -279,6 +298,7 @@ def train(
                 step_fn, train_split.inputs[idx], train_split.targets[idx], train_positions[idx]
             )
             loss = loss_sum / n.clamp(min=1)
+        scored_now += n
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -297,7 +317,11 @@ def train(
             trained = train_seconds_before + t_eval - loop_start - eval_seconds
             interval = trained - last_train_seconds
             speed = (tokens_seen - last_tokens) / interval if interval > 0 else None
-            last_tokens, last_train_seconds = tokens_seen, trained
+            scored = scored_total()
+            done = flops_per_token_done(
+                tokens_seen - last_tokens, None if scored is None or last_scored is None else scored - last_scored
+            )
+            last_tokens, last_train_seconds, last_scored = tokens_seen, trained, scored
             loss_value = loss.item()
             if not math.isfinite(loss_value):
                 raise Diverged(f"training loss is {loss_value} at step {step}")
@@ -313,7 +337,7 @@ def train(
             }
             history.append(row)
             if log_fn is not None:
-                log_fn({**row, "tokens_per_second": speed, "mfu": mfu(flops_per_token, speed, peak)}, step)
+                log_fn({**row, "tokens_per_second": speed, "mfu": mfu(done, speed, peak)}, step)
             bar.set_postfix(loss=f"{loss_value:.3f}", val_acc=f"{val['accuracy']:.3f}")
             log.info(
                 "step %d  train/loss %.4f  val/loss %.4f  val/accuracy %.4f",
@@ -343,6 +367,7 @@ def train(
                     "history": history,
                     "best": best,
                     "tokens_seen": tokens_seen,
+                    "scored_targets": scored_total(),
                     "train_seconds": train_seconds_before + time.perf_counter() - loop_start - eval_seconds,
                 }
             )
@@ -367,11 +392,14 @@ def train(
     )
     memory = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     speed = tokens_seen / train_seconds if train_seconds > 0 else None
+    scored = scored_total()
     cost = {
         "tokens_seen": tokens_seen,
+        "scored_targets": scored,
+        "train_flops": train_flops(flops_per_token, tokens_seen, head_flops_per_scored, scored),
         "train_seconds": train_seconds,
         "tokens_per_second": speed,
-        "mfu": mfu(flops_per_token, speed, peak),
+        "mfu": mfu(flops_per_token_done(tokens_seen, scored), speed, peak),
         "peak_flops": peak,
         "peak_memory_bytes": memory,
         "device": str(device),
