@@ -220,3 +220,34 @@ def test_the_board_lists_superseded_runs_below_itself_and_in_its_csv(archbench, 
     assert any("superseded" in why for _, why in b.skipped)
     assert "superseded: its config ran again under newer code" in render.markdown(b)
     assert (b.files["status"] == "superseded").sum() == 1
+
+
+def test_code_edited_under_a_running_process_is_not_taken_for_the_new_code(scratch, tmp_path):
+    """A long-lived sweep worker that loaded the old mixer must not train under the new code's fingerprint."""
+    import importlib
+
+    module = importlib.import_module(SCRATCH)
+    before = code.fingerprint([SCRATCH])
+    path = Path(module.__file__)
+    path.write_text(path.read_text().replace(*COMPUTES_OTHERWISE))  # edited on disk, the loaded module unchanged
+    with pytest.raises(code.StaleCode, match="changed on disk after this process loaded"):
+        code.fingerprint([SCRATCH])
+    sys.modules.pop(SCRATCH)
+    importlib.import_module(SCRATCH)  # a new process (or a fresh import) loads the new code: fingerprinted anew
+    assert code.fingerprint([SCRATCH])["fingerprint"] != before["fingerprint"]
+
+
+def test_a_stale_worker_records_the_run_as_failed_and_the_sweep_goes_on(archbench, monkeypatch, tmp_path):
+    real = code.fingerprint
+
+    def stale_for_seed_one(modules):
+        if "seed=1" in cli.HydraConfig.get().job.override_dirname.split(","):
+            raise code.StaleCode("models/mixers/attention.py changed on disk after this process loaded it")
+        return real(modules)
+
+    monkeypatch.setattr(code, "fingerprint", stale_for_seed_one)
+    with pytest.raises(SystemExit):
+        archbench("-m", "seed=0,1", *SMOKE)
+    by_seed = {r["seed"]: r for r in results.load_records([tmp_path / "results"])}
+    assert by_seed[0]["status"] == "completed"
+    assert by_seed[1]["status"] == "failed" and "StaleCode" in by_seed[1]["error"]

@@ -16,6 +16,8 @@ import ast
 import hashlib
 import importlib.util
 import os
+import sys
+import weakref
 from collections.abc import Iterable
 
 # archbench's code that computes a result: the models, the tasks and the running half's trainer (harness.run.train and
@@ -24,7 +26,13 @@ from collections.abc import Iterable
 PACKAGES = ("models", "tasks", "harness.run")
 TRAINER = "harness.run.train"  # every run uses it
 
-_cache: dict[tuple[str, float, int], tuple[str, frozenset[str]]] = {}  # (file, mtime, size) -> (hash, imports)
+_cache: dict[tuple[str, int, int], tuple[str, frozenset[str]]] = {}  # (file, mtime, size) -> (hash, imports)
+_loaded: dict[str, tuple[weakref.ref, tuple[int, int]]] = {}  # module -> (the module loaded, its file's stat then)
+
+
+class StaleCode(RuntimeError):
+    """A module this process already loaded was changed on disk since: the code on disk (what a fingerprint reads)
+    is not the code that would train (a long-lived sweep worker after an edit)."""
 
 
 def fingerprint(modules: Iterable[str]) -> dict:
@@ -59,6 +67,7 @@ def _closure(modules: Iterable[str]) -> list[tuple[str, str]]:
         path = _source(name)
         if path is None:
             continue
+        _check_loaded(name, path)
         digest, imports = _parse(path, name)
         out.append((name, digest))
         todo.extend(i for i in imports if i not in seen)
@@ -74,9 +83,27 @@ def _source(name: str) -> str | None:
     return origin if origin and origin.endswith(".py") else None
 
 
+def _check_loaded(name: str, path: str) -> None:
+    """StaleCode if the module object this process runs was loaded from a file that changed since it was first
+    fingerprinted here (a module imported anew, as a new process or a test does, is checked afresh)."""
+    module = sys.modules.get(name)
+    if module is None:
+        return
+    stat = os.stat(path)
+    now = (stat.st_mtime_ns, stat.st_size)
+    seen = _loaded.get(name)
+    if seen is None or seen[0]() is not module:
+        _loaded[name] = (weakref.ref(module), now)
+    elif seen[1] != now:
+        raise StaleCode(
+            f"{path} changed on disk after this process loaded {name}: the code that would train is not the code "
+            "on disk; this run is not started (run the command again: a new process loads the new code)"
+        )
+
+
 def _parse(path: str, name: str) -> tuple[str, frozenset[str]]:
     stat = os.stat(path)
-    key = (path, stat.st_mtime, stat.st_size)
+    key = (path, stat.st_mtime_ns, stat.st_size)
     if key not in _cache:
         with open(path, encoding="utf-8") as f:
             tree = ast.parse(f.read(), filename=path)

@@ -286,22 +286,26 @@ def code_key(record: dict) -> str:
 
 def _newest_code(records: list[dict]) -> tuple[list[dict], list[tuple[str, str]]]:
     """Per config less its seed, the records of the code whose latest run started last (so seeds of an old code never
-    join the seeds of a new one); (path, path of a kept run of the same config) for the rest."""
-    if len({code_key(r) for r in records}) < 2:  # one code: nothing to supersede (no hashing needed)
+    join the seeds of a new one); (path, path of a kept run of the same config) for the rest. A run that failed
+    before its code was known (a config a search could not build, a stale worker) has no say and is kept, as a
+    failure of its cell."""
+    voters = [r for r in records if r.get("code") is not None or r["status"] == "completed"]
+    if len({code_key(r) for r in voters}) < 2:  # one code: nothing to supersede (no hashing needed)
         return records, []
     started = lambda r: (r.get("timestamps") or {}).get("started") or ""
     group = [keys.run_id({**(r.get("config") or {}), "seed": None}) for r in records]
     newest: dict[str, tuple[str, str]] = {}  # group -> (latest start, code_key)
     for g, r in zip(group, records, strict=True):
-        if g not in newest or started(r) > newest[g][0]:
+        if (r.get("code") is not None or r["status"] == "completed") and (g not in newest or started(r) > newest[g][0]):
             newest[g] = (started(r), code_key(r))
     kept, superseded, example = [], [], {}
     for g, r in zip(group, records, strict=True):
-        if code_key(r) == newest[g][1]:
+        if g not in newest or code_key(r) == newest[g][1] or (r.get("code") is None and r["status"] != "completed"):
             kept.append(r)
             example.setdefault(g, r["path"])
-    superseded = [(r["path"], example[g]) for g, r in zip(group, records, strict=True) if code_key(r) != newest[g][1]]
-    return kept, superseded
+        else:
+            superseded.append((r, g))
+    return kept, [(r["path"], example.get(g, "")) for r, g in superseded]
 
 
 def load_records(roots: Iterable[str | Path]) -> list[dict]:

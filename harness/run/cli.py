@@ -162,6 +162,12 @@ def run(cfg: DictConfig) -> dict:
     try:
         task, model, train_cfg = build(cfg)
         identify(record, model, task)
+    except code.StaleCode as e:  # a sweep worker whose loaded code was edited since: recorded, and the sweep goes on
+        record.status, record.error = "failed", f"StaleCode: {e}"
+        record.timestamps["finished"] = _now()
+        results.write_json_atomic(out_dir / results.RECORD, record.to_dict())
+        log.error("run %s not started: %s", record.run_id, e)
+        return record.to_dict()
     except ConfigError as e:
         if not search.active(cfg):
             raise
