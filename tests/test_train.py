@@ -69,8 +69,7 @@ def test_early_stop_at_target_accuracy(compose):
 
 
 def test_scored_positions_gather_exactly_the_scored_targets():
-    from harness.run.train import scored_positions
-    from tasks.base import IGNORE
+    from tasks.base import IGNORE, scored_positions
 
     targets = torch.full((3, 6), IGNORE)
     targets[0, [1, 4]] = torch.tensor([7, 8])
