@@ -1,0 +1,209 @@
+"""Token shards on disk for the language-modelling task (tasks/lm_text.py), in nanoGPT's layout.
+
+A prepared folder holds `train.bin`, `val.bin` and `test.bin` (each the split's tokens end to end, a flat array of
+uint16 when the vocabulary has fewer than 65,536 tokens, else uint32, no header: `np.memmap(path, dtype, mode="r")`
+reads one, as nanoGPT's train.py does), `tokenizer.json` (unless the tokenizer is `byte`) and `meta.json`: the
+format, the dtype, the vocabulary size, the tokenizer's spec and fingerprint (tasks/lm_tokenizer.py), the data
+settings, and the token and byte count of each split. The folder is built under a temporary name and renamed into
+place, so a folder with a meta.json is complete; two runs preparing the same folder at once keep the first.
+
+Tokenizing runs through `datasets.map(batched=True, num_proc=...)` over chunks of whole lines (about 1 MB each),
+with a progress bar; the prepare step holds the corpus's text in memory once, training never does: `TokenWindows`
+reads the windows each step needs from the memmap, at offsets drawn from (seed, step) for train, evenly spaced and the
+same for every seed for val and test.
+"""
+
+import copy
+import json
+import os
+import shutil
+import uuid
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tasks import lm_tokenizer
+
+FORMAT, VERSION = "archbench-lm-shards", 1
+META = "meta.json"
+CHUNK_BYTES = 1 << 20
+
+
+def dtype_for(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16 if vocab_size < 1 << 16 else np.uint32)
+
+
+def read_meta(folder: Path) -> dict | None:
+    path = Path(folder) / META
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def line_chunks(text: str, size: int = CHUNK_BYTES) -> list[str]:
+    """`text` cut into pieces of whole lines of about `size` characters (joined, they are `text` again)."""
+    chunks, current, n = [], [], 0
+    for line in text.splitlines(keepends=True):
+        current.append(line)
+        n += len(line)
+        if n >= size:
+            chunks.append("".join(current))
+            current, n = [], 0
+    if current:
+        chunks.append("".join(current))
+    return chunks
+
+
+def _encode(batch: dict, tok: "tokenizers.Tokenizer") -> dict:  # noqa: F821
+    ids = [e.ids for e in tok.encode_batch(batch["text"])]
+    return {"ids": ids, "n": [len(i) for i in ids]}
+
+
+def write_split(path: Path, part: np.ndarray, tok: object, dtype: np.dtype, num_proc: int, name: str) -> int:
+    """Tokenize one split's UTF-8 bytes `part` into the flat file `path`; returns its number of tokens."""
+    if tok is None:  # bytes are their own tokens
+        part.astype(dtype).tofile(path)
+        return len(part)
+    import datasets
+
+    chunks = line_chunks(part.tobytes().decode("utf-8"))
+    data = datasets.Dataset.from_dict({"text": chunks})
+    data = data.map(
+        partial(_encode, tok=tok),
+        batched=True,
+        batch_size=8,
+        num_proc=min(num_proc, len(chunks)) if num_proc > 1 else None,
+        remove_columns=["text"],
+        desc=f"tokenizing {name}",
+    )
+    total = int(sum(data["n"]))
+    out = np.memmap(path, dtype=dtype, mode="w+", shape=(max(total, 1),))
+    pos = 0
+    for rows in data.iter(batch_size=64):
+        for ids in rows["ids"]:
+            out[pos : pos + len(ids)] = ids
+            pos += len(ids)
+    out.flush()
+    del out
+    if total == 0:
+        os.truncate(path, 0)
+    return total
+
+
+def prepare(task: "LMText", folder: Path, num_proc: int = 1) -> dict:  # noqa: F821
+    """Tokenize `task`'s corpus into `folder` unless it already holds shards for the same settings (then they are
+    reused); returns the folder's meta. Raises ValueError, naming task.shards, where the folder holds other shards."""
+    folder = Path(folder)
+    if (meta := read_meta(folder)) is not None:
+        task.check_shards(meta)
+        return meta
+    import datasets
+
+    streams = task.byte_streams(align=task.tokenizer != lm_tokenizer.BYTE)
+    datasets.enable_progress_bars()
+    if task.tokenizer == lm_tokenizer.BYTE:
+        tok, vocab = None, 256
+    elif task.tokenizer == lm_tokenizer.BPE:
+        tok = lm_tokenizer.train_bpe(line_chunks(streams["train"].tobytes().decode("utf-8")), task.vocab_size)
+        vocab = tok.get_vocab_size()
+    else:
+        tok = lm_tokenizer.load(task.tokenizer)
+        vocab = tok.get_vocab_size()
+    dtype = dtype_for(vocab)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        splits = {}
+        for name, part in streams.items():
+            tokens = write_split(tmp / f"{name}.bin", part, tok, dtype, num_proc, name)
+            splits[name] = {"tokens": tokens, "bytes": len(part)}
+        if tok is not None:
+            tok.save(str(tmp / "tokenizer.json"))
+        meta = {
+            "format": FORMAT,
+            "version": VERSION,
+            "dtype": dtype.name,
+            "vocab_size": vocab,
+            "tokenizer": {"spec": task.tokenizer_spec(), "fingerprint": lm_tokenizer.fingerprint(tok)},
+            "settings": task.data_settings(),
+            "splits": splits,
+        }
+        (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        try:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+            os.rename(tmp, folder)
+        except OSError:  # another process finished first: keep its folder
+            if read_meta(folder) is None:
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    meta = read_meta(folder)
+    task.check_shards(meta)
+    return meta
+
+
+class TokenWindows:
+    """A split read from a token shard: windows of seq_len + 1 tokens (inputs window[:-1], targets window[1:], every
+    position scored), cast to int64 per batch. Train (`random_windows`): `windows_at(seed, step, n)` reads n windows
+    at offsets drawn from (seed, step) alone, so a resumed run reads what an uninterrupted one would; its length is
+    the number of disjoint windows (what an epoch means here). Val and test: windows at fixed `starts`."""
+
+    def __init__(self, path: Path, dtype: str, seq_len: int, starts: np.ndarray | None = None) -> None:
+        self.path, self.dtype, self.seq_len, self.starts = Path(path), np.dtype(dtype), seq_len, starts
+        self.random_windows = starts is None
+        self._device = torch.device("cpu")
+        self.n_tokens = os.path.getsize(self.path) // self.dtype.itemsize
+        if self.n_tokens < seq_len + 1:
+            raise ValueError(
+                f"seq_len={seq_len} is too long for {self.path.name} ({self.n_tokens} tokens): lower task.seq_len "
+                "or give more text"
+            )
+        self._data: np.memmap | None = None
+
+    def data(self) -> np.memmap:
+        if self._data is None:
+            self._data = np.memmap(self.path, dtype=self.dtype, mode="r")
+        return self._data
+
+    def to(self, device: torch.device | str) -> "TokenWindows":
+        out = copy.copy(self)
+        out._device = torch.device(device)
+        return out
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def __len__(self) -> int:
+        return len(self.starts) if self.starts is not None else (self.n_tokens - 1) // self.seq_len
+
+    def read(self, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(inputs, targets, positions) of the windows at `starts`, int64, on the split's device."""
+        L = self.seq_len
+        windows = torch.from_numpy(self.data()[starts[:, None] + np.arange(L + 1)].astype(np.int64))
+        windows = windows.to(self._device)
+        positions = torch.arange(L, device=self._device).expand(len(starts), L)
+        return windows[:, :-1], windows[:, 1:], positions
+
+    def batch(self, idx: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.starts is None:
+            raise TypeError("a train shard is read by windows_at(seed, step, n)")
+        return self.read(self.starts[idx if isinstance(idx, slice) else idx.cpu().numpy()])
+
+    def offsets(self, seed: int, step: int, n: int) -> np.ndarray:
+        """Where step `step`'s n windows start: uniform over the shard, a function of (seed, step) alone."""
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 0, step]))
+        return rng.integers(0, self.n_tokens - self.seq_len, size=n)
+
+    def windows_at(self, seed: int, step: int, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.read(self.offsets(seed, step, n))
+
+
+def fixed_starts(n_tokens: int, seq_len: int, cap: int | None) -> np.ndarray:
+    """Disjoint windows from the start of the split, evenly spaced if there are more than `cap` (the quick path's)."""
+    starts = seq_len * np.arange((n_tokens - 1) // seq_len)
+    if cap is not None and len(starts) > cap:
+        starts = starts[np.linspace(0, len(starts) - 1, cap).round().astype(np.int64)]
+    return starts
