@@ -51,6 +51,7 @@ class Record:
     env: dict = field(default_factory=dict)  # environment(): versions, device, threads
     timestamps: dict = field(default_factory=dict)  # started, finished (ISO 8601, UTC)
     history: list | None = None  # the evaluations during training (completed runs)
+    files: dict = field(default_factory=dict)  # what the run left in its folder, by role: {"weights": <file>}
     schema: int = SCHEMA
 
     def to_dict(self) -> dict:

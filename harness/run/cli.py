@@ -26,7 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 from harness import grammar
 from harness.record import results
 from harness.record.keys import labels_of
-from harness.run import search
+from harness.run import search, weights
 from harness.run.build import ConfigError, build, check, check_writable, untrained_positions
 from harness.run.checkpoint import FILE as CHECKPOINT
 from harness.run.checkpoint import Checkpointer
@@ -216,6 +216,8 @@ def run(cfg: DictConfig) -> dict:
             flops_per_token=record.cost["flops_per_token"],
         )
         out["metrics"].update(task.derived_metrics(out["metrics"]))
+        if cfg.get("save_model", True):  # before the record says completed: a run that cannot keep them fails
+            record.files["weights"] = weights.save(model, out_dir, {"run_id": rid})
         record.status, record.metrics, record.history = "completed", out["metrics"], out["history"]
         record.cost.update(out["cost"])  # with MFU where the device's peak is known (harness/run/mfu.py), else None
         logger.summary({**out["metrics"], **record.cost})
