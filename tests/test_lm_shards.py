@@ -148,3 +148,16 @@ def test_archbench_trains_from_bpe_shards_and_records_bits_per_byte(tmp_path, bp
     m = record["metrics"]
     assert m["test/bits_per_byte"] == pytest.approx(m["test/loss"] / math.log(2) * meta["tokens"] / meta["bytes"])
     assert m["test/perplexity"] == pytest.approx(math.exp(m["test/loss"]))
+
+
+def test_parallel_tokenizing_writes_the_same_shards(tmp_path, monkeypatch):
+    monkeypatch.setattr(lm_shards, "CHUNK_BYTES", 4096)  # about ten chunks of the sample's train split
+    tok = tmp_path / "tok"
+    prepare_cli.main(["task.tokenizer=bpe", f"task.vocab_size={VOCAB}", f"task.shards={tok}", "--num-proc=1"])
+    args = [f"task.tokenizer={tok}/tokenizer.json", f"task.vocab_size={VOCAB}"]
+    for n in (1, 2):
+        prepare_cli.main([*args, f"task.shards={tmp_path / str(n)}", f"--num-proc={n}"])
+    for name in ("train", "val", "test"):
+        one, two = (np.fromfile(tmp_path / str(n) / f"{name}.bin", dtype=np.uint16) for n in (1, 2))
+        np.testing.assert_array_equal(one, two)
+        np.testing.assert_array_equal(one, np.fromfile(tok / f"{name}.bin", dtype=np.uint16))
