@@ -47,8 +47,9 @@ def load(spec: str) -> "tokenizers.Tokenizer":  # noqa: F821 (imported lazily: t
 
     if (reason := hub_unavailable()) is not None:
         raise ValueError(
-            f"tokenizer={spec!r} needs the Hugging Face hub, which is unavailable ({reason}): pass a local file "
-            "instead, task.tokenizer=path/to/tokenizer.json, or task.tokenizer=bpe to train one"
+            f"tokenizer={spec!r} is no local file, and as a hub name it needs the Hugging Face hub, which is "
+            f"unavailable ({reason}): pass a local file, task.tokenizer=path/to/tokenizer.json, or task.tokenizer=bpe "
+            "to train one"
         )
     return Tokenizer.from_pretrained(spec)
 

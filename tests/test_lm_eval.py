@@ -19,11 +19,14 @@ def runs(tmp_path_factory):
     """prepare (BPE shards of the shipped sample), then two runs that keep their weights: rope and learned positions."""
     root = tmp_path_factory.mktemp("lm_eval")
     shards = root / "shards"
-    prepare_cli.main(["task.tokenizer=bpe", f"task.vocab_size={VOCAB}", f"task.shards={shards}", "--num-proc=1"])
+    with pytest.MonkeyPatch.context() as mp:  # the text's datasets cache, private to the tests
+        mp.setenv("ARCHBENCH_CACHE", str(root / "cache"))
+        prepare_cli.main(["task.tokenizer=bpe", f"task.vocab_size={VOCAB}", f"task.shards={shards}", "--num-proc=1"])
     task = ["task=lm_text", "task.tokenizer=bpe", f"task.vocab_size={VOCAB}", f"task.shards={shards}"]
     out = {}
     for position in ("rope", "learned"):
-        proc = archbench(root, *task, "task.seq_len=32", f"model/position={position}", "trainer=smoke")
+        args = [*task, "task.seq_len=32", f"model/position={position}", "trainer=smoke"]
+        proc = archbench(root, *args, env={"ARCHBENCH_CACHE": str(root / "cache")})
         assert proc.returncode == 0, proc.stderr
         [path] = [p for p in (root / "results").rglob("result.json") if p.parent not in out.values()]
         out[position] = path.parent

@@ -26,7 +26,9 @@ def _private_cache(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def bpe_shards(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bpe") / "shards"
-    prepare_cli.main(["task.tokenizer=bpe", f"task.vocab_size={VOCAB}", f"task.shards={folder}", "--num-proc=1"])
+    with pytest.MonkeyPatch.context() as mp:  # the text's datasets cache, private to the tests
+        mp.setenv("ARCHBENCH_CACHE", str(folder.parent / "cache"))
+        prepare_cli.main(["task.tokenizer=bpe", f"task.vocab_size={VOCAB}", f"task.shards={folder}", "--num-proc=1"])
     return folder
 
 

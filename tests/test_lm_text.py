@@ -96,7 +96,9 @@ def test_a_hub_name_offline_fails_at_once_saying_to_pass_local_files(monkeypatch
     monkeypatch.setenv(var, "1")
     with pytest.raises(ValueError, match=rf"dataset='wikitext' needs the Hugging Face hub.*{var}=1.*task.data_files="):
         LMText(dataset="wikitext", dataset_config="wikitext-103-raw-v1").check()
-    with pytest.raises(ValueError, match=rf"tokenizer='gpt2' needs the Hugging Face hub.*{var}=1.*tokenizer.json"):
+    with pytest.raises(
+        ValueError, match=rf"tokenizer='gpt2' is no local file.*needs the Hugging Face hub.*{var}=1.*tokenizer.json"
+    ):
         LMText(tokenizer="gpt2").check()
 
 
