@@ -94,12 +94,65 @@ def write_split(path: Path, part: np.ndarray, tok: object, dtype: np.dtype, num_
     return total
 
 
+def tokenizer_spec(task: "LMText") -> str:  # noqa: F821
+    """What identifies the tokenizer among the data settings: byte, bpe-<vocab size>, or the file's fingerprint."""
+    if task.tokenizer == lm_tokenizer.BYTE:
+        return lm_tokenizer.BYTE
+    if task.tokenizer == lm_tokenizer.BPE:
+        return f"bpe-{task.vocab_size}"
+    return lm_tokenizer.fingerprint(lm_tokenizer.load(task.tokenizer))
+
+
+def settings(task: "LMText") -> dict:  # noqa: F821
+    """What the prepared tokens depend on: the source (local files by name and size), the split fractions, the
+    tokenizer. Not seq_len nor the split caps: windows are cut when a run reads them."""
+    files = None if task.dataset is not None else [[str(Path(f).resolve()), os.path.getsize(f)] for f in task.files()]
+    return {
+        "files": files,
+        "dataset": task.dataset,
+        "dataset_config": task.dataset_config,
+        "text_field": task.text_field,
+        "val_fraction": task.val_fraction,
+        "test_fraction": task.test_fraction,
+        "tokenizer": tokenizer_spec(task),
+    }
+
+
+def check(task: "LMText", meta: dict) -> None:  # noqa: F821
+    """ValueError naming task.shards if the prepared folder was made with another tokenizer or other data."""
+    where = f"shards={str(task.shards_folder())!r}"
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise ValueError(f"{where} is not an archbench shard folder of version {VERSION}")
+    theirs, ours = meta["settings"]["tokenizer"], tokenizer_spec(task)
+    if theirs != ours and meta["tokenizer"]["fingerprint"] != ours:
+        raise ValueError(
+            f"{where} was prepared with another tokenizer ({short(meta['tokenizer']['spec'])}, not {short(ours)}): "
+            "prepare the corpus again into another folder (archbench-prepare)"
+        )
+    differ = [k for k, v in settings(task).items() if k != "tokenizer" and meta["settings"].get(k) != v]
+    if differ:
+        raise ValueError(
+            f"{where} was prepared with other data settings ({', '.join(differ)} not as there): prepare again into "
+            "another folder (archbench-prepare)"
+        )
+    if meta["vocab_size"] > task.vocab_size:
+        raise ValueError(
+            f"vocab_size={task.vocab_size} is smaller than the vocabulary of the shards in {where} "
+            f"({meta['vocab_size']} tokens)"
+        )
+
+
+def short(spec: str) -> str:
+    """A fingerprint cut to 12 hex digits for a message; byte and bpe-<n> as they are."""
+    return f"sha256:{spec[:12]}" if len(spec) == 64 else spec
+
+
 def prepare(task: "LMText", folder: Path, num_proc: int = 1) -> dict:  # noqa: F821
     """Tokenize `task`'s corpus into `folder` unless it already holds shards for the same settings (then they are
     reused); returns the folder's meta. Raises ValueError, naming task.shards, where the folder holds other shards."""
     folder = Path(folder)
     if (meta := read_meta(folder)) is not None:
-        task.check_shards(meta)
+        check(task, meta)
         return meta
     import datasets
 
@@ -129,8 +182,8 @@ def prepare(task: "LMText", folder: Path, num_proc: int = 1) -> dict:  # noqa: F
             "version": VERSION,
             "dtype": dtype.name,
             "vocab_size": vocab,
-            "tokenizer": {"spec": task.tokenizer_spec(), "fingerprint": lm_tokenizer.fingerprint(tok)},
-            "settings": task.data_settings(),
+            "tokenizer": {"spec": tokenizer_spec(task), "fingerprint": lm_tokenizer.fingerprint(tok)},
+            "settings": settings(task),
             "splits": splits,
         }
         (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
@@ -144,7 +197,7 @@ def prepare(task: "LMText", folder: Path, num_proc: int = 1) -> dict:  # noqa: F
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     meta = read_meta(folder)
-    task.check_shards(meta)
+    check(task, meta)
     return meta
 
 

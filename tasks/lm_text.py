@@ -101,7 +101,7 @@ class LMText(Task):
         else:
             self.files()
         if self.shards is not None and (meta := self.shards_meta()) is not None:
-            self.check_shards(meta)
+            lm_shards.check(self, meta)
 
     def files(self) -> list[str]:
         """The local files to read, sorted; a ValueError naming data_files if there are none."""
@@ -219,34 +219,10 @@ class LMText(Task):
         meta = self.shards_meta() or {"splits": {}}
         return {k: v["tokens"] / v["bytes"] for k, v in meta["splits"].items() if v["bytes"]}
 
-    def tokenizer_spec(self) -> str:
-        """What identifies the tokenizer among the data settings: byte, bpe-<vocab size>, or the file's fingerprint."""
-        if self.tokenizer == lm_tokenizer.BYTE:
-            return lm_tokenizer.BYTE
-        if self.tokenizer == lm_tokenizer.BPE:
-            return f"bpe-{self.vocab_size}"
-        return lm_tokenizer.fingerprint(lm_tokenizer.load(self.tokenizer))
-
-    def data_settings(self) -> dict:
-        """What the prepared tokens depend on: the source (local files by name and size), the split fractions, the
-        tokenizer. Not seq_len nor the split caps: windows are cut when a run reads them."""
-        files = (
-            None if self.dataset is not None else [[str(Path(f).resolve()), os.path.getsize(f)] for f in self.files()]
-        )
-        return {
-            "files": files,
-            "dataset": self.dataset,
-            "dataset_config": self.dataset_config,
-            "text_field": self.text_field,
-            "val_fraction": self.val_fraction,
-            "test_fraction": self.test_fraction,
-            "tokenizer": self.tokenizer_spec(),
-        }
-
     def shards_folder(self) -> Path:
         if self.shards is not None:
             return Path(self.shards).expanduser()
-        key = hashlib.sha256(json.dumps(self.data_settings(), sort_keys=True).encode()).hexdigest()[:20]
+        key = hashlib.sha256(json.dumps(lm_shards.settings(self), sort_keys=True).encode()).hexdigest()[:20]
         return cache.cache_dir().parent / "lm_shards" / key
 
     def shards_meta(self) -> dict | None:
@@ -255,29 +231,6 @@ class LMText(Task):
         if meta is None and self.shards is not None and folder.is_dir() and any(folder.iterdir()):
             raise ValueError(f"shards={self.shards!r} holds files but no {lm_shards.META}: not a prepared folder")
         return meta
-
-    def check_shards(self, meta: dict) -> None:
-        """ValueError naming task.shards if the prepared folder was made with another tokenizer or other data."""
-        where = f"shards={str(self.shards_folder())!r}"
-        if meta.get("format") != lm_shards.FORMAT or meta.get("version") != lm_shards.VERSION:
-            raise ValueError(f"{where} is not an archbench shard folder of version {lm_shards.VERSION}")
-        theirs, ours = meta["settings"]["tokenizer"], self.tokenizer_spec()
-        if theirs != ours and meta["tokenizer"]["fingerprint"] != ours:
-            raise ValueError(
-                f"{where} was prepared with another tokenizer ({meta['tokenizer']['spec']}, not {ours}): "
-                "prepare the corpus again into another folder (archbench-prepare)"
-            )
-        differ = [k for k, v in self.data_settings().items() if k != "tokenizer" and meta["settings"].get(k) != v]
-        if differ:
-            raise ValueError(
-                f"{where} was prepared with other data settings ({', '.join(differ)} not as there): prepare "
-                "again into another folder (archbench-prepare)"
-            )
-        if meta["vocab_size"] > self.vocab_size:
-            raise ValueError(
-                f"vocab_size={self.vocab_size} is smaller than the vocabulary of the shards in {where} "
-                f"({meta['vocab_size']} tokens)"
-            )
 
 
 def char_boundary(data: np.ndarray, i: int) -> int:
