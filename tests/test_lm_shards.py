@@ -163,3 +163,17 @@ def test_parallel_tokenizing_writes_the_same_shards(tmp_path, monkeypatch):
         one, two = (np.fromfile(tmp_path / str(n) / f"{name}.bin", dtype=np.uint16) for n in (1, 2))
         np.testing.assert_array_equal(one, two)
         np.testing.assert_array_equal(one, np.fromfile(tok / f"{name}.bin", dtype=np.uint16))
+
+
+def test_byte_shards_and_the_quick_path_are_different_runs(compose):
+    """With bytes, task.shards=null trains on fixed windows in memory and a folder on random windows: a run on one
+    must not be skipped as the other, already completed."""
+    from omegaconf import OmegaConf
+
+    from harness.record.results import run_id
+
+    ids = {
+        run_id(OmegaConf.to_container(compose(["task=lm_text", *extra]), resolve=True))
+        for extra in ([], ["task.shards=/tmp/bytes"])
+    }
+    assert len(ids) == 2

@@ -51,7 +51,6 @@ KEYS = (
     Key("trainer.peak_flops", board="none", in_run_id=False),  # changes only the MFU printed
     *(Key(f"task.{k}", board="column", in_data=False) for k in ("num_train", "num_val", "num_test")),
     *(Key(f"task.{k}", board="column", in_data=False) for k in ("setting", "family")),  # MAD's names of a task
-    Key("task.shards", board="none", in_run_id=False),  # where prepared tokens live; their settings are the data
     Key("model.d_model", size=True),
     Key("model.n_layers", size=True),
 )
