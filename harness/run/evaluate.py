@@ -21,14 +21,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from hydra import compose, initialize_config_module
-from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
-from omegaconf.errors import OmegaConfBaseException
 
 import harness  # noqa: F401 (registers the config resolvers)
 from harness.record import results
 from harness.record.keys import labels_of
-from harness.run.build import ConfigError, build
+from harness.run.build import ConfigError, build, or_exit
 from harness.run.train import evaluate, resolve_device, seed_everything
 
 
@@ -118,14 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args or args[0].startswith("-"):
         print("usage: archbench-eval RUN [overrides...]  (RUN: a completed run's folder)", file=sys.stderr)
         sys.exit(2)
-    try:
-        record = run_eval(args[0], args[1:])
-    except ConfigError as e:
-        print(f"archbench-eval: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except (HydraException, OmegaConfBaseException) as e:
-        print(f"archbench-eval: error: {' '.join(str(e).split())}", file=sys.stderr)
-        sys.exit(2)
+    record = or_exit("archbench-eval", lambda: run_eval(args[0], args[1:]))
     shown = " ".join(f"{k} {v:.4f}" for k, v in record["metrics"].items() if isinstance(v, float))
     print(f"{record['path']}: {shown}")
 

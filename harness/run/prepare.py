@@ -15,11 +15,9 @@ import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_module
-from hydra.errors import HydraException
-from omegaconf.errors import OmegaConfBaseException
 
 import harness  # noqa: F401 (registers the config resolvers, e.g. ${python_stdlib:})
-from harness.run.build import ConfigError, _check, _instantiate
+from harness.run.build import ConfigError, _check, _instantiate, or_exit
 from tasks import lm_shards
 from tasks.lm_text import LMText
 
@@ -48,23 +46,20 @@ def task_of(overrides: list[str]) -> LMText:
     return task
 
 
+def prepare(args: argparse.Namespace) -> tuple[Path, dict]:
+    if args.num_proc < 1:
+        raise ConfigError(f"--num-proc={args.num_proc} must be at least 1")
+    task = task_of(args.overrides)
+    folder = task.shards_folder()
+    try:
+        return folder, lm_shards.prepare(task, folder, num_proc=args.num_proc)
+    except ValueError as e:
+        raise ConfigError(f"task.{e}") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse(sys.argv[1:] if argv is None else argv)
-    try:
-        if args.num_proc < 1:
-            raise ConfigError(f"--num-proc={args.num_proc} must be at least 1")
-        task = task_of(args.overrides)
-        folder = task.shards_folder()
-        try:
-            meta = lm_shards.prepare(task, folder, num_proc=args.num_proc)
-        except ValueError as e:
-            raise ConfigError(f"task.{e}") from None
-    except ConfigError as e:
-        print(f"archbench-prepare: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except (HydraException, OmegaConfBaseException) as e:
-        print(f"archbench-prepare: error: {' '.join(str(e).split())}", file=sys.stderr)
-        sys.exit(2)
+    folder, meta = or_exit("archbench-prepare", lambda: prepare(args))
     counts = ", ".join(f"{k} {v['tokens']:,} tokens / {v['bytes']:,} bytes" for k, v in meta["splits"].items())
     print(f"{Path(folder)}: {meta['dtype']}, vocab {meta['vocab_size']}; {counts}")
 
