@@ -1,4 +1,6 @@
 """The task interface: a seed becomes train/val/test splits of (inputs, targets) LongTensors of shape (N, seq_len).
+On the device a split keeps the smallest integer type its values fit (`Split.to`) and a batch is cast to int64
+(`Split.batch`); a split may instead read its windows from token shards on disk (tasks/lm_shards.py).
 
 `targets` is -100 wherever a position is not scored. Each split draws from its own seed, derived from the run's
 seed and the split's name, so train, validation and test never share a random stream. A task may add held-out
@@ -7,8 +9,8 @@ Large splits are cached on disk (tasks/cache.py), keyed by the task's parameters
 """
 
 import zlib
-from dataclasses import dataclass
-from typing import Annotated
+from dataclasses import dataclass, field
+from typing import Annotated, ClassVar
 
 import numpy as np
 import torch
@@ -30,14 +32,49 @@ PositiveFloat = Annotated[float, Gt(0)]
 
 @dataclass
 class Split:
-    inputs: torch.Tensor  # (N, seq_len) int64
+    inputs: torch.Tensor  # (N, seq_len) int64 as a task makes it; the smallest integer type that holds it after .to
     targets: torch.Tensor  # (N, seq_len) int64, IGNORE where not scored
+    _positions: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
+
+    random_windows: ClassVar[bool] = False  # True: the trainer asks for each step's batch (tasks/lm_shards.py)
 
     def to(self, device: torch.device | str) -> "Split":
-        return Split(self.inputs.to(device), self.targets.to(device))
+        """On `device`, in the smallest integer type that holds the values (uint8, int8, int16 or int32; IGNORE is
+        negative): a batch is cast to int64 when it is drawn, so the split takes an eighth to a half of the memory."""
+        return Split(smallest_int(self.inputs).to(device), smallest_int(self.targets).to(device))
+
+    def batch(self, idx: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(inputs, targets, scored positions) of the rows `idx`, int64; positions are computed once per split."""
+        if self._positions is None:
+            self._positions = scored_positions(self.targets)
+        return self.inputs[idx].long(), self.targets[idx].long(), self._positions[idx]
+
+    @property
+    def device(self) -> torch.device:
+        return self.inputs.device
 
     def __len__(self) -> int:
         return len(self.inputs)
+
+
+def smallest_int(t: torch.Tensor) -> torch.Tensor:
+    """`t` in the smallest of uint8, int8, int16, int32 that holds its values (int64 if none does)."""
+    if t.is_floating_point() or t.numel() == 0:
+        return t
+    low, high = int(t.min()), int(t.max())
+    for dtype in (torch.uint8, torch.int8, torch.int16, torch.int32):
+        info = torch.iinfo(dtype)
+        if info.min <= low and high <= info.max:
+            return t.to(dtype)
+    return t
+
+
+def scored_positions(targets: torch.Tensor) -> torch.Tensor:
+    """(N, k) positions of each row's scored targets (k = the most any row has), padded with unscored positions.
+    Computed once per split, so that a step gathers a fixed number of positions: no data-dependent shape, hence no
+    host synchronisation (boolean indexing would wait for the GPU every step to learn how many positions there are)."""
+    k = int((targets != IGNORE).sum(1).max()) if len(targets) else 0
+    return (targets == IGNORE).to(torch.uint8).argsort(dim=1, stable=True)[:, : max(k, 1)]
 
 
 class Task:

@@ -71,9 +71,14 @@ def test_train_windows_depend_on_the_seed_and_val_test_do_not(tmp_path):
     assert (a["val"].inputs == other["val"].inputs).all() and (a["test"].inputs == other["test"].inputs).all()
 
 
-def test_bits_per_byte_is_the_loss_in_bits():
+def test_bits_per_byte_is_the_loss_in_bits_and_perplexity_its_exp():
     got = LMText().derived_metrics({"val/loss": 2.0, "test/loss": 1.0, "val/accuracy": 0.5, "test@x/loss": None})
-    assert got == {"val/bits_per_byte": 2.0 / math.log(2), "test/bits_per_byte": 1.0 / math.log(2)}
+    assert got == {
+        "val/bits_per_byte": 2.0 / math.log(2),
+        "test/bits_per_byte": 1.0 / math.log(2),
+        "val/perplexity": math.exp(2.0),
+        "test/perplexity": math.exp(1.0),
+    }
 
 
 def test_the_shipped_sample_works_offline(monkeypatch):
@@ -91,6 +96,10 @@ def test_a_hub_name_offline_fails_at_once_saying_to_pass_local_files(monkeypatch
     monkeypatch.setenv(var, "1")
     with pytest.raises(ValueError, match=rf"dataset='wikitext' needs the Hugging Face hub.*{var}=1.*task.data_files="):
         LMText(dataset="wikitext", dataset_config="wikitext-103-raw-v1").check()
+    with pytest.raises(
+        ValueError, match=rf"tokenizer='gpt2' is no local file.*needs the Hugging Face hub.*{var}=1.*tokenizer.json"
+    ):
+        LMText(tokenizer="gpt2").check()
 
 
 def test_an_unreachable_hub_fails_within_seconds(monkeypatch):
@@ -107,7 +116,7 @@ def test_an_unreachable_hub_fails_within_seconds(monkeypatch):
     [
         (dict(data_files="no/such/file.txt"), "data_files='no/such/file.txt' does not exist"),
         (dict(data_files="x.txt", dataset="wikitext"), "set one of them"),
-        (dict(tokenizer="gpt2"), "tokenizer='gpt2' must be one of byte"),
+        (dict(tokenizer="bpe", vocab_size=200), "vocab_size=200 must be at least 256 for the bpe tokenizer"),
         (dict(val_fraction=0.6, test_fraction=0.5), "leave text to train on"),
         (dict(num_train=0), "num_train=0 must be positive"),
     ],

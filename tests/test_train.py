@@ -69,8 +69,7 @@ def test_early_stop_at_target_accuracy(compose):
 
 
 def test_scored_positions_gather_exactly_the_scored_targets():
-    from harness.run.train import scored_positions
-    from tasks.base import IGNORE
+    from tasks.base import IGNORE, scored_positions
 
     targets = torch.full((3, 6), IGNORE)
     targets[0, [1, 4]] = torch.tensor([7, 8])
@@ -141,3 +140,25 @@ def test_a_trainer_field_interpolated_from_another_reaches_the_trainer_resolved(
 
     _, _, train_cfg = build(compose(["suite=zoo_mqar", "task.seq_len=256"]), meta=True)
     assert train_cfg.batch_size == 4 and isinstance(train_cfg.batch_size, int)
+
+
+@pytest.mark.parametrize(
+    "low,high,inputs_dtype,targets_dtype",
+    [(0, 255, torch.uint8, torch.int16), (0, 127, torch.uint8, torch.int8), (0, 300, torch.int16, torch.int16)]
+    + [(0, 70_000, torch.int32, torch.int32)],
+)
+def test_a_split_on_the_device_keeps_its_smallest_integer_type_and_batches_are_int64(
+    low, high, inputs_dtype, targets_dtype
+):
+    from tasks.base import IGNORE, Split
+
+    inputs = torch.randint(low, high + 1, (6, 5))
+    inputs[0, 0] = high
+    targets = inputs.roll(-1, 1)
+    targets[:, :2] = IGNORE  # negative: the targets' type must be signed
+    split = Split(inputs, targets).to("cpu")
+    assert split.inputs.dtype == inputs_dtype and split.targets.dtype == targets_dtype
+    x, y, positions = split.batch(torch.tensor([4, 1]))
+    assert x.dtype == y.dtype == torch.long
+    assert torch.equal(x, inputs[[4, 1]]) and torch.equal(y, targets[[4, 1]])
+    assert (positions >= 2).all() and positions.shape == (2, 3)

@@ -43,6 +43,8 @@ KEYS = (
     Key("hydra", board="none", in_run_id=False),
     Key("skip_completed", board="none", in_run_id=False),
     Key("resume", board="none", in_run_id=False),  # resume is exact: a resumed run equals an uninterrupted one
+    Key("save_model", board="none", in_run_id=False),  # whether the final weights are kept changes no result
+    Key("eval_of", board="none"),  # archbench-eval: the run whose weights it read (harness/run/evaluate.py)
     Key("search", board="none", in_run_id=False),
     Key("resources", board="none", in_run_id=False),  # what a cluster launcher asks for (conf/config.yaml)
     Key("trainer.progress", board="none", in_run_id=False),

@@ -55,6 +55,7 @@ class Record:
     history: list | None = None  # the evaluations during training (completed runs)
     config_id: str | None = None  # keys.run_id of the resolved config alone: shared by runs under other code
     code: dict | None = None  # harness/record/code.py: fingerprint, modules (name -> hash), kernels; None: unknown
+    files: dict = field(default_factory=dict)  # what the run left in its folder, by role: {"weights": <file>}
     schema: int = SCHEMA
 
     def to_dict(self) -> dict:

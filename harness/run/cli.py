@@ -27,7 +27,7 @@ from harness import grammar
 from harness.record import code, results
 from harness.record.keys import labels_of
 from harness.record.keys import run_id as identity_hash
-from harness.run import paths, search
+from harness.run import paths, search, weights
 from harness.run.build import ConfigError, build, check, check_writable, untrained_positions
 from harness.run.checkpoint import FILE as CHECKPOINT
 from harness.run.checkpoint import Checkpointer
@@ -239,6 +239,8 @@ def run(cfg: DictConfig) -> dict:
             head_flops_per_scored=record.cost["head_flops_per_scored"],
         )
         out["metrics"].update(task.derived_metrics(out["metrics"]))
+        if cfg.get("save_model", True):  # before the record says completed: a run that cannot keep them fails
+            record.files["weights"] = weights.save(model, out_dir, {"run_id": rid})
         record.status, record.metrics, record.history = "completed", out["metrics"], out["history"]
         record.cost.update(out["cost"])  # with MFU where the device's peak is known (harness/run/mfu.py), else None
         logger.summary({**out["metrics"], **record.cost})

@@ -146,14 +146,6 @@ def lr_lambda(cfg: TrainConfig, total_steps: int, steps_per_epoch: int | None = 
     return f
 
 
-def scored_positions(targets: torch.Tensor) -> torch.Tensor:
-    """(N, k) positions of each row's scored targets (k = the most any row has), padded with unscored positions.
-    Computed once per split, so that a step gathers a fixed number of positions: no data-dependent shape, hence no
-    host synchronisation (boolean indexing would wait for the GPU every step to learn how many positions there are)."""
-    k = int((targets != IGNORE).sum(1).max()) if len(targets) else 0
-    return (targets == IGNORE).to(torch.uint8).argsort(dim=1, stable=True)[:, : max(k, 1)]
-
-
 def scored_loss(
     model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, positions: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -177,16 +169,10 @@ def evaluate(
 ) -> dict[str, float]:
     was_training = model.training
     model.eval()
-    positions = scored_positions(split.targets)
-    totals = torch.zeros(3, dtype=torch.float64, device=split.inputs.device)
+    totals = torch.zeros(3, dtype=torch.float64, device=split.device)
     for i in range(0, len(split), batch_size):
         with autocast():
-            batch = scored_loss(
-                model,
-                split.inputs[i : i + batch_size],
-                split.targets[i : i + batch_size],
-                positions[i : i + batch_size],
-            )
+            batch = scored_loss(model, *split.batch(slice(i, i + batch_size)))
         totals += torch.stack([t.double() for t in batch])
     loss, correct, count = totals.tolist()  # one synchronisation per evaluation
     model.train(was_training)
@@ -272,7 +258,6 @@ def train(
         for row in history if log_fn is not None else ():  # this attempt's logger gets the whole curve
             log_fn(row, row["step"])
     resumed_from_step = step if state is not None else None
-    train_positions = scored_positions(train_split.targets)
     scored_now = torch.zeros((), dtype=torch.int64, device=device)  # this attempt's, summed on the device: no sync
 
     def scored_total() -> int | None:
@@ -287,16 +272,17 @@ def train(
     bar = tqdm(total=total_steps, initial=step, disable=None if cfg.progress else True, leave=False, dynamic_ncols=True)
     loop_start = time.perf_counter()
     while step < total_steps:
-        if step // batches_per_epoch != epoch:
-            epoch = step // batches_per_epoch
-            order_gen.manual_seed(seed * 1_000_003 + epoch)
-            order = torch.randperm(n_train, generator=order_gen).to(device)
-        j = step % batches_per_epoch
-        idx = order[j * bs : (j + 1) * bs]
+        if train_split.random_windows:  # token shards on disk: windows at offsets drawn from (seed, step)
+            batch = train_split.windows_at(seed, step, bs)
+        else:
+            if step // batches_per_epoch != epoch:
+                epoch = step // batches_per_epoch
+                order_gen.manual_seed(seed * 1_000_003 + epoch)
+                order = torch.randperm(n_train, generator=order_gen).to(device)
+            j = step % batches_per_epoch
+            batch = train_split.batch(order[j * bs : (j + 1) * bs])
         with autocast():
-            loss_sum, _, n = scored_loss(
-                step_fn, train_split.inputs[idx], train_split.targets[idx], train_positions[idx]
-            )
+            loss_sum, _, n = scored_loss(step_fn, *batch)
             loss = loss_sum / n.clamp(min=1)
         scored_now += n
         optimizer.zero_grad(set_to_none=True)
@@ -306,7 +292,7 @@ def train(
         optimizer.step()
         scheduler.step()
         step += 1
-        tokens_seen += idx.numel() * train_split.inputs.shape[1]
+        tokens_seen += batch[0].numel()
         if first_step_time is None:
             first_step_time = time.time()
         bar.update(1)
