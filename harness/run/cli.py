@@ -26,12 +26,12 @@ from omegaconf.errors import OmegaConfBaseException
 from harness import grammar
 from harness.record import code, results
 from harness.record.keys import labels_of
-from harness.record.keys import run_id as identity_hash
 from harness.run import paths, search, weights
 from harness.run.build import ConfigError, build, check, check_writable, untrained_positions
 from harness.run.checkpoint import FILE as CHECKPOINT
 from harness.run.checkpoint import Checkpointer
-from harness.run.train import Diverged, resolve_device, seed_everything, train
+from harness.run.identity import identify
+from harness.run.train import Diverged, seed_everything, train
 
 log = logging.getLogger("archbench")
 
@@ -319,25 +319,6 @@ def _write_record(
             kept,
         )
         return False
-
-
-def identify(record: results.Record, model: torch.nn.Module, task: object) -> None:
-    """The run's identity, before anything is looked up or trained: `auto` fields resolved to what will run
-    (trainer.device and trainer.precision in the record's config; each mixer's kernel in `code.kernels`), the
-    fingerprint of the code that trains it (harness/record/code.py), and the ids: config_id (the resolved config) and
-    run_id (config, code and kernels). A changed mixer gives its runs new ids; other runs keep theirs."""
-    trainer = record.config["trainer"]
-    device = resolve_device(trainer["device"])
-    trainer["device"] = str(device)
-    trainer["precision"] = results.resolved_precision(trainer["precision"], device.type)
-    bf16 = trainer["precision"] == "bf16"
-    kernels = [getattr(b.mixer, "kernel_for", lambda *_: None)(device.type, bf16) for b in model.blocks]
-    record.code = {
-        **code.fingerprint({*code.modules_of(model, task), code.TRAINER}),
-        "kernels": kernels if any(k is not None for k in kernels) else None,
-    }
-    record.config_id = identity_hash(record.config)
-    record.run_id = identity_hash(record.config, {k: record.code[k] for k in ("fingerprint", "kernels")})
 
 
 def derived_keys(cfg: DictConfig) -> list[str]:

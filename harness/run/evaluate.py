@@ -27,6 +27,7 @@ import harness  # noqa: F401 (registers the config resolvers)
 from harness.record import results
 from harness.record.keys import labels_of
 from harness.run.build import ConfigError, build, or_exit
+from harness.run.identity import identify
 from harness.run.train import evaluate, resolve_device, seed_everything
 
 
@@ -90,6 +91,7 @@ def run_eval(spec: str, overrides: list[str]) -> dict:
         timestamps={"started": results_now()},
         files={"weights": str(weights_path.resolve())},
     )
+    identify(record, model, task)  # auto resolved, the code fingerprinted: an eval of other code is another record
     device = resolve_device(cfg.trainer.device)
     model.to(device)
     t0 = time.perf_counter()
