@@ -16,6 +16,7 @@ from harness.report import (
     render,  # noqa: E402
 )
 from harness.report import board as board_lib  # noqa: E402
+from harness.report import sensitivity as sensitivity_lib  # noqa: E402
 
 
 def _grid(k: int, width: float = 4.2, height: float = 3.2):
@@ -109,10 +110,45 @@ def curves(board: board_lib.Board, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def sensitivity(records: list[dict], board: board_lib.Board, key: str, path: Path) -> Path:
+    """val/<metric> against `key` (log axis where its values are positive numbers), a line per variant with the
+    min–max over seeds shaded and the value chosen on val marked, a panel per column (harness/report/sensitivity.py)."""
+    metric = board.options["metric"]
+    data = board_lib.sensitivity_points(records, board, key)
+    data = data[data.n > 0].assign(x=pd.to_numeric(data[key], errors="coerce"))
+    numeric = data["x"].notna().all() and (data["x"] > 0).all()
+    if not numeric:  # categories at equal spacing, in the view's order
+        places = {v: i for i, v in enumerate(sensitivity_lib.order(data[key].tolist()))}
+        data = data.assign(x=data[key].map(places).astype(float))
+    columns = [c for c in render.column_order(board.long, board.options["group_by"]) if c in set(data["column"])]
+    columns += sorted(set(data["column"]) - set(columns))
+    fig, axes = _grid(max(len(columns), 1))
+    for ax, column in zip(axes, columns, strict=False):
+        for variant, g in data[data.column == column].groupby("variant"):
+            g = g.sort_values("x")
+            (line,) = ax.plot(g["x"], g["val_mean"], marker="o", label=variant)
+            ax.fill_between(g["x"], g["val_min"], g["val_max"], color=line.get_color(), alpha=0.2)
+            best = g[g.chosen]
+            ax.plot(best["x"], best["val_mean"], marker="*", markersize=12, color=line.get_color(), linestyle="")
+        if numeric:
+            ax.set_xscale("log")
+        xs = np.sort(data["x"].unique())
+        labels = [f"{v:g}" for v in xs] if numeric else sensitivity_lib.order(data[key].tolist())
+        ax.set_xticks(xs, labels)
+        ax.minorticks_off()
+        ax.set(title=f"{column} (★ = chosen on val)", xlabel=key, ylabel=f"val/{metric}: mean, min–max over seeds")
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
 def all_plots(board: board_lib.Board, records: list[dict], out_dir: Path, x: str | None = None) -> list[Path]:
-    """heatmap.png, curves.png (when the records have a history) and, with `x`, metric_vs_<x>.png."""
+    """heatmap.png, curves.png (when the records have a history), with `x` metric_vs_<x>.png, and with the board's
+    sensitivity key sensitivity_<key>.png."""
     out_dir = Path(out_dir)
     paths = [heatmap(board, out_dir / "heatmap.png"), curves(board, out_dir / "curves.png")]
     if x:
         paths.append(sweep(records, board, x, out_dir / f"{board.options['metric']}_vs_{x}.png"))
+    key = board.options.get("sensitivity")
+    if key:
+        paths.append(sensitivity(records, board, key, out_dir / f"sensitivity_{key}.png"))
     return [p for p in paths if p is not None]
