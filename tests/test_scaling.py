@@ -7,6 +7,7 @@ import pytest
 from harness.report import BoardError, board, scaling
 from harness.report import cli as board_cli
 from tests.test_board import record, write_all
+from tests.test_board_outputs import assert_png
 
 WIDTHS = (32, 64, 128, 256, 512)
 TOKENS = 10_000
@@ -123,8 +124,9 @@ def test_families_that_cannot_be_fitted_say_why(tmp_path):
 
 def test_the_cli_prints_the_fits_and_refuses_records_without_compute(tmp_path, capsys):
     write_all(tmp_path / "law", law_records({"attention": (20.0, 0.3)}))
-    board_cli.main([str(tmp_path / "law"), "--scaling", "model.d_model"])
+    board_cli.main([str(tmp_path / "law"), "--scaling", "model.d_model", "--plots", str(tmp_path / "plots")])
     assert "| attention" in capsys.readouterr().out
+    assert_png(tmp_path / "plots" / "scaling_model.d_model.png")
     write_all(tmp_path / "bare", [record("a", "mqar", s, 0.5, d_model=d) for d in (32, 64) for s in (0, 1)])
     with pytest.raises(SystemExit) as stop:
         board_cli.main([str(tmp_path / "bare"), "--scaling", "model.d_model"])
@@ -147,6 +149,8 @@ def test_a_sweep_over_steps_is_fitted_per_family_and_an_unknown_key_refused(tmp_
     table, legend = board.leaderboard([tmp_path], scaling="trainer.max_steps").views["scaling"]
     assert list(table.index) == ["attention"] and table.loc["attention", "sizes"] == "4"
     assert float(table.loc["attention", "b [95%]"].split()[0]) == pytest.approx(0.25, abs=1e-3)
-    assert "variants without trainer.max_steps" in legend[0]
+    assert "variants without trainer.max_steps" in legend[0] and "1 − test/accuracy fitted" in legend[0]
+    table, legend = board.leaderboard([tmp_path], scaling="trainer.max_steps", metric="loss").views["scaling"]
+    assert ": test/loss fitted" in legend[0] and "test/loss at min C → max C" in table.columns
     with pytest.raises(BoardError, match="--scaling trainer.nope is not a field"):
         board.leaderboard([tmp_path], scaling="trainer.nope")

@@ -10,12 +10,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 from harness.report import (
     BoardError,
     render,  # noqa: E402
 )
 from harness.report import board as board_lib  # noqa: E402
+from harness.report import scaling as scaling_lib  # noqa: E402
 from harness.report import sensitivity as sensitivity_lib  # noqa: E402
 
 
@@ -141,9 +143,37 @@ def sensitivity(records: list[dict], board: board_lib.Board, key: str, path: Pat
     return _save(fig, path)
 
 
+def scaling(board: board_lib.Board, path: Path) -> Path:
+    """The fitted quantity against training FLOPs, log-log, a panel per column: each size's runs (geometric mean,
+    min–max over seeds as bars) and each family's fitted L(C) = a · C^(−b) drawn over its measured range only."""
+    o = board.options
+    data = scaling_lib.runs(board.chosen, o["metric"], o["split"])
+    found = scaling_lib.fits(board.chosen, o["metric"], o["split"])
+    columns = sorted(data["column"].unique(), key=render.natural)
+    fig, axes = _grid(max(len(columns), 1))
+    for ax, column in zip(axes, columns, strict=False):
+        for family, g in data[data.column == column].groupby("family"):
+            g = g[g["y"] > 0]
+            size = g.assign(lc=np.log(g["c"]), ly=np.log(g["y"])).groupby("variant")
+            c, y = np.exp(size["lc"].mean()), np.exp(size["ly"].mean())
+            err = np.vstack([y - size["y"].min(), size["y"].max() - y])
+            bars = ax.errorbar(c, y, yerr=err, marker="o", linestyle="", capsize=3, label=family)
+            f = found.get((column, family))
+            if isinstance(f, scaling_lib.Fit):
+                at = np.geomspace(f.c_min, f.c_max, 50)
+                ax.plot(at, [f.predict(v) for v in at], color=bars[0].get_color(), label=f"{family}: b = {f.b:.3f}")
+        ax.set(xscale="log", yscale="log", title=column, xlabel="training FLOPs")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        for which in ("major", "minor"):  # a narrow range has no decade on it: label the minor ticks plainly
+            getattr(ax.yaxis, f"set_{which}_formatter")(FuncFormatter(lambda v, _: f"{v:.3g}"))
+        ax.set_ylabel(scaling_lib.target(o["metric"], o["split"]))
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
 def all_plots(board: board_lib.Board, records: list[dict], out_dir: Path, x: str | None = None) -> list[Path]:
     """heatmap.png, curves.png (when the records have a history), with `x` metric_vs_<x>.png, and with the board's
-    sensitivity key sensitivity_<key>.png."""
+    sensitivity or scaling key sensitivity_<key>.png or scaling_<key>.png."""
     out_dir = Path(out_dir)
     paths = [heatmap(board, out_dir / "heatmap.png"), curves(board, out_dir / "curves.png")]
     if x:
@@ -151,4 +181,6 @@ def all_plots(board: board_lib.Board, records: list[dict], out_dir: Path, x: str
     key = board.options.get("sensitivity")
     if key:
         paths.append(sensitivity(records, board, key, out_dir / f"sensitivity_{key}.png"))
+    if board.options.get("scaling"):
+        paths.append(scaling(board, out_dir / f"scaling_{board.options['scaling']}.png"))
     return [p for p in paths if p is not None]

@@ -122,13 +122,13 @@ def crossing(one: Fit, two: Fit) -> Crossing:
     return Crossing(c, one.inside(c) and two.inside(c), ci)
 
 
-def target(metric: str) -> str:
-    """What is fitted: the metric itself where lower is better, else its error 1 − metric."""
-    return metric if metric in LOWER_IS_BETTER else f"1 − {metric}"
+def target(metric: str, split: str) -> str:
+    """What is fitted: <split>/<metric> where lower is better (a loss), else its error 1 − <split>/<metric>."""
+    return f"{split}/{metric}" if metric in LOWER_IS_BETTER else f"1 − {split}/{metric}"
 
 
-def fits(chosen: pd.DataFrame, metric: str, split: str) -> dict[tuple[str, str], Fit | str]:
-    """(column, family) -> its Fit, or the reason it has none, from the board's chosen runs (after --select)."""
+def runs(chosen: pd.DataFrame, metric: str, split: str) -> pd.DataFrame:
+    """The board's chosen runs (after --select) with `y` (the fitted quantity) and `c` (training FLOPs)."""
     value = pd.to_numeric(chosen.get(f"metric:{split}/{metric}"), errors="coerce")
     y = value if metric in LOWER_IS_BETTER else 1 - value
     c = chosen.get("cost:train_flops")
@@ -136,9 +136,13 @@ def fits(chosen: pd.DataFrame, metric: str, split: str) -> dict[tuple[str, str],
         c = chosen["cost:flops_per_token"] * chosen["cost:tokens_seen"]
     if c is None or pd.to_numeric(c, errors="coerce").isna().all():
         raise BoardError("--scaling needs training compute: the records' cost has no train_flops or flops_per_token")
-    data = chosen.assign(y=y, c=pd.to_numeric(c, errors="coerce")).dropna(subset=["y", "c"])
+    return chosen.assign(y=y, c=pd.to_numeric(c, errors="coerce")).dropna(subset=["y", "c"])
+
+
+def fits(chosen: pd.DataFrame, metric: str, split: str) -> dict[tuple[str, str], Fit | str]:
+    """(column, family) -> its Fit, or the reason it has none."""
     out: dict[tuple[str, str], Fit | str] = {}
-    for (column, family), g in data.groupby(["column", "family"], sort=True):
+    for (column, family), g in runs(chosen, metric, split).groupby(["column", "family"], sort=True):
         try:
             out[column, family] = fit(g["variant"], g["c"], g["y"])
         except BoardError as e:
@@ -156,7 +160,7 @@ def view(
     found = fits(chosen, metric, split)
     if not found:
         raise BoardError(f"--scaling {key}: no completed run has {split}/{metric} and a training compute")
-    y = target(f"{split}/{metric}")
+    y = target(metric, split)
     rows = []
     for (column, family), f in found.items():
         if isinstance(f, str):
