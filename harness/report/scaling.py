@@ -182,9 +182,9 @@ def view(
     pct = f"{100 * LEVEL:.0f}%"
     lines = [
         f"scaling in {key} (families: variants without {', '.join(dict.fromkeys([key, *size]))}): {y} fitted per "
-        f"family and column as {FORM}, C = training FLOPs (cost train_flops: FLOPs/token × tokens seen), by least "
-        f"squares of log L on log C over the sizes (a point per size: the means of log C and log L over its "
-        f"seeds); no irreducible term",
+        f"family and column as {FORM}, C = training FLOPs (each run's train_flops, as the board counts its "
+        f"costs), by least squares of log L on log C over the sizes (a point per size: the means of log C and "
+        f"log L over its seeds); no irreducible term",
         f"[{pct}] = percentile bootstrap over seeds: {RESAMPLES} resamples of the seeds within each size, numpy "
         f"seed {SEED}, deviations scaled by sqrt(n/(n−1)); the spread between seeds only, not the misfit of the "
         "form (3 seeds × 5 sizes: covers the true exponent in about 90% of draws, tests/test_scaling.py)",
