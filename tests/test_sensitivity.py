@@ -4,6 +4,8 @@ every mean, min and max is checked against values computed here from the raw sam
 import statistics
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from harness.report import BoardError, board
 from harness.report import cli as board_cli
@@ -93,6 +95,7 @@ def test_other_select_keys_are_chosen_on_val_at_each_value(tmp_path):
     vals = [val_of("hyena", 1e-2, s) for s in (0, 1)]
     assert table.loc["hyena", "lr=0.01"].startswith(f"{statistics.mean(vals):.3f} [")
     assert "trainer.weight_decay" in legend[0]
+    assert result.table.loc["hyena", "mqar"].endswith("@ lr=0.01 weight_decay=0.1 (edge: lr)")  # wd: 2 values
 
 
 def test_bad_keys_stop_with_one_line(tmp_path, capsys):
@@ -118,3 +121,36 @@ def test_the_plot_is_written_with_the_others_and_every_format_has_the_view(tmp_p
     for fmt in ("md", "html", "tex"):
         assert "sensitivity to trainer.lr" in (out / f"leaderboard.{fmt}").read_text()
     assert "edge" in (out / "leaderboard.csv").read_text().splitlines()[0]
+
+
+RUN = st.tuples(
+    st.sampled_from(["attention", "hyena"]),
+    st.sampled_from(["mqar", "ih"]),
+    st.sampled_from(LRS),
+    st.integers(0, 2),
+    st.sampled_from([0.1, 0.5, 0.9]),
+    st.sampled_from(["completed", "completed", "diverged"]),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(RUN, min_size=1, max_size=16, unique_by=lambda r: r[:4]))
+def test_the_view_counts_every_run_once_and_agrees_with_select(runs):
+    """Random grids with failures: every run is counted at its value (n + failed), and the value marked chosen
+    is as good on val as the one --select reports (equal mean val, equal failure rate: ties may pick either)."""
+    recs = [record(m, t, s, v, lr=lr, status=status) for m, t, lr, s, v, status in runs]
+    for i, r in enumerate(recs):
+        r["run_id"] = f"r{i}"
+    try:
+        result = board.build(recs, select=["trainer.lr"], sensitivity="trainer.lr")
+    except BoardError as e:  # one lr value in the whole set: refused in one line
+        assert "one value" in str(e) and len({r[2] for r in runs}) == 1
+        return
+    points = board.sensitivity_points(recs, result, "trainer.lr")
+    assert points["n"].sum() + points["failed"].sum() == len(recs)
+    for cell in result.long[result.long.n > 0].itertuples(index=False):
+        here = points[(points.variant == cell.variant) & (points.column == cell.column)]
+        ours = here[here.chosen].iloc[0]
+        theirs = here[here["trainer.lr"].map(lambda v: f"lr={v}") == cell.selected].iloc[0]
+        assert ours["val_mean"] == pytest.approx(theirs["val_mean"])
+        assert ours["failed"] / (ours["n"] + ours["failed"]) == theirs["failed"] / (theirs["n"] + theirs["failed"])

@@ -59,8 +59,10 @@ def points(runs: pd.DataFrame, key: str, metric: str, split: str, select: Sequen
         raise BoardError(f"--sensitivity {key} is not a field of the runs' config")
     val, target = f"metric:val/{metric}", f"metric:{split}/{metric}"
     for name in (val, target):
-        if name not in runs:
+        if name not in runs and (runs.status == "completed").any():
             raise BoardError(f"--sensitivity needs {name.removeprefix('metric:')} in the records' metrics")
+        if name not in runs:  # no run completed: every point shows its failures
+            runs = runs.assign(**{name: np.nan})
     runs = runs.assign(point=runs[key].map(str), base=runs["column"])
     runs = runs.assign(column=runs["base"] + "\x00" + runs["point"])  # a cell per value: choose over the others
     others = [k for k in select if k != key]
