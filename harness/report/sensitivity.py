@@ -122,7 +122,7 @@ def view(
             if any(k != key for k in select)
             else ""
         ),
-        f"plot (--plots): sensitivity_{key}.png, val/{metric} against {key}, the {band} shaded",
+        f"with --plots DIR: sensitivity_{key}.png, val/{metric} against {key}, the {band} shaded",
     ]
     if points["failed"].any():
         lines.append("[k failed] = runs at that value that failed or diverged")
