@@ -27,6 +27,8 @@ from harness.record import keys as record_keys
 from harness.record.keys import LOWER_IS_BETTER
 from harness.record.results import Scan, scan
 from harness.report import BoardError, marking, render, stats, tuning, views
+from harness.report import scaling as scaling_lib
+from harness.report import sensitivity as sensitivity_lib
 from harness.report.costs import OLD, RECOUNTED, costs
 
 log = logging.getLogger(__name__)
@@ -251,7 +253,7 @@ def choose(runs: pd.DataFrame, metric: str, select: Sequence[str] = ()) -> tuple
     ok = runs[runs.status == "completed"]
     cell = ["variant", "column"]
     if not select or ok.empty:
-        return ok, pd.DataFrame(columns=[*cell, "selected", "grid", "searched"])
+        return ok, pd.DataFrame(columns=[*cell, "selected", "edge", "grid", "searched"])
     val = f"metric:val/{metric}"
     if val not in ok:
         raise BoardError(f"--select needs {val} in the records' metrics")
@@ -280,7 +282,10 @@ def choose(runs: pd.DataFrame, metric: str, select: Sequence[str] = ()) -> tuple
         name="grid",
     )
     searched = means.groupby(cell, sort=False).size().rename("searched")  # grid points with a completed run
-    return chosen, best[[*cell, "selected"]].merge(grid.reset_index(), on=cell).merge(searched.reset_index(), on=cell)
+    best["edge"] = sensitivity_lib.edges(best, means, select, cell)  # chosen at the lowest or highest value searched
+    return chosen, best[[*cell, "selected", "edge"]].merge(grid.reset_index(), on=cell).merge(
+        searched.reset_index(), on=cell
+    )
 
 
 def cells(
@@ -412,6 +417,8 @@ def build(
     found: Scan | None = None,
     delta: float | None = None,
     solved: float = marking.SOLVED,
+    sensitivity: str | None = None,
+    scaling: str | None = None,
 ) -> Board:
     """The leaderboard of `records`; `matched` (params | flops) and `aggregate` (a config key) add views. A `split`
     with a * reports every matching split (test* : the training length and every longer test length). `found` is
@@ -423,8 +430,12 @@ def build(
     given, group = list(select), [group_by] if group_by else []
     select = tuning.automatic(records, given)  # the suite's declared grid (tune:) unless --select says otherwise
     shown = [k for k in (tuning.declared(records) or tuning.TUNED_BY_DEFAULT) if k not in select]
+    size = tuple(dict.fromkeys([*size, *([scaling] if scaling else [])]))  # a family spans the scaled key
     runs = runs_frame(
-        records, keys=[*select, *group, *([aggregate] if aggregate else []), *shown], hide=[*select, *group], size=size
+        records,
+        keys=[*select, *group, *([aggregate] if aggregate else []), *([scaling] if scaling else []), *shown],
+        hide=[*select, *group],
+        size=size,
     )
     runs, split = by_split(runs, split, metric)
     runs = with_columns(runs, group_by)
@@ -454,6 +465,7 @@ def build(
     )
     options = {"metric": metric, "split": split, "select": select, "group_by": group_by, "size": tuple(size)}
     options |= {"delta": float(long["delta"].iloc[0]) if len(long) else delta, "solved": solved}
+    options.update(sensitivity=sensitivity, scaling=scaling)
     board = Board(
         runs,
         chosen,
@@ -469,7 +481,22 @@ def build(
         board.views["matched"] = views.matched(long, matched, metric, split, size)
     if aggregate:
         board.views["aggregate"] = views.aggregate(long, runs, aggregate, metric, split, grid)
+    if sensitivity:
+        board.views["sensitivity"] = sensitivity_lib.view(
+            sensitivity_points(records, board, sensitivity), sensitivity, metric, split, select, list(table.index)
+        )
+    if scaling:
+        board.views.update(scaling_lib.view(chosen, scaling, metric, split, size))
     return board
+
+
+def sensitivity_points(records: list[dict], board: Board, key: str) -> pd.DataFrame:
+    """The points of the sensitivity view of `key` (harness/report/sensitivity.py) for the records of `board`."""
+    o = board.options
+    hide = [*o["select"], key, *([o["group_by"]] if o["group_by"] else [])]
+    runs = runs_frame(records, keys=list(dict.fromkeys(hide)), hide=hide, size=o["size"])
+    runs, split = by_split(runs, o["split"], o["metric"])
+    return sensitivity_lib.points(with_columns(runs, o["group_by"]), key, o["metric"], split, o["select"])
 
 
 def _unplaced(chosen: pd.DataFrame, target: str) -> pd.DataFrame:

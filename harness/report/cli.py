@@ -101,6 +101,18 @@ def _main(argv: list[str] | None) -> None:
         action="store_true",
         help="MAD score: --aggregate task.family, --select trainer.lr --select trainer.weight_decay unless given",
     )
+    p.add_argument(
+        "--sensitivity",
+        metavar="KEY",
+        help="also the val and test metric at each value of this swept key (e.g. trainer.lr) per variant, with "
+        "--plots a plot of it (harness/report/sensitivity.py)",
+    )
+    p.add_argument(
+        "--scaling",
+        metavar="KEY",
+        help="also fit L(C) = a C^-b of the metric (error for accuracy) against training FLOPs per variant "
+        "family over this swept size key (e.g. model.d_model, trainer.max_steps): harness/report/scaling.py",
+    )
     p.add_argument("--out", type=Path, help="folder to write leaderboard.<format> into")
     p.add_argument("--format", type=_formats, default=["md", "csv"], help="with --out: any of md,csv,html,tex")
     p.add_argument("--plots", type=Path, metavar="DIR", help="write heatmap, learning curves (and --plot-x) PNGs")
@@ -147,6 +159,8 @@ def _main(argv: list[str] | None) -> None:
         found=found,
         delta=args.delta,
         solved=args.solved,
+        sensitivity=args.sensitivity,
+        scaling=args.scaling,
     )
     # the sweep folders given: a race's board shows its decisions (one race, or several run with the same settings)
     sweepers = [OmegaConf.load(d / "multirun.yaml").hydra.sweeper for d in args.dirs if (d / "multirun.yaml").is_file()]

@@ -11,12 +11,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 from harness.report import (
     BoardError,
     render,  # noqa: E402
 )
 from harness.report import board as board_lib  # noqa: E402
+from harness.report import scaling as scaling_lib  # noqa: E402
+from harness.report import sensitivity as sensitivity_lib  # noqa: E402
 
 
 def _grid(k: int, width: float = 4.2, height: float = 3.2):
@@ -140,10 +143,75 @@ def curves(board: board_lib.Board, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def sensitivity(records: list[dict], board: board_lib.Board, key: str, path: Path) -> Path:
+    """val/<metric> against `key` (log axis where its values are positive numbers), a line per variant with the
+    min–max over seeds shaded and the value chosen on val marked, a panel per column (harness/report/sensitivity.py)."""
+    metric = board.options["metric"]
+    data = board_lib.sensitivity_points(records, board, key)
+    data = data[data.n > 0].assign(x=pd.to_numeric(data[key], errors="coerce"))
+    numeric = data["x"].notna().all() and (data["x"] > 0).all()
+    if not numeric:  # categories at equal spacing, in the view's order
+        places = {v: i for i, v in enumerate(sensitivity_lib.order(data[key].tolist()))}
+        data = data.assign(x=data[key].map(places).astype(float))
+    columns = [c for c in render.column_order(board.long, board.options["group_by"]) if c in set(data["column"])]
+    columns += sorted(set(data["column"]) - set(columns))
+    fig, axes = _grid(max(len(columns), 1))
+    for ax, column in zip(axes, columns, strict=False):
+        for variant, g in data[data.column == column].groupby("variant"):
+            g = g.sort_values("x")
+            (line,) = ax.plot(g["x"], g["val_mean"], marker="o", label=variant)
+            ax.fill_between(g["x"], g["val_min"], g["val_max"], color=line.get_color(), alpha=0.2)
+            best = g[g.chosen]
+            ax.plot(best["x"], best["val_mean"], marker="*", markersize=12, color=line.get_color(), linestyle="")
+        if numeric:
+            ax.set_xscale("log")
+        xs = np.sort(data["x"].unique())
+        labels = [f"{v:g}" for v in xs] if numeric else sensitivity_lib.order(data[key].tolist())
+        ax.set_xticks(xs, labels)
+        ax.minorticks_off()
+        ax.set(title=f"{column} (★ = chosen on val)", xlabel=key, ylabel=f"val/{metric}: mean, min–max over seeds")
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def scaling(board: board_lib.Board, path: Path) -> Path:
+    """The fitted quantity against training FLOPs, log-log, a panel per column: each size's runs (geometric mean,
+    min–max over seeds as bars) and each family's fitted L(C) = a · C^(−b) drawn over its measured range only."""
+    o = board.options
+    data = scaling_lib.runs(board.chosen, o["metric"], o["split"])
+    found = scaling_lib.fits(board.chosen, o["metric"], o["split"])
+    columns = sorted(data["column"].unique(), key=render.natural)
+    fig, axes = _grid(max(len(columns), 1))
+    for ax, column in zip(axes, columns, strict=False):
+        for family, g in data[data.column == column].groupby("family"):
+            g = g[g["y"] > 0]
+            size = g.assign(lc=np.log(g["c"]), ly=np.log(g["y"])).groupby("variant")
+            c, y = np.exp(size["lc"].mean()), np.exp(size["ly"].mean())
+            err = np.vstack([y - size["y"].min(), size["y"].max() - y])
+            bars = ax.errorbar(c, y, yerr=err, marker="o", linestyle="", capsize=3, label=family)
+            f = found.get((column, family))
+            if isinstance(f, scaling_lib.Fit):
+                at = np.geomspace(f.c_min, f.c_max, 50)
+                ax.plot(at, [f.predict(v) for v in at], color=bars[0].get_color(), label=f"{family}: b = {f.b:.3f}")
+        ax.set(xscale="log", yscale="log", title=column, xlabel="training FLOPs")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        for which in ("major", "minor"):  # a narrow range has no decade on it: label the minor ticks plainly
+            getattr(ax.yaxis, f"set_{which}_formatter")(FuncFormatter(lambda v, _: f"{v:.3g}"))
+        ax.set_ylabel(scaling_lib.target(o["metric"], o["split"]))
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
 def all_plots(board: board_lib.Board, records: list[dict], out_dir: Path, x: str | None = None) -> list[Path]:
-    """heatmap.png, curves.png (when the records have a history) and, with `x`, metric_vs_<x>.png."""
+    """heatmap.png, curves.png (when the records have a history), with `x` metric_vs_<x>.png, and with the board's
+    sensitivity or scaling key sensitivity_<key>.png or scaling_<key>.png."""
     out_dir = Path(out_dir)
     paths = [heatmap(board, out_dir / "heatmap.png"), curves(board, out_dir / "curves.png")]
     if x:
         paths.append(sweep(records, board, x, out_dir / f"{board.options['metric']}_vs_{x}.png"))
+    key = board.options.get("sensitivity")
+    if key:
+        paths.append(sensitivity(records, board, key, out_dir / f"sensitivity_{key}.png"))
+    if board.options.get("scaling"):
+        paths.append(scaling(board, out_dir / f"scaling_{board.options['scaling']}.png"))
     return [p for p in paths if p is not None]

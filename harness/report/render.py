@@ -79,6 +79,8 @@ def cell_text(row: Any, n_usual: int) -> str:
         text += f" [{row.failed} failed]"
     if isinstance(getattr(row, "selected", None), str) and row.searched > 1:
         text += f" @ {row.selected}"
+        if isinstance(getattr(row, "edge", None), str) and row.edge:  # harness/report/sensitivity.py edges
+            text += f" ({row.edge})"
     return text
 
 
@@ -161,6 +163,11 @@ def legend(long: pd.DataFrame, metric: str, split: str, select: Sequence[str], n
             f"(after @; values whose runs failed more often rank lower); {split}/{metric} is reported on "
             f"it; grid searched: {grid}" + ("; some cells searched less (the csv's grid column)" if differ else "")
         )
+        if "edge" in long and (long["edge"].fillna("") != "").any():
+            lines.append(
+                "(edge) = the value chosen is the lowest or highest of the 3 or more values that cell searched: "
+                "the best may lie outside, the grid should be widened"
+            )
     if long["failed"].any():
         lines.append("[k failed] = runs of the cell that failed or diverged (over its whole grid)")
     lines.append(
