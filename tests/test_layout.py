@@ -34,7 +34,13 @@ ALLOWED = {  # part -> the parts it may import
     "harness": {"harness", "tasks"},  # harness/__init__.py (resolvers) and grammar.py
     "hydra_plugins.archbench_race": {"harness.report"},
 }
-CLIS = {"harness/run/cli.py", "harness/report/cli.py", "harness/report/reproduce/cli.py"}
+CLIS = {
+    "harness/run/cli.py",
+    "harness/run/evaluate.py",  # archbench-eval
+    "harness/run/prepare.py",  # archbench-prepare
+    "harness/report/cli.py",
+    "harness/report/reproduce/cli.py",
+}
 
 
 def modules() -> dict[str, Path]:

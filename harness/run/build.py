@@ -9,7 +9,6 @@ act on `model.mixer`, which a pattern replaces.
 import contextlib
 import copy
 import os
-import sys
 import tempfile
 from collections.abc import Callable
 from importlib.resources import files
@@ -37,21 +36,6 @@ def available_mixers() -> list[str]:
 
 class ConfigError(ValueError):
     """A config that cannot run. Reported in one line, exit code 2, and no record is written."""
-
-
-def or_exit(prog: str, fn: Callable[[], Any]) -> Any:
-    """fn(), or, for bad input (a ConfigError, or Hydra's own errors), one line `<prog>: error: ...` on stderr and exit
-    code 2: the convention of archbench's console scripts (archbench-prepare, archbench-eval)."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from harness.run.cli import one_line  # here: the CLI imports this module
-
-    try:
-        return fn()
-    except (ConfigError, HydraException, OmegaConfBaseException) as e:
-        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
-        sys.exit(2)
 
 
 def build(cfg: DictConfig, meta: bool = False) -> tuple[Task, nn.Module, TrainConfig]:

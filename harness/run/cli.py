@@ -9,8 +9,10 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import hydra
 import torch
@@ -409,6 +411,19 @@ def main() -> None:
         sys.exit(EXIT_FAILED)
     if SWEEP_FAILED:
         sys.exit(EXIT_FAILED)
+
+
+def or_exit(prog: str, fn: Callable[[], Any]) -> Any:
+    """fn(), or, for bad input (a ConfigError, or Hydra's own errors), one line `<prog>: error: ...` on stderr and exit
+    code 2: the convention of archbench's console scripts (archbench-prepare, archbench-eval)."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return fn()
+    except (ConfigError, HydraException, OmegaConfBaseException) as e:
+        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

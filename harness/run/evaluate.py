@@ -26,7 +26,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 import harness  # noqa: F401 (registers the config resolvers)
 from harness.record import results
 from harness.record.keys import labels_of
-from harness.run.build import ConfigError, build, or_exit
+from harness.run.build import ConfigError, build
+from harness.run.cli import or_exit
 from harness.run.identity import identify
 from harness.run.train import evaluate, resolve_device, seed_everything
 

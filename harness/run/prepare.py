@@ -17,7 +17,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_module
 
 import harness  # noqa: F401 (registers the config resolvers, e.g. ${python_stdlib:})
-from harness.run.build import ConfigError, _check, _instantiate, or_exit
+from harness.run.build import ConfigError, _check, _instantiate
+from harness.run.cli import or_exit
 from tasks import lm_shards
 from tasks.lm_text import LMText
 
