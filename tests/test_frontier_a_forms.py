@@ -1,0 +1,109 @@
+"""The 2025-26 delta-rule mixers (KDA, Gated DeltaProduct, Comba) beyond what the generic suites check: strict
+causality at length 1,000, the scans in float32 under bf16 autocast, negative eigenvalues, the parameters without
+weight decay, finite outputs on extreme inputs, and DeltaProduct with one step being Gated DeltaNet.
+(Equivalence with flash-linear-attention: tests/test_reference_fla_frontier_a.py; chunked = recurrent form:
+tests/test_recurrent_forms.py.)"""
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+import models.mixers.delta_net as delta_net
+from tests.conftest import options
+
+D, B = 32, 1
+NEW = [n for n in ("kda", "gated_deltaproduct", "comba") if n in options("model/mixer")]
+NEG_EIGVAL = ["kda", "gated_deltaproduct"]
+
+
+def build(compose, name, *overrides, seq_len=64, seed=0):
+    cfg = compose([f"model/mixer={name}", *(f"model.mixer.{o}" for o in overrides)])
+    torch.manual_seed(seed)
+    return instantiate(cfg.model.mixer)(D, max_seq_len=seq_len, layer_idx=0)
+
+
+def test_the_new_mixers_are_registered():
+    assert NEW == ["kda", "gated_deltaproduct", "comba"]
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_strictly_causal_at_length_1000(compose, name):
+    """Past many chunks (16 and 64 by default; DeltaProduct's chunks count 2 steps per token): changing token t
+    changes no output before t, and changes output t."""
+    mixer = build(compose, name, seq_len=1000)
+    x = torch.randn(B, 1000, D)
+    with torch.no_grad():
+        y = mixer(x)
+        for t in (517, 999):
+            x2 = x.clone()
+            x2[:, t] += torch.randn(B, D)
+            y2 = mixer(x2)
+            torch.testing.assert_close(y2[:, :t], y[:, :t], rtol=0, atol=1e-6)
+            assert not torch.allclose(y2[:, t], y[:, t])
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_the_scan_runs_in_float32_under_bf16_autocast(compose, name, monkeypatch):
+    """Gates, decays, beta, q, k, v reach the scan in float32 with autocast off, whatever the autocast outside."""
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.extend(z.dtype for z in [*args, *kwargs.values()] if isinstance(z, torch.Tensor))
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return real(*args, **kwargs)
+
+    real = delta_net.chunked_delta_rule
+    module = __import__(f"models.mixers.{name}", fromlist=["x"])
+    monkeypatch.setattr(module, "chunked_delta_rule", spy)
+    mixer = build(compose, name)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = mixer(torch.randn(B, 40, D))
+    assert y.dtype == torch.bfloat16
+    assert seen and all(s is torch.float32 for s in seen[:-1]) and seen[-1] is False
+
+
+@pytest.mark.parametrize("name", NEG_EIGVAL)
+def test_negative_eigenvalues_double_the_range(compose, name):
+    plain, neg = build(compose, name, "allow_neg_eigval=false"), build(compose, name, "allow_neg_eigval=true")
+    neg.load_state_dict(plain.state_dict())
+    x = torch.randn(B, 20, D)
+    assert not torch.allclose(plain(x), neg(x))
+    assert neg.transition_range() == (-1.0, 1.0) and plain.transition_range() == (0.0, 1.0)
+
+
+def test_deltaproduct_defaults_to_negative_eigenvalues_as_the_paper(compose):
+    assert build(compose, "gated_deltaproduct").transition_range() == (-1.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "undecayed"),
+    [("kda", {"A_log", "dt_bias"}), ("gated_deltaproduct", {"A_log", "dt_bias"}), ("comba", {"A_log", "dt_bias", "D"})],
+)
+def test_no_weight_decay_follows_fla(compose, name, undecayed):
+    """fla flags A_log, dt_bias (and Comba's D) with _no_weight_decay; nothing else."""
+    m = build(compose, name)
+    assert {n for n, p in m.named_parameters() if any(p is q for q in m.no_weight_decay())} == undecayed
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_long_extreme_inputs_stay_finite(compose, name):
+    """Every weight x20 and large inputs over 1,024 steps: the chunked forms take exponents <= 0 only."""
+    mixer = build(compose, name, seq_len=1024)
+    with torch.no_grad():
+        for p in mixer.parameters():
+            p.mul_(20)
+    x = (5 * torch.randn(1, 1024, D)).requires_grad_()
+    y = mixer(x)
+    y.square().mean().backward()
+    assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()
+
+
+def test_one_householder_step_is_gated_deltanet(compose):
+    """DeltaProduct with n = 1 (and GDN's beta range) is Gated DeltaNet: same parameter names, same map."""
+    gdp = build(compose, "gated_deltaproduct", "num_householder=1", "allow_neg_eigval=false")
+    gdn = build(compose, "gated_deltanet", "kernel=torch", seed=1)
+    gdn.load_state_dict(gdp.state_dict(), strict=True)
+    x = torch.randn(2, 70, D)
+    torch.testing.assert_close(gdp(x), gdn(x), rtol=1e-5, atol=1e-6)
+    two = build(compose, "gated_deltaproduct", "num_householder=2", "allow_neg_eigval=false")
+    assert not torch.allclose(two(x), gdn(x), atol=1e-3)

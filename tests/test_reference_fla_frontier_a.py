@@ -1,0 +1,188 @@
+"""The 2025-26 delta-rule mixers (KDA, Gated DeltaProduct, Comba) against flash-linear-attention's layers running on
+its naive PyTorch references (`pip install 'archbench[reference]'`), as tests/test_reference_fla.py does for GLA.
+
+fla's layer is built with our weights (every parameter of both sides mapped by name) and its Triton parts are
+swapped for PyTorch: the kernel for fla's own `fla/ops/*/naive.py` reference (with the pre-processing the kernel
+does when called with `use_qk_l2norm_in_kernel`, `use_gate_in_kernel`, `use_beta_sigmoid_in_kernel`: the L2 norm
+x / sqrt(sum x^2 + 1e-6) of fla's l2norm kernel, fla's `naive_kda_gate`, sigmoid), the short convolution for the
+same causal depthwise convolution + SiLU, and the gated RMSNorm for fla's `rms_norm_ref` times the gate's
+activation. So the projections, head split, gates, scales and output norm are fla's code, not ours. Same inputs
+and weights -> same outputs and gradients (inputs and every parameter), fp32, at T = 150: past every chunk size of
+ours (16, 64) and a multiple of none. Measured max differences are in docs/fidelity.md.
+"""
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+with warnings.catch_warnings():  # "Triton is not supported on current platform, roll back to CPU"
+    warnings.simplefilter("ignore", UserWarning)
+    pytest.importorskip("fla")
+    from fla.layers import comba as fla_comba
+    from fla.layers import gated_deltaproduct as fla_gdp
+    from fla.layers import kda as fla_kda
+    from fla.modules.norm.layernorm import rms_norm_ref
+    from fla.ops.comba.naive import naive_chunk_comba
+    from fla.ops.gated_delta_product.naive import naive_recurrent_gated_delta_product
+    from fla.ops.gated_delta_rule.naive import naive_chunk_gated_delta_rule
+    from fla.ops.kda.gate import naive_kda_gate
+    from fla.ops.kda.naive import naive_chunk_kda, naive_recurrent_kda
+
+from models.mixers.comba import Comba
+from models.mixers.gated_deltaproduct import GatedDeltaProduct
+from models.mixers.kda import KimiDeltaAttention
+from tests.test_reference_fla import _check, _copy
+
+pytestmark = pytest.mark.reference
+
+D, T, BATCH, HEADS = 32, 150, 2, 4
+# gradients of n T = 300-450 sequential float32 steps (the naive loops) against the chunked solve: measured up to
+# ~3e-5 absolute on entries of size ~1e-2; a wrong formula is off by O(1)
+GRAD_TOL = {"atol": 1e-4, "rtol": 1e-3}
+
+
+def _l2(x):
+    """fla's l2norm kernel (fla/modules/norm/l2norm.py): x / sqrt(sum x^2 + eps), eps 1e-6."""
+    return x * torch.rsqrt(x.float().square().sum(-1, keepdim=True) + 1e-6)
+
+
+def _torch_convs(monkeypatch, layer, names=("q_conv1d", "k_conv1d", "v_conv1d")):
+    """fla's ShortConvolution (a Conv1d subclass whose forward is Triton) as the causal depthwise conv + SiLU it is."""
+    for name in names:
+        conv = getattr(layer, name)
+
+        def forward(x, cache=None, output_final_state=False, cu_seqlens=None, conv=conv, **_):
+            w = conv.weight  # (channels, 1, kernel)
+            y = F.conv1d(F.pad(x.transpose(1, 2), (w.shape[-1] - 1, 0)), w, conv.bias, groups=w.shape[0])
+            return F.silu(y).transpose(1, 2), None
+
+        monkeypatch.setattr(conv, "forward", forward)
+
+
+def _gated_norm(monkeypatch, norm, activation):
+    """fla's FusedRMSNormGated (Triton) as rms_norm_ref(o) * act(g)."""
+    act = {"sigmoid": torch.sigmoid, "swish": F.silu}[activation]
+    monkeypatch.setattr(norm, "forward", lambda o, g: rms_norm_ref(o, norm.weight, None, eps=norm.eps) * act(g))
+
+
+CONVS = {"convs.0.conv.weight": "q_conv1d.weight", "convs.1.conv.weight": "k_conv1d.weight"}
+CONVS["convs.2.conv.weight"] = "v_conv1d.weight"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Kimi Delta Attention
+
+
+def _kda_kernel(naive, **naive_kwargs):
+    """fla's chunk_kda as the layer calls it (q, k L2-normalised, the gate and beta sigmoid in the kernel), on
+    fla's naive reference."""
+
+    def kernel(q, k, v, g, beta, A_log, dt_bias, allow_neg_eigval=False, **flags):
+        assert flags["use_qk_l2norm_in_kernel"] and flags["use_gate_in_kernel"] and flags["use_beta_sigmoid_in_kernel"]
+        assert flags.get("lower_bound") is None
+        g = naive_kda_gate(g, A_log, dt_bias)
+        beta = beta.float().sigmoid() * (2.0 if allow_neg_eigval else 1.0)
+        return naive(_l2(q), _l2(k), v, g, beta, **naive_kwargs)[0], None
+
+    return kernel
+
+
+@pytest.mark.parametrize("neg", [False, True])
+@pytest.mark.parametrize(
+    ("chunk_size", "naive", "naive_kwargs"),
+    [(16, naive_recurrent_kda, {}), (64, naive_recurrent_kda, {}), (16, naive_chunk_kda, {"chunk_size": 50})],
+)
+def test_kda_matches_fla_layer(monkeypatch, chunk_size, naive, naive_kwargs, neg):
+    torch.manual_seed(0)
+    ours = KimiDeltaAttention(D, max_seq_len=T, layer_idx=0, n_heads=HEADS, chunk_size=chunk_size, allow_neg_eigval=neg)
+    ref = fla_kda.KimiDeltaAttention(hidden_size=D, head_dim=D // HEADS, num_heads=HEADS, allow_neg_eigval=neg)
+    names = {n: n for n, _ in ours.named_parameters() if not n.startswith("convs.")}
+    ours_params, ref_params = _copy(ref, ours, {**{v: k for k, v in CONVS.items()}, **names})
+    monkeypatch.setattr(fla_kda, "chunk_kda", _kda_kernel(naive, **naive_kwargs))
+    _torch_convs(monkeypatch, ref)
+    _gated_norm(monkeypatch, ref.o_norm, "sigmoid")
+    _check(ours, ours_params, lambda x: ref(x)[0], ref_params, torch.randn(BATCH, T, D))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Gated DeltaProduct
+
+
+def _gdp_recurrent(q, k, v, g, beta, num_householder, use_qk_l2norm_in_kernel, **_):
+    """fla's chunk_gated_delta_product as the layer calls it, on fla's naive recurrence (n steps per token)."""
+    assert use_qk_l2norm_in_kernel
+    scale = q.shape[-1] ** -0.5
+    return naive_recurrent_gated_delta_product(_l2(q), _l2(k), v, g, beta, scale, num_householder=num_householder)[
+        0
+    ], None
+
+
+def _gdp_chunk_ref(q, k, v, g, beta, num_householder, use_qk_l2norm_in_kernel, **_):
+    """The same through fla's chunk_ref.py construction (the gated delta rule on n T steps, q at the last step of
+    each token, g at the first), on fla's naive chunked gated delta rule (chunk 64) instead of its Triton kernel."""
+    assert use_qk_l2norm_in_kernel
+    b, t, h, dk = q.shape
+    n = num_householder
+    q_steps = q.new_zeros(b, t, n, h, dk)
+    q_steps[:, :, -1] = _l2(q)
+    g_steps = torch.zeros(b, t, n, h) if g is None else torch.stack([g, *[torch.zeros_like(g)] * (n - 1)], dim=2)
+    o = naive_chunk_gated_delta_rule(
+        q_steps.flatten(1, 2), _l2(k), v, g_steps.flatten(1, 2), beta, chunk_size=64, scale=dk**-0.5
+    )[0]
+    return o.unflatten(1, (t, n))[:, :, -1], None
+
+
+@pytest.mark.parametrize(("n", "neg", "forget"), [(2, True, True), (3, False, True), (2, True, False)])
+@pytest.mark.parametrize("kernel", [_gdp_recurrent, _gdp_chunk_ref])
+def test_gated_deltaproduct_matches_fla_layer(monkeypatch, kernel, n, neg, forget):
+    torch.manual_seed(0)
+    kw = {"num_householder": n, "allow_neg_eigval": neg, "use_forget_gate": forget}
+    ours = GatedDeltaProduct(D, max_seq_len=T, layer_idx=0, n_heads=HEADS, chunk_size=16, **kw)
+    ref = fla_gdp.GatedDeltaProduct(hidden_size=D, head_dim=ours.dk, num_heads=HEADS, expand_v=2, **kw)
+    names = {n: n for n, _ in ours.named_parameters() if not n.startswith("convs.")}
+    ours_params, ref_params = _copy(ref, ours, {**{v: k for k, v in CONVS.items()}, **names})
+    monkeypatch.setattr(fla_gdp, "chunk_gated_delta_product", kernel)
+    _torch_convs(monkeypatch, ref)
+    _gated_norm(monkeypatch, ref.o_norm, "swish")
+    _check(ours, ours_params, lambda x: ref(x)[0], ref_params, torch.randn(BATCH, T, D), GRAD_TOL)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Comba
+
+
+def _comba_chunk(q, k, v, p, g, beta, use_qk_l2norm_in_kernel, **_):
+    """fla's chunk_comba as the layer calls it (q, k, p L2-normalised in the kernel), on fla's naive_chunk_comba.
+    Not fla's naive_recurrent_comba: it decays the state before the read, unlike both Triton kernels."""
+    assert use_qk_l2norm_in_kernel
+    return naive_chunk_comba(_l2(q), _l2(k), v, _l2(p), g, beta, chunk_size=64)[0], None
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"use_gate": False, "correction_factor": 0.02}, {"use_output_correction": False, "use_inner_decay": False}],
+)
+@pytest.mark.parametrize("chunk_size", [16, 64])
+def test_comba_matches_fla_layer(monkeypatch, chunk_size, options):
+    torch.manual_seed(0)
+    ours = Comba(D, max_seq_len=T, layer_idx=0, n_heads=HEADS, chunk_size=chunk_size, **options)
+    with torch.no_grad():  # away from their init values, so that a wrong use of d or D shows
+        for p in (ours.decay, ours.D):
+            if p is not None:
+                p.normal_()
+    fla_options = {"use_output_gate": ours.g_proj is not None, **options}
+    fla_options.pop("use_gate", None)
+    ref = fla_comba.Comba(hidden_size=D, head_dim=ours.dk, num_heads=HEADS, expand_v=2, **fla_options)
+    names = {n: n for n, _ in ours.named_parameters() if not n.startswith("convs.")}
+    ours_params, ref_params = _copy(ref, ours, {**{v: k for k, v in CONVS.items()}, **names})
+    monkeypatch.setattr(fla_comba, "chunk_comba", _comba_chunk)
+    _torch_convs(monkeypatch, ref)
+    if ours.g_proj is not None:
+        _gated_norm(monkeypatch, ref.o_norm, "sigmoid")
+    else:
+        monkeypatch.setattr(
+            ref.o_norm, "forward", lambda o: rms_norm_ref(o, ref.o_norm.weight, None, eps=ref.o_norm.eps)
+        )
+    _check(ours, ours_params, lambda x: ref(x)[0], ref_params, torch.randn(BATCH, T, D), GRAD_TOL)
