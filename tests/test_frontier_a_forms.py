@@ -1,8 +1,11 @@
 """The 2025-26 delta-rule mixers (KDA, Gated DeltaProduct, Comba) beyond what the generic suites check: strict
 causality at length 1,000, the scans in float32 under bf16 autocast, negative eigenvalues, the parameters without
-weight decay, finite outputs on extreme inputs, and DeltaProduct with one step being Gated DeltaNet.
+weight decay, finite outputs on extreme inputs, DeltaProduct with one step being Gated DeltaNet and GDN-2 with equal
+erase and write gates being KDA.
 (Equivalence with flash-linear-attention: tests/test_reference_fla_frontier_a.py; chunked = recurrent form:
 tests/test_recurrent_forms.py.)"""
+
+import inspect
 
 import pytest
 import torch
@@ -12,8 +15,8 @@ import models.mixers.delta_net as delta_net
 from tests.conftest import options
 
 D, B = 32, 1
-NEW = [n for n in ("kda", "gated_deltaproduct", "comba") if n in options("model/mixer")]
-NEG_EIGVAL = ["kda", "gated_deltaproduct"]
+NEW = [n for n in ("kda", "gated_deltaproduct", "comba", "gated_deltanet2") if n in options("model/mixer")]
+NEG_EIGVAL = ["kda", "gated_deltaproduct", "gated_deltanet2"]
 
 
 def build(compose, name, *overrides, seq_len=64, seed=0):
@@ -23,7 +26,7 @@ def build(compose, name, *overrides, seq_len=64, seed=0):
 
 
 def test_the_new_mixers_are_registered():
-    assert NEW == ["kda", "gated_deltaproduct", "comba"]
+    assert NEW == ["kda", "gated_deltaproduct", "comba", "gated_deltanet2"]
 
 
 @pytest.mark.parametrize("name", NEW)
@@ -53,9 +56,8 @@ def test_the_scan_runs_in_float32_under_bf16_autocast(compose, name, monkeypatch
         return real(*args, **kwargs)
 
     real = delta_net.chunked_delta_rule
-    module = __import__(f"models.mixers.{name}", fromlist=["x"])
-    monkeypatch.setattr(module, "chunked_delta_rule", spy)
     mixer = build(compose, name)
+    monkeypatch.setattr(inspect.getmodule(type(mixer).forward), "chunked_delta_rule", spy)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = mixer(torch.randn(B, 40, D))
     assert y.dtype == torch.bfloat16
@@ -77,7 +79,12 @@ def test_deltaproduct_defaults_to_negative_eigenvalues_as_the_paper(compose):
 
 @pytest.mark.parametrize(
     ("name", "undecayed"),
-    [("kda", {"A_log", "dt_bias"}), ("gated_deltaproduct", {"A_log", "dt_bias"}), ("comba", {"A_log", "dt_bias", "D"})],
+    [
+        ("kda", {"A_log", "dt_bias"}),
+        ("gated_deltaproduct", {"A_log", "dt_bias"}),
+        ("comba", {"A_log", "dt_bias", "D"}),
+        ("gated_deltanet2", {"A_log", "dt_bias"}),
+    ],
 )
 def test_no_weight_decay_follows_fla(compose, name, undecayed):
     """fla flags A_log, dt_bias (and Comba's D) with _no_weight_decay; nothing else."""
@@ -107,3 +114,18 @@ def test_one_householder_step_is_gated_deltanet(compose):
     torch.testing.assert_close(gdp(x), gdn(x), rtol=1e-5, atol=1e-6)
     two = build(compose, "gated_deltaproduct", "num_householder=2", "allow_neg_eigval=false")
     assert not torch.allclose(two(x), gdn(x), atol=1e-3)
+
+
+def test_gdn2_with_erase_and_write_gates_equal_to_beta_is_kda(compose):
+    """GDN-2's gates b (per key channel) and w (per value channel) both set to KDA's beta of their head (W_b's row
+    repeated): KDA's map. Different gates: a different map."""
+    kda, gdn2 = build(compose, "kda"), build(compose, "gated_deltanet2", seed=1)
+    state = dict(kda.state_dict())
+    state["b_proj.weight"] = kda.b_proj.weight.detach().repeat_interleave(kda.dk, dim=0)
+    state["w_proj.weight"] = kda.b_proj.weight.detach().repeat_interleave(kda.dv, dim=0)
+    gdn2.load_state_dict(state, strict=True)
+    x = torch.randn(2, 40, D)
+    torch.testing.assert_close(gdn2(x), kda(x), rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        gdn2.w_proj.weight.normal_()
+    assert not torch.allclose(gdn2(x), kda(x), atol=1e-3)

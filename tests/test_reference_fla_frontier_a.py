@@ -22,15 +22,18 @@ with warnings.catch_warnings():  # "Triton is not supported on current platform,
     pytest.importorskip("fla")
     from fla.layers import comba as fla_comba
     from fla.layers import gated_deltaproduct as fla_gdp
+    from fla.layers import gdn2 as fla_gdn2
     from fla.layers import kda as fla_kda
     from fla.modules.norm.layernorm import rms_norm_ref
     from fla.ops.comba.naive import naive_chunk_comba
     from fla.ops.gated_delta_product.naive import naive_recurrent_gated_delta_product
     from fla.ops.gated_delta_rule.naive import naive_chunk_gated_delta_rule
+    from fla.ops.gdn2.naive import naive_chunk_gdn2, naive_recurrent_gdn2
     from fla.ops.kda.gate import naive_kda_gate
     from fla.ops.kda.naive import naive_chunk_kda, naive_recurrent_kda
 
 from models.mixers.comba import Comba
+from models.mixers.gated_deltanet2 import GatedDeltaNet2
 from models.mixers.gated_deltaproduct import GatedDeltaProduct
 from models.mixers.kda import KimiDeltaAttention
 from tests.test_reference_fla import _check, _copy
@@ -185,4 +188,31 @@ def test_comba_matches_fla_layer(monkeypatch, chunk_size, options):
         monkeypatch.setattr(
             ref.o_norm, "forward", lambda o: rms_norm_ref(o, ref.o_norm.weight, None, eps=ref.o_norm.eps)
         )
+    _check(ours, ours_params, lambda x: ref(x)[0], ref_params, torch.randn(BATCH, T, D), GRAD_TOL)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Gated DeltaNet-2
+
+
+def _gdn2_kernel(naive):
+    def kernel(q, k, v, g, b, w, use_qk_l2norm_in_kernel, **_):
+        """fla's chunk_gdn2 as the layer calls it (q, k L2-normalised in the kernel), on a naive reference."""
+        assert use_qk_l2norm_in_kernel
+        return naive(_l2(q), _l2(k), v, g, b, w)[0], None
+
+    return kernel
+
+
+@pytest.mark.parametrize("neg", [False, True])
+@pytest.mark.parametrize(("chunk_size", "naive"), [(16, naive_recurrent_gdn2), (64, naive_chunk_gdn2)])
+def test_gated_deltanet2_matches_fla_layer(monkeypatch, chunk_size, naive, neg):
+    torch.manual_seed(0)
+    ours = GatedDeltaNet2(D, max_seq_len=T, layer_idx=0, n_heads=HEADS, chunk_size=chunk_size, allow_neg_eigval=neg)
+    ref = fla_gdn2.GatedDeltaNet2(hidden_size=D, head_dim=D // HEADS, num_heads=HEADS, allow_neg_eigval=neg)
+    names = {n: n for n, _ in ours.named_parameters() if not n.startswith("convs.")}
+    ours_params, ref_params = _copy(ref, ours, {**{v: k for k, v in CONVS.items()}, **names})
+    monkeypatch.setattr(fla_gdn2, "chunk_gdn2", _gdn2_kernel(naive))
+    _torch_convs(monkeypatch, ref)
+    _gated_norm(monkeypatch, ref.o_norm, "sigmoid")
     _check(ours, ours_params, lambda x: ref(x)[0], ref_params, torch.randn(BATCH, T, D), GRAD_TOL)

@@ -85,7 +85,7 @@ class KimiDeltaAttention(Mixer):
         return (self.A_log, self.dt_bias)  # fla's _no_weight_decay flags
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._mix(x, lambda *args: chunked_delta_rule(*args, chunk_size=self.chunk_size))
+        return self._mix(x, lambda *args, **kw: chunked_delta_rule(*args, **kw, chunk_size=self.chunk_size))
 
     def recurrent(self, x: Tensor) -> Tensor:
         """The same map one token at a time (the RNN view)."""
@@ -103,13 +103,18 @@ class KimiDeltaAttention(Mixer):
             q, k, v = (conv(z) for conv, z in zip(self.convs, (q, k, v), strict=True))
         q, k, v = heads(F.silu(q), self.dk), heads(F.silu(k), self.dk), heads(F.silu(v), self.dv)
         q, k = l2_normalise(q) * self.dk**-0.5, l2_normalise(k)
-        beta = self.beta_scale * torch.sigmoid(full_precision(self.b_proj(x))).transpose(1, 2)  # (b, h, t)
         log_decay = kda_log_decay(heads(self.f_proj(x), self.dk), self.A_log, self.dt_bias)  # (b, h, t, dk)
+        beta, v, read_key = self._write(x, k, v)
         with torch.autocast(x.device.type, enabled=False):
-            o = scan(q, k, v, beta, log_decay)
+            o = scan(q, k, v, beta, log_decay, read_key=read_key)
         gate = torch.sigmoid(full_precision(self.g_proj(x))).view(b, t, self.n_heads, self.dv)
         o = self.o_norm(o.transpose(1, 2)) * gate
         return self.o_proj(o.reshape(b, t, -1).to(x.dtype))
+
+    def _write(self, x: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """(beta, the values written, the read key) of the delta rule: KDA's scalar rate per head, v and k."""
+        beta = self.beta_scale * torch.sigmoid(full_precision(self.b_proj(x))).transpose(1, 2)  # (b, h, t)
+        return beta, v, None
 
     def flops_per_token(self, seq_len: int) -> int:
         # The chunked delta rule with a decay per key channel, per head and token, forward (C = min(chunk, T)): the
