@@ -10,7 +10,8 @@ The layer follows flash-linear-attention's `fla/layers/comba.py` with its defaul
 depthwise convolutions (size 4, no bias) and SiLU, p and the correction of q computed before the kernel's L2 norm
 (so a positive per-head factor on p only matters through q), d = 1 and D = correction_factor (1) per head, Mamba-2's
 decay (A = U(0, 16), dt_bias), A_log, dt_bias and D without weight decay, the output gate rmsnorm(o) * sigmoid(x W_g)
-per head, then W_o. The recurrence is that of fla's Triton kernels (chunk_comba, fused_recurrent_comba: read, then
+per head, then W_o; Linear and short-convolution weights N(0, 0.02), biases zero, as fla's Comba model initialises
+them (`fla_init_`). The recurrence is that of fla's Triton kernels (chunk_comba, fused_recurrent_comba: read, then
 decay) and of its `naive_chunk_comba`; fla's `naive_recurrent_comba` decays before the read, which the kernels do not
 (measured 0.07 apart on unit-size outputs). Trained in the chunked WY/UT form shared with DeltaNet
 (`models/mixers/delta_net.py`, with the read key and the undecayed read); `recurrent` runs it token by token. Not
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from annotated_types import Ge, Gt
 from torch import Tensor, nn
 
+from models.init import fla_init_
 from models.mixers._conv import ShortConv
 from models.mixers.base import Mixer
 from models.mixers.delta_net import (
@@ -85,6 +87,7 @@ class Comba(Mixer):
         self.g_proj = nn.Linear(d_model, value_dim, bias=False) if use_gate else None
         self.o_norm = nn.RMSNorm(self.dv, eps=norm_eps)
         self.o_proj = nn.Linear(value_dim, d_model, bias=False)
+        fla_init_(self)
 
     def no_weight_decay(self) -> Iterable[nn.Parameter]:
         return [p for p in (self.A_log, self.dt_bias, self.D) if p is not None]  # fla's _no_weight_decay flags

@@ -20,6 +20,7 @@ import torch
 from annotated_types import Ge, Gt
 from torch import Tensor, nn
 
+from models.init import fla_init_
 from models.mixers.kda import KimiDeltaAttention
 from models.mixers.linear_attention import full_precision
 
@@ -55,6 +56,8 @@ class GatedDeltaNet2(KimiDeltaAttention):
         )
         self.b_proj = nn.Linear(d_model, n_heads * self.dk, bias=False)  # the erase gate, per key channel
         self.w_proj = nn.Linear(d_model, n_heads * self.dv, bias=False)  # the write gate, per value channel
+        fla_init_(self.b_proj)
+        fla_init_(self.w_proj)
 
     def _write(self, x: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """Rate 1, the values w * v and the read key b * k."""

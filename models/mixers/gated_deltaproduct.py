@@ -13,9 +13,9 @@ bias) and SiLU, q and k L2-normalised per head, Mamba-2's decay (A = U(0, 16), d
 gate rmsnorm(o) * swish(x W_g) per head, then W_o. Computed as fla's reference does (chunk_ref.py and naive.py):
 the gated delta rule on the sequence of n T steps, where step j of token t reads key k_tj, value v_tj, rate
 beta_tj, the decay only at j = 1 and the query only at j = n, so it reuses the chunked WY/UT form of
-`models/mixers/delta_net.py` (its chunks count steps, not tokens). fla's layer defines an xavier init that nothing
-calls; the projections keep PyTorch's default here, as in Gated DeltaNet. Not carried over: grouped value heads;
-fla's Triton kernel (not wired in: it could not be checked without a GPU).
+`models/mixers/delta_net.py` (its chunks count steps, not tokens). Initialised as fla's models do (`fla_init_`:
+N(0, 0.02) on every Linear and short-convolution weight; the layer's own xavier `_initialize_weights` is never
+called by fla). Not carried over: grouped value heads; fla's Triton kernel (not wired in: no GPU to check it).
 """
 
 from collections.abc import Callable, Iterable
@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from annotated_types import Ge, Gt
 from torch import Tensor, nn
 
+from models.init import fla_init_
 from models.mixers._conv import ShortConv
 from models.mixers.base import Mixer
 from models.mixers.delta_net import (
@@ -88,6 +89,7 @@ class GatedDeltaProduct(Mixer):
         self.g_proj = nn.Linear(d_model, value_dim, bias=False) if use_gate else None
         self.o_norm = nn.RMSNorm(self.dv, eps=norm_eps)
         self.o_proj = nn.Linear(value_dim, d_model, bias=False)
+        fla_init_(self)
 
     def no_weight_decay(self) -> Iterable[nn.Parameter]:
         return () if self.A_log is None else (self.A_log, self.dt_bias)  # fla's _no_weight_decay flags

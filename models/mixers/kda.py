@@ -10,7 +10,8 @@ through causal depthwise convolutions (size 4, no bias) and SiLU, q and k L2-nor
 (x / sqrt(sum x^2 + 1e-6)), the decay's input from a low-rank projection (rank = value head dim, no biases), A_log =
 log U(1, 16) per head and dt_bias per key channel with softplus(dt_bias) log-uniform in [1e-3, 0.1] (both without
 weight decay), the output gate rmsnorm(o) * sigmoid(x W_g1 W_g2 + b_g) per head (low rank = value head dim, bias on
-the second factor), then W_o. The decays and beta are computed in float32 whatever the autocast.
+the second factor), then W_o; Linear and short-convolution weights N(0, 0.02), biases zero, as fla's KDA model
+initialises them (`fla_init_`). The decays and beta are computed in float32 whatever the autocast.
 Not carried over: fla's grouped value heads (num_v_heads > num_heads) and its `lower_bound`/`safe_gate` variant of
 the gate (lower_bound * sigmoid(.), a kernel speed option off by default). Trained in the chunked WY/UT form shared
 with DeltaNet (`models/mixers/delta_net.py`, the decay per key channel); `recurrent` runs it token by token. No
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from annotated_types import Ge, Gt
 from torch import Tensor, nn
 
+from models.init import fla_init_
 from models.mixers._conv import ShortConv
 from models.mixers.base import Mixer
 from models.mixers.delta_net import check_dims, chunked_delta_rule, l2_normalise, recurrent_delta_rule
@@ -80,6 +82,7 @@ class KimiDeltaAttention(Mixer):
         self.g_proj = nn.Sequential(nn.Linear(d_model, self.dv, bias=False), nn.Linear(self.dv, value_dim, bias=True))
         self.o_norm = nn.RMSNorm(self.dv, eps=norm_eps)
         self.o_proj = nn.Linear(value_dim, d_model, bias=False)
+        fla_init_(self)
 
     def no_weight_decay(self) -> Iterable[nn.Parameter]:
         return (self.A_log, self.dt_bias)  # fla's _no_weight_decay flags
