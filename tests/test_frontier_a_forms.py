@@ -11,11 +11,17 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-import models.mixers.delta_net as delta_net
 from tests.conftest import options
 
 D, B = 32, 1
-NEW = [n for n in ("kda", "gated_deltaproduct", "comba", "gated_deltanet2") if n in options("model/mixer")]
+SCANS = {  # option -> the chunked kernels its forward calls
+    "kda": ["chunked_delta_rule"],
+    "gated_deltaproduct": ["chunked_delta_rule"],
+    "comba": ["chunked_delta_rule"],
+    "gated_deltanet2": ["chunked_delta_rule"],
+    "gsa": ["chunked_slot_read", "chunked_linear_attention"],
+}
+NEW = [n for n in SCANS if n in options("model/mixer")]
 NEG_EIGVAL = ["kda", "gated_deltaproduct", "gated_deltanet2"]
 
 
@@ -26,7 +32,7 @@ def build(compose, name, *overrides, seq_len=64, seed=0):
 
 
 def test_the_new_mixers_are_registered():
-    assert NEW == ["kda", "gated_deltaproduct", "comba", "gated_deltanet2"]
+    assert NEW == list(SCANS)
 
 
 @pytest.mark.parametrize("name", NEW)
@@ -47,21 +53,25 @@ def test_strictly_causal_at_length_1000(compose, name):
 
 @pytest.mark.parametrize("name", NEW)
 def test_the_scan_runs_in_float32_under_bf16_autocast(compose, name, monkeypatch):
-    """Gates, decays, beta, q, k, v reach the scan in float32 with autocast off, whatever the autocast outside."""
-    seen = []
-
-    def spy(*args, **kwargs):
-        seen.extend(z.dtype for z in [*args, *kwargs.values()] if isinstance(z, torch.Tensor))
-        seen.append(torch.is_autocast_enabled("cpu"))
-        return real(*args, **kwargs)
-
-    real = delta_net.chunked_delta_rule
+    """Gates, decays, beta, q, k, v reach the scans in float32 with autocast off, whatever the autocast outside."""
     mixer = build(compose, name)
-    monkeypatch.setattr(inspect.getmodule(type(mixer).forward), "chunked_delta_rule", spy)
+    module, seen = inspect.getmodule(type(mixer).forward), []
+
+    def spying(real):
+        def spy(*args, **kwargs):
+            seen.append([z.dtype for z in [*args, *kwargs.values()] if isinstance(z, torch.Tensor)])
+            seen[-1].append(torch.is_autocast_enabled("cpu"))
+            return real(*args, **kwargs)
+
+        return spy
+
+    for kernel in SCANS[name]:
+        monkeypatch.setattr(module, kernel, spying(getattr(module, kernel)))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = mixer(torch.randn(B, 40, D))
     assert y.dtype == torch.bfloat16
-    assert seen and all(s is torch.float32 for s in seen[:-1]) and seen[-1] is False
+    assert len(seen) == len(SCANS[name])
+    assert all(all(s is torch.float32 for s in call[:-1]) and call[-1] is False for call in seen)
 
 
 @pytest.mark.parametrize("name", NEG_EIGVAL)

@@ -23,18 +23,21 @@ with warnings.catch_warnings():  # "Triton is not supported on current platform,
     from fla.layers import comba as fla_comba
     from fla.layers import gated_deltaproduct as fla_gdp
     from fla.layers import gdn2 as fla_gdn2
+    from fla.layers import gsa as fla_gsa
     from fla.layers import kda as fla_kda
     from fla.modules.norm.layernorm import rms_norm_ref
     from fla.ops.comba.naive import naive_chunk_comba
     from fla.ops.gated_delta_product.naive import naive_recurrent_gated_delta_product
     from fla.ops.gated_delta_rule.naive import naive_chunk_gated_delta_rule
     from fla.ops.gdn2.naive import naive_chunk_gdn2, naive_recurrent_gdn2
+    from fla.ops.gsa.naive import naive_recurrent_gsa
     from fla.ops.kda.gate import naive_kda_gate
     from fla.ops.kda.naive import naive_chunk_kda, naive_recurrent_kda
 
 from models.mixers.comba import Comba
 from models.mixers.gated_deltanet2 import GatedDeltaNet2
 from models.mixers.gated_deltaproduct import GatedDeltaProduct
+from models.mixers.gsa import GatedSlotAttention
 from models.mixers.kda import KimiDeltaAttention
 from tests.test_reference_fla import _check, _copy
 
@@ -215,4 +218,39 @@ def test_gated_deltanet2_matches_fla_layer(monkeypatch, chunk_size, naive, neg):
     monkeypatch.setattr(fla_gdn2, "chunk_gdn2", _gdn2_kernel(naive))
     _torch_convs(monkeypatch, ref)
     _gated_norm(monkeypatch, ref.o_norm, "sigmoid")
+    _check(ours, ours_params, lambda x: ref(x)[0], ref_params, torch.randn(BATCH, T, D), GRAD_TOL)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Gated Slot Attention
+
+
+@pytest.mark.parametrize(("chunk_size", "slots", "conv"), [(16, None, False), (64, 6, False), (16, None, True)])
+def test_gsa_matches_fla_layer(monkeypatch, chunk_size, slots, conv):
+    """fla's GatedSlotAttention with its chunk_gsa swapped for naive_recurrent_gsa, its swish feature map for
+    F.silu and its fused rms_norm_linear for rms_norm_ref then the linear map."""
+    torch.manual_seed(0)
+    ours = GatedSlotAttention(
+        D, max_seq_len=T, layer_idx=0, n_heads=HEADS, num_slots=slots, use_short_conv=conv, chunk_size=chunk_size
+    )
+    with torch.no_grad():  # weights of std ~0.2, not fla's 0.02: at 0.02 the slot scores are ~0 and their softmax
+        for p in ours.parameters():  # uniform, so the first pass would hardly show in the output
+            p.mul_(10)
+    ref = fla_gsa.GatedSlotAttention(hidden_size=D, num_heads=HEADS, num_slots=slots, use_short_conv=conv, layer_idx=0)
+    names = {n: n for n, _ in ours.named_parameters() if not n.startswith("convs.")}
+    ours_params, ref_params = _copy(ref, ours, {**({v: k for k, v in CONVS.items()} if conv else {}), **names})
+
+    def kernel(q, k, v, s, g, scale, **_):
+        return naive_recurrent_gsa(q, k, v, s, g, scale=scale)
+
+    monkeypatch.setattr(fla_gsa, "chunk_gsa", kernel)
+    monkeypatch.setattr(fla_gsa, "fused_recurrent_gsa", kernel)
+    monkeypatch.setattr(ref.feature_map, "forward", F.silu)
+    monkeypatch.setattr(
+        fla_gsa,
+        "rms_norm_linear",
+        lambda x, nw, nb, lw, lb: F.linear(rms_norm_ref(x, nw, nb, eps=1e-5), lw, lb),
+    )
+    if conv:
+        _torch_convs(monkeypatch, ref)
     _check(ours, ours_params, lambda x: ref(x)[0], ref_params, torch.randn(BATCH, T, D), GRAD_TOL)
