@@ -20,6 +20,7 @@ SCANS = {  # option -> the chunked kernels its forward calls
     "comba": ["chunked_delta_rule"],
     "gated_deltanet2": ["chunked_delta_rule"],
     "gsa": ["chunked_slot_read", "chunked_linear_attention"],
+    "hgrn": ["diagonal_scan"],
 }
 NEW = [n for n in SCANS if n in options("model/mixer")]
 NEG_EIGVAL = ["kda", "gated_deltaproduct", "gated_deltanet2"]

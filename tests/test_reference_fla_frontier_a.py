@@ -24,6 +24,7 @@ with warnings.catch_warnings():  # "Triton is not supported on current platform,
     from fla.layers import gated_deltaproduct as fla_gdp
     from fla.layers import gdn2 as fla_gdn2
     from fla.layers import gsa as fla_gsa
+    from fla.layers import hgrn as fla_hgrn
     from fla.layers import kda as fla_kda
     from fla.modules.norm.layernorm import rms_norm_ref
     from fla.ops.comba.naive import naive_chunk_comba
@@ -31,6 +32,7 @@ with warnings.catch_warnings():  # "Triton is not supported on current platform,
     from fla.ops.gated_delta_rule.naive import naive_chunk_gated_delta_rule
     from fla.ops.gdn2.naive import naive_chunk_gdn2, naive_recurrent_gdn2
     from fla.ops.gsa.naive import naive_recurrent_gsa
+    from fla.ops.hgrn.naive import naive_recurrent_hgrn
     from fla.ops.kda.gate import naive_kda_gate
     from fla.ops.kda.naive import naive_chunk_kda, naive_recurrent_kda
 
@@ -38,6 +40,7 @@ from models.mixers.comba import Comba
 from models.mixers.gated_deltanet2 import GatedDeltaNet2
 from models.mixers.gated_deltaproduct import GatedDeltaProduct
 from models.mixers.gsa import GatedSlotAttention
+from models.mixers.hgrn import HGRN
 from models.mixers.kda import KimiDeltaAttention
 from tests.test_reference_fla import _check, _copy
 
@@ -254,3 +257,41 @@ def test_gsa_matches_fla_layer(monkeypatch, chunk_size, slots, conv):
     if conv:
         _torch_convs(monkeypatch, ref)
     _check(ours, ours_params, lambda x: ref(x)[0], ref_params, torch.randn(BATCH, T, D), GRAD_TOL)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# HGRN
+
+
+@pytest.mark.parametrize(("layer_idx", "conv", "chunk_size"), [(0, False, 16), (1, False, 64), (2, True, 16)])
+def test_hgrn_matches_fla_layer(monkeypatch, layer_idx, conv, chunk_size):
+    """fla's HGRNAttention on naive_recurrent_hgrn, its swiglu and gated norm as torch, handed our layer's lower bound
+    sigmoid(beta) as fla's model hands each layer its own (none in layer 0)."""
+    torch.manual_seed(0)
+    ours = HGRN(D, max_seq_len=T, layer_idx=layer_idx, n_layers=4, use_short_conv=conv, chunk_size=chunk_size)
+    ref = fla_hgrn.HGRNAttention(hidden_size=D, use_short_conv=conv, layer_idx=layer_idx)
+    names = {n: n for n, _ in ours.named_parameters() if not n.startswith("convs.") and n != "lower_bound"}
+    conv_names = {"convs.0.conv.weight": "i_conv1d.weight", "convs.1.conv.weight": "f_conv1d.weight"}
+    names.update({v: k for k, v in conv_names.items()} if conv else {})
+    # fla's lower bound lives in its model and is handed to the layer: ours (the one unmapped parameter) is handed over
+    bound_param = [ours.lower_bound] if ours.lower_bound is not None else []
+    ours.lower_bound = None  # _copy maps every remaining parameter both ways
+    ours_params, ref_params = _copy(ref, ours, names)
+    ours.lower_bound = bound_param[0] if bound_param else None
+    ours_params, ref_params = ours_params + bound_param, ref_params + bound_param
+    monkeypatch.setattr(fla_hgrn, "chunk_hgrn", lambda x, g, **_: naive_recurrent_hgrn(x, g))
+    monkeypatch.setattr(fla_hgrn, "swiglu", lambda x, y: F.silu(x) * y)
+    _gated_norm(monkeypatch, ref.g_norm, "swish")
+    if conv:  # fla's ShortConvolution here has no activation
+        for name in ("i_conv1d", "f_conv1d"):
+            c = getattr(ref, name)
+            monkeypatch.setattr(
+                c,
+                "forward",
+                lambda x, c=c, **_: (
+                    F.conv1d(F.pad(x.transpose(1, 2), (3, 0)), c.weight, groups=D).transpose(1, 2),
+                    None,
+                ),
+            )
+    bound = (lambda: None) if ours.lower_bound is None else (lambda: torch.sigmoid(ours.lower_bound))
+    _check(ours, ours_params, lambda x: ref(x, lower_bound=bound())[0], ref_params, torch.randn(BATCH, T, D), GRAD_TOL)
