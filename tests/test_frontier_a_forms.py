@@ -140,3 +140,59 @@ def test_gdn2_with_erase_and_write_gates_equal_to_beta_is_kda(compose):
     with torch.no_grad():
         gdn2.w_proj.weight.normal_()
     assert not torch.allclose(gdn2(x), kda(x), atol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# RWKV-7's debts (issue 31, item 4): the value residual and the depth-dependent init
+
+
+def _rwkv7(layer_idx, n_layers=4, seed=0):
+    from models.mixers.rwkv7 import RWKV7TimeMix
+
+    torch.manual_seed(seed)
+    return RWKV7TimeMix(D, max_seq_len=64, layer_idx=layer_idx, n_layers=n_layers, kernel="torch")
+
+
+def test_rwkv7_later_layers_mix_in_the_first_layers_values():
+    """v <- v + (v_first - v) sigmoid(v_0 + x_v V_1 V_2) with v_first the first layer's v of the same pass: layer 1's
+    output moves with layer 0's input; with the gate shut (v_0 -> -inf) it is the layer alone; fully open, it is the
+    layer with layer 0's values (RWKV_Tmix_x070, fla's RWKV7Attention)."""
+    first, later = _rwkv7(0), _rwkv7(1, seed=1)
+    assert first.v0 is None and later.v0 is not None
+    first.use_first_layer(first)
+    later.use_first_layer(first)
+    x0, x1 = torch.randn(2, 30, D), torch.randn(2, 30, D)
+    with torch.no_grad():
+        first(x0)
+        y = later(x1)
+        first(x0 + 1.0)
+        assert not torch.allclose(later(x1), y)
+        later.v0.fill_(-1e4)  # gate 0: no residual
+        alone = _rwkv7(1, seed=1)
+        alone.load_state_dict(later.state_dict())
+        torch.testing.assert_close(later(x1), alone(x1), rtol=1e-6, atol=1e-7)
+        later.v0.fill_(1e4)  # gate 1: v is the first layer's v (of x0 + 1)
+        v_first = first._v_first.clone()
+        alone.value.forward = lambda _: v_first  # the layer alone, its value projection returning those values
+        torch.testing.assert_close(later(x1), alone(x1), rtol=1e-5, atol=1e-6)
+
+
+def test_the_backbone_links_every_rwkv7_layer_to_the_first(compose):
+    cfg = compose(["model/mixer=rwkv7", "model.n_layers=3", "model.d_model=32", "task.vocab_size=50"])
+    model = instantiate(cfg.model)
+    mixers = [b.mixer for b in model.blocks]
+    assert all(m._first is mixers[0] for m in mixers)
+
+
+@pytest.mark.parametrize("n_layers", [1, 4])
+def test_rwkv7_init_follows_depth(n_layers):
+    """GroupNorm weights ((i + 1) / n) ** 0.7, mixes 1 - (c / C) ** (p (1 - i / n)), decay profile by i / (n - 1)."""
+    layers = [_rwkv7(i, n_layers) for i in range(n_layers)]
+    for i, m in enumerate(layers):
+        torch.testing.assert_close(m.ln_x.weight, torch.full((D,), ((i + 1) / n_layers) ** 0.7))
+        ddd = torch.arange(D) / D
+        torch.testing.assert_close(m.x_r.detach(), 1.0 - ddd ** (0.2 * (1 - i / n_layers)))
+    if n_layers > 1:
+        assert not torch.allclose(layers[0].w0, layers[-1].w0)
+    with pytest.raises(ValueError, match="n_layers=4 must exceed the layer index 4"):
+        _rwkv7(4, 4)
