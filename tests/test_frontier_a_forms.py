@@ -21,6 +21,7 @@ SCANS = {  # option -> the chunked kernels its forward calls
     "gated_deltanet2": ["chunked_delta_rule"],
     "gsa": ["chunked_slot_read", "chunked_linear_attention"],
     "hgrn": ["diagonal_scan"],
+    "rwkv6": ["chunked_rwkv6"],
 }
 NEW = [n for n in SCANS if n in options("model/mixer")]
 NEG_EIGVAL = ["kda", "gated_deltaproduct", "gated_deltanet2"]

@@ -26,7 +26,8 @@ with warnings.catch_warnings():  # "Triton is not supported on current platform,
     from fla.layers import gsa as fla_gsa
     from fla.layers import hgrn as fla_hgrn
     from fla.layers import kda as fla_kda
-    from fla.modules.norm.layernorm import rms_norm_ref
+    from fla.layers import rwkv6 as fla_rwkv6
+    from fla.modules.norm.layernorm import group_norm_ref, rms_norm_ref
     from fla.ops.comba.naive import naive_chunk_comba
     from fla.ops.gated_delta_product.naive import naive_recurrent_gated_delta_product
     from fla.ops.gated_delta_rule.naive import naive_chunk_gated_delta_rule
@@ -35,6 +36,7 @@ with warnings.catch_warnings():  # "Triton is not supported on current platform,
     from fla.ops.hgrn.naive import naive_recurrent_hgrn
     from fla.ops.kda.gate import naive_kda_gate
     from fla.ops.kda.naive import naive_chunk_kda, naive_recurrent_kda
+    from fla.ops.rwkv6.recurrent_naive import naive_recurrent_rwkv6
 
 from models.mixers.comba import Comba
 from models.mixers.gated_deltanet2 import GatedDeltaNet2
@@ -42,6 +44,7 @@ from models.mixers.gated_deltaproduct import GatedDeltaProduct
 from models.mixers.gsa import GatedSlotAttention
 from models.mixers.hgrn import HGRN
 from models.mixers.kda import KimiDeltaAttention
+from models.mixers.rwkv6 import RWKV6TimeMix
 from tests.test_reference_fla import _check, _copy
 
 pytestmark = pytest.mark.reference
@@ -295,3 +298,53 @@ def test_hgrn_matches_fla_layer(monkeypatch, layer_idx, conv, chunk_size):
             )
     bound = (lambda: None) if ours.lower_bound is None else (lambda: torch.sigmoid(ours.lower_bound))
     _check(ours, ours_params, lambda x: ref(x, lower_bound=bound())[0], ref_params, torch.randn(BATCH, T, D), GRAD_TOL)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# RWKV-6
+
+RWKV6_NAMES = {  # fla's name -> ours
+    "x_proj.0.mu": "shift_mu",
+    "x_proj.0.linear.weight": "shift_down.weight",
+    "x_proj.2.weight": "shift_up.weight",
+    "x_bias": "shift_bias",
+    "r_proj.linear.weight": "r_proj.weight",
+    "w_proj.linear.lora.0.weight": "w_proj.down.weight",
+    "w_proj.linear.lora.2.weight": "w_proj.up.weight",
+    "w_proj.linear.lora.2.bias": "w_proj.up.bias",
+    "k_proj.linear.weight": "k_proj.weight",
+    "v_proj.linear.weight": "v_proj.weight",
+    "g_proj.linear.weight": "g_proj.weight",
+    "bonus": "bonus",
+    "g_norm.weight": "g_norm.weight",
+    "g_norm.bias": "g_norm.bias",
+    "o_proj.weight": "o_proj.weight",
+}
+
+
+@pytest.mark.parametrize("chunk_size", [16, 64])
+def test_rwkv6_matches_fla_layer(monkeypatch, chunk_size):
+    """fla's RWKV6Attention on naive_recurrent_rwkv6 (heads-first layout), its token shift, GroupNorm and swish as
+    torch. Every parameter is drawn N(0, 0.2) first: at init the shift mixes, their LoRA, the decay LoRA's first
+    factor and the bonus are zero, and a wrong formula there would not show."""
+    torch.manual_seed(0)
+    ours = RWKV6TimeMix(D, max_seq_len=T, layer_idx=0, n_heads=HEADS, chunk_size=chunk_size)
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.normal_(0.0, 0.2)
+    ref = fla_rwkv6.RWKV6Attention(hidden_size=D, num_heads=HEADS, layer_idx=0)
+    ours_params, ref_params = _copy(ref, ours, RWKV6_NAMES)
+    heads_first = lambda z: z.transpose(1, 2)
+
+    def kernel(r, k, v, w, u, scale, **_):
+        o = naive_recurrent_rwkv6(*(heads_first(z) for z in (r, k, v, w)), u, scale=scale)[0]
+        return heads_first(o), None
+
+    monkeypatch.setattr(fla_rwkv6, "chunk_rwkv6", kernel)
+    monkeypatch.setattr(fla_rwkv6, "fused_recurrent_rwkv6", kernel)
+    monkeypatch.setattr(fla_rwkv6, "token_shift", lambda x, cu_seqlens=None: F.pad(x, (0, 0, 1, -1)) - x)
+    monkeypatch.setattr(
+        ref.g_norm, "forward", lambda x: group_norm_ref(x, ref.g_norm.weight, ref.g_norm.bias, HEADS, eps=1e-5)
+    )
+    monkeypatch.setattr(ref, "gate_fn", F.silu)
+    _check(ours, ours_params, lambda x: ref(x)[0], ref_params, torch.randn(BATCH, T, D), GRAD_TOL)
