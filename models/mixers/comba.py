@@ -35,6 +35,7 @@ from models.mixers.delta_net import (
     delta_rule_flops,
     l2_normalise,
     recurrent_delta_rule,
+    value_head_dim,
 )
 from models.mixers.gated_deltanet import gdn_log_decay
 from models.mixers.kda import inverse_softplus_dt
@@ -63,11 +64,7 @@ class Comba(Mixer):
         super().__init__(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx)
         key_dim, _ = check_dims(d_model, n_heads, expand_k, None)
         self.dk = key_dim // n_heads
-        self.dv = round(self.dk * expand_v)
-        if abs(self.dv - self.dk * expand_v) > 1e-6 or self.dv < 1:
-            raise ValueError(
-                f"mixer.expand_v={expand_v} must make the value head dim (key head dim {self.dk} * expand_v) an integer"
-            )
+        self.dv = value_head_dim(self.dk, expand_v)
         value_dim = n_heads * self.dv
         self.n_heads, self.chunk_size = n_heads, chunk_size
         self.q_proj = nn.Linear(d_model, key_dim, bias=False)

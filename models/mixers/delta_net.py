@@ -261,6 +261,16 @@ def check_dims(d_model: int, n_heads: int, expand_k: float, expand_v: float | No
     return dims[0], dims[1]
 
 
+def value_head_dim(dk: int, expand_v: float) -> int:
+    """fla's value head dim, key head dim * expand_v, which must be a positive integer."""
+    dv = round(dk * expand_v)
+    if expand_v <= 0 or abs(dv - dk * expand_v) > 1e-6 or dv < 1:
+        raise ValueError(
+            f"mixer.expand_v={expand_v} must make the value head dim (key head dim {dk} * expand_v) an integer"
+        )
+    return dv
+
+
 def output_norm(mixer: nn.Module, o: Tensor, x: Tensor) -> Tensor:
     """fla's output norm of the delta-rule layers: RMSNorm per head, or with an output gate rmsnorm(o) * swish(g)
     (fla's FusedRMSNormGated); o: (batch, heads, seq, dv) -> (batch, seq, heads * dv)."""

@@ -30,7 +30,13 @@ from torch import Tensor, nn
 from models.init import fla_init_
 from models.mixers._conv import ShortConv
 from models.mixers.base import Mixer
-from models.mixers.delta_net import check_dims, chunked_delta_rule, l2_normalise, recurrent_delta_rule
+from models.mixers.delta_net import (
+    check_dims,
+    chunked_delta_rule,
+    l2_normalise,
+    recurrent_delta_rule,
+    value_head_dim,
+)
 from models.mixers.linear_attention import full_precision
 
 
@@ -60,11 +66,7 @@ class KimiDeltaAttention(Mixer):
         key_dim, _ = check_dims(d_model, n_heads, expand_k, None)
         self.n_heads, self.chunk_size = n_heads, chunk_size
         self.dk = key_dim // n_heads
-        self.dv = round(self.dk * expand_v)
-        if abs(self.dv - self.dk * expand_v) > 1e-6 or self.dv < 1:
-            raise ValueError(
-                f"mixer.expand_v={expand_v} must make the value head dim (key head dim {self.dk} * expand_v) an integer"
-            )
+        self.dv = value_head_dim(self.dk, expand_v)
         value_dim = n_heads * self.dv
         self.beta_scale = 2.0 if allow_neg_eigval else 1.0
         self.q_proj = nn.Linear(d_model, key_dim, bias=False)
