@@ -348,3 +348,98 @@ def test_rwkv6_matches_fla_layer(monkeypatch, chunk_size):
     )
     monkeypatch.setattr(ref, "gate_fn", F.silu)
     _check(ours, ours_params, lambda x: ref(x)[0], ref_params, torch.randn(BATCH, T, D), GRAD_TOL)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# RWKV-7 (issue 31, item 4): the value residual and the depth-dependent init against fla's RWKV7Attention
+
+RWKV7_LORAS = {"w": "w_lora", "a": "a_lora", "v": "v_lora"}  # ours: w0 + tanh(x w1) w2 etc.; fla: lora.2(act(lora.0 x))
+
+
+def _rwkv7_pairs(ours, ref):
+    """(our parameter, fla's, fla's -> our layout) for every parameter of both (each side's count asserted)."""
+    flat = lambda z: z.reshape(-1)
+    pairs = [(getattr(ours, f"x_{c}"), getattr(ref, f"x_{c}"), flat) for c in "rwkvag"]
+    pairs += [(ours.k_k, ref.k_k, flat), (ours.k_a, ref.k_a, flat), (ours.r_k, ref.r_k, lambda z: z)]
+    pairs += [(ours.ln_x.weight, ref.g_norm.weight, flat), (ours.ln_x.bias, ref.g_norm.bias, flat)]
+    for mine, theirs in (("receptance", "r_proj"), ("key", "k_proj"), ("value", "v_proj"), ("output", "o_proj")):
+        pairs.append((getattr(ours, mine).weight, getattr(ref, theirs).weight, lambda z: z))
+    for c, lora in RWKV7_LORAS.items():
+        if getattr(ours, f"{c}0") is None:
+            assert not hasattr(ref, lora)
+            continue
+        m = getattr(ref, lora).lora
+        pairs += [(getattr(ours, f"{c}0"), m[2].bias, flat), (getattr(ours, f"{c}1"), m[0].weight, lambda z: z.T)]
+        pairs.append((getattr(ours, f"{c}2"), m[2].weight, lambda z: z.T))
+    m = ref.g_lora.lora
+    pairs += [(ours.g1, m[0].weight, lambda z: z.T), (ours.g2, m[2].weight, lambda z: z.T)]
+    assert len(pairs) == len(list(ours.parameters())) == len(list(ref.parameters()))
+    return pairs
+
+
+@pytest.mark.parametrize("n_layers", [2, 5])
+def test_rwkv7_value_residual_and_init_match_fla_layer(monkeypatch, n_layers):
+    """Layers 0 and the last of an n-layer RWKV-7 against fla's RWKV7Attention (fuse_norm=False: torch's GroupNorm and
+    F.normalize) with layer 0's v_first handed to the last, its Triton parts as torch (token shift, the six mixes,
+    k * (1 + (a - 1) k_a), the output correction) and chunk_rwkv7 as fla's dplr_recurrence. Their init's
+    depth-dependent parts (mixes, w0, a0, v0, k_k, k_a, r_k, GroupNorm weights) are compared first; then fla gets
+    our weights and the outputs and every gradient are compared."""
+    from fla.layers import rwkv7 as fla_rwkv7
+    from fla.ops.generalized_delta_rule.dplr.naive import dplr_recurrence
+
+    from models.mixers.rwkv7 import RWKV7TimeMix
+
+    torch.manual_seed(0)
+    idx = (0, n_layers - 1)
+    ours = [RWKV7TimeMix(D, max_seq_len=T, layer_idx=i, n_layers=n_layers, head_dim=8, kernel="torch") for i in idx]
+    ours[1].use_first_layer(ours[0])
+    ours[0].use_first_layer(ours[0])
+    refs = [
+        fla_rwkv7.RWKV7Attention(hidden_size=D, head_dim=8, layer_idx=i, num_hidden_layers=n_layers, fuse_norm=False)
+        for i in idx
+    ]
+    deterministic = ("x_", "w0", "a0", "v0", "k_k", "k_a", "r_k", "ln_x.weight")
+    for mine, ref in zip(ours, refs, strict=True):
+        for a, b, layout in _rwkv7_pairs(mine, ref):
+            name = next(n for n, p in mine.named_parameters() if p is a)
+            if name.startswith(deterministic):
+                torch.testing.assert_close(a.detach(), layout(b.detach()), msg=lambda m, name=name: f"init {name}: {m}")
+        with torch.no_grad():
+            for a, b, layout in _rwkv7_pairs(mine, ref):
+                b.copy_(layout(a.detach()).reshape(b.shape))  # each layout is its own inverse up to shape
+    shift = lambda x, cu_seqlens=None, output_cache=False, cache=None: (F.pad(x, (0, 0, 1, -1)) - x, None)
+    monkeypatch.setattr(fla_rwkv7, "token_shift", shift)
+    monkeypatch.setattr(fla_rwkv7, "fused_addcmul_rwkv7", lambda x, d, *mus: [x + d * mu for mu in mus])
+    monkeypatch.setattr(fla_rwkv7, "fused_k_rwkv7", lambda k, a, k_a: k.addcmul(k * (a - 1), k_a))
+
+    def correction(o, r, k, r_k, v, g):
+        bonus = (r * k * r_k).sum(-1, keepdim=True) * v  # (b, t, h, d)
+        return (o + bonus.flatten(-2)) * g
+
+    def kernel(r, w, k, v, a, b, scale, **_):
+        heads_first = lambda z: z.transpose(1, 2)
+        d = r.shape[-1]
+        o = dplr_recurrence(*(heads_first(z) for z in (r * d**0.5, k, v, a, b, w)))[0]
+        return heads_first(o), None
+
+    monkeypatch.setattr(fla_rwkv7, "gate_output_correction", correction)
+    monkeypatch.setattr(fla_rwkv7, "chunk_rwkv7", kernel)
+    x0, x1 = torch.randn(BATCH, T, D, requires_grad=True), torch.randn(BATCH, T, D, requires_grad=True)
+    y0_ours = ours[0](x0)
+    y_ours = ours[1](x1)
+    y0_ref, _, _, v_first = refs[0](x0)
+    y_ref = refs[1](x1, v_first=v_first)[0]
+    torch.testing.assert_close(y0_ours, y0_ref, atol=ATOL_RWKV7, rtol=1e-4)
+    torch.testing.assert_close(y_ours, y_ref, atol=ATOL_RWKV7, rtol=1e-4)
+    probe0, probe1 = torch.randn_like(y0_ours), torch.randn_like(y_ours)
+    pairs = [p for m, r in zip(ours, refs, strict=True) for p in _rwkv7_pairs(m, r)]
+    g_ours = torch.autograd.grad(
+        (y0_ours * probe0).sum() + (y_ours * probe1).sum(), [x0, x1, *(a for a, _, _ in pairs)]
+    )
+    g_ref = torch.autograd.grad((y0_ref * probe0).sum() + (y_ref * probe1).sum(), [x0, x1, *(b for _, b, _ in pairs)])
+    for i, (a, b) in enumerate(zip(g_ours, g_ref, strict=True)):
+        b = b if i < 2 else pairs[i - 2][2](b).reshape(a.shape)
+        torch.testing.assert_close(a, b, **GRAD_TOL, msg=lambda m, i=i: f"gradient {i}: {m}")
+
+
+ATOL_RWKV7 = 2e-5  # measured 2.6e-8 on the outputs (gradients: 2.3e-5 on entries up to 33, within GRAD_TOL)
