@@ -39,7 +39,7 @@ class GatedDeltaNet2(KimiDeltaAttention):
         conv_size: Annotated[int, Ge(1)] = 4,
         allow_neg_eigval: bool = False,
         norm_eps: Annotated[float, Gt(0)] = 1e-5,
-        chunk_size: Annotated[int, Ge(1)] = 16,
+        chunk_size: Annotated[int, Ge(1)] = 8,
     ):
         super().__init__(
             d_model,

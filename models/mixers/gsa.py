@@ -76,7 +76,7 @@ class GatedSlotAttention(Mixer):
         gate_logit_normalizer: Annotated[float, Gt(0)] = 8.0,
         use_short_conv: bool = False,
         conv_size: Annotated[int, Ge(1)] = 4,
-        chunk_size: Annotated[int, Ge(1)] = 16,
+        chunk_size: Annotated[int, Ge(1)] = 8,
     ):
         super().__init__(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx)
         if d_model % n_heads:

@@ -60,7 +60,7 @@ class KimiDeltaAttention(Mixer):
         conv_size: Annotated[int, Ge(1)] = 4,
         allow_neg_eigval: bool = False,
         norm_eps: Annotated[float, Gt(0)] = 1e-5,
-        chunk_size: Annotated[int, Ge(1)] = 16,
+        chunk_size: Annotated[int, Ge(1)] = 8,
     ):
         super().__init__(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx)
         key_dim, _ = check_dims(d_model, n_heads, expand_k, None)
