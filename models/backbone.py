@@ -103,6 +103,10 @@ class LanguageModel(nn.Module):
                 )
             )
         self.blocks = nn.ModuleList(blocks)
+        firsts: dict[type, nn.Module] = {}
+        for block in self.blocks:  # a value residual (RWKV-7's v_first): layers of a kind read the first one's values
+            if hasattr(block.mixer, "use_first_layer"):
+                block.mixer.use_first_layer(firsts.setdefault(type(block.mixer), block.mixer))
         self.embedding_dropout = _dropout(dropout_embedding)  # after token + position embedding (Zoology's embed)
         if in_attention and not any(_accepts_position(m) for m in mixers):
             raise ValueError(f"{type(self.position).__name__} acts inside attention, but no mixer takes positions")

@@ -38,17 +38,19 @@ D, T, BATCH = 32, 150, 2  # T > 2 * 64 and not a multiple of 8 or 64: several ch
 ATOL, RTOL = 2e-5, 1e-4
 
 
-def _check(ours, ours_params, ref, ref_params, x):
+def _check(ours, ours_params, ref, ref_params, x, grad_tol=None):
     """Outputs of ours(x) and ref(x), and gradients of a random projection of them w.r.t. x and every parameter
-    (paired by name: ours_params[i] is ref_params[i]'s counterpart), agree within ATOL + RTOL |ref|."""
+    (paired by name: ours_params[i] is ref_params[i]'s counterpart), agree within ATOL + RTOL |ref| (gradients:
+    within grad_tol = {"atol": ..., "rtol": ...} where given)."""
     xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
     ya, yb = ours(xa), ref(xb)
     torch.testing.assert_close(ya, yb, atol=ATOL, rtol=RTOL)
     probe = torch.randn_like(ya)
     ga = torch.autograd.grad((ya * probe).sum(), [xa, *ours_params])
     gb = torch.autograd.grad((yb * probe).sum(), [xb, *ref_params])
+    tol = grad_tol or {"atol": ATOL, "rtol": RTOL}
     for name, a, b in zip(["input", *range(len(ours_params))], ga, gb, strict=True):
-        torch.testing.assert_close(a, b, atol=ATOL, rtol=RTOL, msg=lambda m, name=name: f"gradient {name}: {m}")
+        torch.testing.assert_close(a, b, **tol, msg=lambda m, name=name: f"gradient {name}: {m}")
 
 
 def _copy(ref: torch.nn.Module, ours: torch.nn.Module, names: dict[str, str]):

@@ -96,7 +96,7 @@ def missing_mixers(name: str) -> list[str]:
     card = cards.load(name)
     mixers = next((str(o).partition("=")[2] for o in card["scales"]["ci"] if str(o).startswith("model/mixer=")), None)
     if mixers is None:
-        experiment = OmegaConf.load(cards.PAPERS.parents[2] / "conf" / "experiment" / f"{card['experiment']}.yaml")
+        experiment = OmegaConf.load(cards.PAPERS.parents[3] / "conf" / "experiment" / f"{card['experiment']}.yaml")
         mixers = str(OmegaConf.select(experiment, "hydra.sweeper.params", default={}).get("model/mixer", ""))
     have = set(options("model/mixer"))
     return [m.strip() for m in mixers.split(",") if m.strip() and m.strip() not in have]

@@ -39,19 +39,31 @@ KERNELS = ("auto", "torch", "fla")
 
 
 def chunked_delta_rule(
-    q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_decay: Tensor | None = None, *, chunk_size: int
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    beta: Tensor,
+    log_decay: Tensor | None = None,
+    *,
+    chunk_size: int,
+    read_key: Tensor | None = None,
+    read_decayed: bool = True,
 ) -> Tensor:
-    """o_t = S_t^T q_t with S_t = a_t (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T, S_0 = 0, chunk by chunk.
+    """o_t = S_t^T q_t with S_t = D_t S_{t-1} + k_t u_t^T, u_t = beta_t (v_t - p_t^T R_t), S_0 = 0, chunk by chunk.
 
     q, k: (batch, heads, seq, dk), q already scaled; v: (batch, heads, seq, dv); beta: (batch, heads, seq);
-    log_decay g = log a: None (DeltaNet, a = 1) or (batch, heads, seq), <= 0 (Gated DeltaNet).
-    Within a chunk, with b_t the cumulative log decay from the chunk start and gamma_t = exp(b_t), the written
-    values u_t = beta_t (v_t - k_t^T a_t S_{t-1}) solve the unit lower-triangular system
-        u_t + sum_{i<t} beta_t (k_t . k_i) e^{b_t - b_i} u_i = beta_t v_t - beta_t gamma_t k_t^T S_0,
-    so u = T (beta v) - T (beta gamma k) S_0 with T = (I + A)^-1 (the UT transform, one triangular solve for all
-    chunks at once); then o_t = gamma_t q_t^T S_0 + sum_{i<=t} e^{b_t - b_i} (q_t . k_i) u_i and the state leaving
-    the chunk is gamma_C S_0 + sum_i e^{b_C - b_i} k_i u_i^T. Every exponent taken is <= 0. Padding past the end is
-    future: it changes nothing before it.
+    log_decay g = log diag(D_t): None (DeltaNet, D = I), (batch, heads, seq) for a scalar decay per head (Gated
+    DeltaNet) or (batch, heads, seq, dk) for one per key channel (KDA), <= 0. The read key p is k (the delta rule)
+    or `read_key` (Comba's p); the state read is R_t = D_t S_{t-1} (`read_decayed`, the delta rule: S_t =
+    (I - beta_t k_t p_t^T) D_t S_{t-1} + beta_t k_t v_t^T) or S_{t-1} (Comba: S_t = (D_t - beta_t k_t p_t^T)
+    S_{t-1} + beta_t k_t v_t^T).
+    Within a chunk, with b_t the cumulative log decay from the chunk start and r_t = b_t (read decayed) or b_{t-1},
+    the written values u_t solve the unit lower-triangular system
+        u_t + sum_{i<t} beta_t sum_d p_td k_id e^{r_td - b_id} u_i = beta_t v_t - beta_t (p_t e^{r_t})^T S_0,
+    so u = T (beta v) - T (beta p e^r) S_0 with T = (I + A)^-1 (the UT transform, one triangular solve for all
+    chunks at once); then o_t = (q_t e^{b_t})^T S_0 + sum_{i<=t} sum_d q_td k_id e^{b_td - b_id} u_i and the state
+    leaving the chunk is e^{b_C} S_0 + sum_i (k_i e^{b_C - b_i}) u_i^T. Every exponent taken is <= 0. Padding past
+    the end is future: it changes nothing before it.
     """
     b, h, t, dk = k.shape
     dv = v.shape[-1]
@@ -59,23 +71,25 @@ def chunked_delta_rule(
     n = -(-t // c)
     pad = lambda z: F.pad(z, (0, 0, 0, n * c - t)).unflatten(2, (n, c))  # (b, h, n, c, d)
     q, k, v, beta = pad(q), pad(k), pad(v), pad(beta[..., None])
+    p = k if read_key is None else pad(read_key)
     causal = torch.ones(c, c, dtype=torch.bool, device=q.device).tril()
     strict = causal.tril(-1)
     if log_decay is None:
-        within = causal.to(q.dtype)  # e^{b_t - b_i} = 1 on and below the diagonal
-        gamma = last = None
+        cum = read = None
     else:
-        cum = pad(log_decay[..., None]).cumsum(3)  # b_t: (b, h, n, c, 1)
-        within = (cum - cum.transpose(-1, -2)).masked_fill(~causal, float("-inf")).exp()
-        gamma, last = cum.exp(), cum[:, :, :, -1:]
-    A = (beta * (k @ k.transpose(-1, -2)) * within).masked_fill(~strict, 0.0)
+        g = pad(log_decay if log_decay.dim() == 4 else log_decay[..., None])  # (b, h, n, c, dk | 1)
+        cum = g.cumsum(3)  # b_t
+        read = cum if read_decayed else F.pad(cum[..., :-1, :], (0, 0, 1, 0))  # r_t: b_t or b_{t-1} (not b_t - g_t,
+        # whose rounding can exceed b_{t-1} when the decays are large)
+    A = beta * decayed_products(p, k, read, cum, strict)
     eye = torch.eye(c, dtype=q.dtype, device=q.device)
-    rhs = torch.cat([beta * v, beta * k * (1.0 if gamma is None else gamma)], dim=-1)
+    rhs = torch.cat([beta * v, beta * (p if read is None else p * read.exp())], dim=-1)
     u, w = torch.linalg.solve_triangular(eye + A, rhs, upper=False, unitriangular=True).split([dv, dk], dim=-1)
-    scores = (q @ k.transpose(-1, -2)) * within
-    q_in = q if gamma is None else q * gamma
+    scores = decayed_products(q, k, cum, cum, causal)
+    q_in = q if cum is None else q * cum.exp()
+    last = None if cum is None else cum[:, :, :, -1:]
     k_out = k if last is None else k * (last - cum).exp()
-    chunk_decay = None if last is None else last.exp()  # (b, h, n, 1, 1)
+    chunk_decay = None if last is None else last.exp().transpose(-1, -2)  # (b, h, n, dk | 1, 1)
     state, out = torch.zeros(b, h, dk, dv, dtype=v.dtype, device=v.device), []
     for i in range(n):  # only the (dk, dv) state is carried from chunk to chunk
         u_i = u[:, :, i] - w[:, :, i] @ state
@@ -86,16 +100,42 @@ def chunked_delta_rule(
     return torch.stack(out, dim=2).flatten(2, 3)[:, :, :t]
 
 
-def recurrent_delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_decay: Tensor | None = None) -> Tensor:
+def decayed_products(x: Tensor, y: Tensor, cum_x: Tensor | None, cum_y: Tensor | None, mask: Tensor) -> Tensor:
+    """P[t, i] = sum_d x_td y_id e^{cum_x td - cum_y id} where mask[t, i], else 0, per chunk: x, y (..., c, dk);
+    cum_x, cum_y None (no decay) or (..., c, dk | 1). Masked exponents become -inf before exp, so none overflows."""
+    if cum_x is None:
+        return (x @ y.transpose(-1, -2)).masked_fill(~mask, 0.0)
+    diff = (cum_x[..., :, None, :] - cum_y[..., None, :, :]).masked_fill(~mask[..., None], float("-inf"))
+    if cum_x.shape[-1] == 1:  # one decay per head: decay the x.y products
+        return (x @ y.transpose(-1, -2)) * diff.squeeze(-1).exp()
+    return (x[..., :, None, :] * y[..., None, :, :] * diff.exp()).sum(-1)  # one per key channel
+
+
+def recurrent_delta_rule(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    beta: Tensor,
+    log_decay: Tensor | None = None,
+    *,
+    read_key: Tensor | None = None,
+    read_decayed: bool = True,
+) -> Tensor:
     """The same recurrence one token at a time (the RNN view): the reference for `chunked_delta_rule`."""
     b, h, t, dk = k.shape
+    p = k if read_key is None else read_key
     state, out = torch.zeros(b, h, dk, v.shape[-1], dtype=v.dtype, device=v.device), []
     for i in range(t):
+        decay = None
         if log_decay is not None:
-            state = log_decay[:, :, i, None, None].exp() * state
-        k_i = k[:, :, i, :, None]
-        written = beta[:, :, i, None, None] * (v[:, :, i, None, :] - k_i.transpose(-1, -2) @ state)  # (b, h, 1, dv)
-        state = state + k_i @ written
+            decay = (log_decay[:, :, i, :, None] if log_decay.dim() == 4 else log_decay[:, :, i, None, None]).exp()
+        if decay is not None and read_decayed:
+            state = decay * state
+        read = p[:, :, i, None, :] @ state  # (b, h, 1, dv)
+        if decay is not None and not read_decayed:
+            state = decay * state
+        written = beta[:, :, i, None, None] * (v[:, :, i, None, :] - read)
+        state = state + k[:, :, i, :, None] @ written
         out.append(q[:, :, i, None, :] @ state)
     return torch.cat(out, dim=2)
 
@@ -230,6 +270,16 @@ def check_dims(d_model: int, n_heads: int, expand_k: float, expand_v: float | No
             )
         dims.append(dim)
     return dims[0], dims[1]
+
+
+def value_head_dim(dk: int, expand_v: float) -> int:
+    """fla's value head dim, key head dim * expand_v, which must be a positive integer."""
+    dv = round(dk * expand_v)
+    if expand_v <= 0 or abs(dv - dk * expand_v) > 1e-6 or dv < 1:
+        raise ValueError(
+            f"mixer.expand_v={expand_v} must make the value head dim (key head dim {dk} * expand_v) an integer"
+        )
+    return dv
 
 
 def output_norm(mixer: nn.Module, o: Tensor, x: Tensor) -> Tensor:

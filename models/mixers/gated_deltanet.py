@@ -36,6 +36,7 @@ from models.mixers.delta_net import (
     recurrent_delta_rule,
     resolve_fla,
     use_fla,
+    value_head_dim,
 )
 from models.mixers.linear_attention import full_precision
 
@@ -64,11 +65,7 @@ class GatedDeltaNet(Mixer):
             raise ValueError(f"mixer.chunk_size={chunk_size} must be positive")
         key_dim, _ = check_dims(d_model, n_heads, expand_k, None)
         self.dk = key_dim // n_heads
-        self.dv = round(self.dk * expand_v)
-        if expand_v <= 0 or abs(self.dv - self.dk * expand_v) > 1e-6:
-            raise ValueError(
-                f"mixer.expand_v={expand_v} must make the value head dim (key head dim {self.dk} * expand_v) an integer"
-            )
+        self.dv = value_head_dim(self.dk, expand_v)
         value_dim = n_heads * self.dv
         self.n_heads, self.chunk_size, self.kernel = n_heads, chunk_size, kernel
         self.beta_scale = 2.0 if allow_neg_eigval else 1.0

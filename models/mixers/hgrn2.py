@@ -74,10 +74,7 @@ class HGRN2(Mixer):
         self.g_norm = nn.RMSNorm(d_model, eps=1e-5)  # fla: rms_norm_linear's default eps, whatever norm_eps
         for m in (self.q_proj, self.f_proj, self.i_proj, self.o_proj):
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
-        self.lower_bound = None
-        if lower_bound and layer_idx > 0:  # fla: no lower bound in the first layer
-            start = layer_idx / n_layers  # fla's bounds at init: softmax of zeros, cumulated, minus the first row
-            self.lower_bound = nn.Parameter(torch.full((d_model,), math.log(start / (1 - start))))
+        self.lower_bound = lower_bound_parameter(d_model, layer_idx, n_layers) if lower_bound else None
 
     def kernel_for(self, device_type: str, bf16: bool) -> str:
         return resolve_fla(self.kernel, device_type, bf16, needs_bf16=False)
@@ -99,8 +96,7 @@ class HGRN2(Mixer):
         heads = lambda z: full_precision(z.view(b, t, self.n_heads, self.expand_ratio).transpose(1, 2))
         log_f = F.logsigmoid(heads(f))
         if self.lower_bound is not None:  # f = lb + (1 - lb) sigmoid(.), in log space
-            beta = heads(self.lower_bound.expand(b, t, d))
-            log_f = torch.logaddexp(F.logsigmoid(beta), F.logsigmoid(-beta) + log_f)
+            log_f = lower_bounded(log_f, heads(self.lower_bound.expand(b, t, d)))
         k = -torch.expm1(log_f)  # 1 - f
         q = heads(F.silu(q)) * self.expand_ratio**-0.5
         with torch.autocast(x.device.type, enabled=False):
@@ -116,3 +112,18 @@ class HGRN2(Mixer):
         # intra-chunk scores with a decay per key dim 4CK, their product with v 2CV, the K x V state 4KV; x3.
         c, e = min(self.chunk_size, seq_len), self.expand_ratio
         return 3 * self.n_heads * (4 * c * e + 2 * c * e + 4 * e * e)
+
+
+def lower_bound_parameter(channels: int, layer_idx: int, n_layers: int) -> nn.Parameter | None:
+    """The logit beta of a layer's forget-gate lower bound lb = sigmoid(beta) per channel, starting at fla's initial
+    value layer_idx / n_layers (its bounds: softmax of zeros over layers, cumulated, minus the first row); None in
+    the first layer, which fla leaves unbounded (HGRN and HGRN2 alike)."""
+    if layer_idx == 0:
+        return None
+    start = layer_idx / n_layers
+    return nn.Parameter(torch.full((channels,), math.log(start / (1 - start))))
+
+
+def lower_bounded(log_f: Tensor, beta: Tensor) -> Tensor:
+    """log(lb + (1 - lb) f) from log f, lb = sigmoid(beta): fla's logaddexp(log lb, log(1 - lb) + log f)."""
+    return torch.logaddexp(F.logsigmoid(beta), F.logsigmoid(-beta) + log_f)

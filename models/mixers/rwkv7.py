@@ -12,11 +12,14 @@ and output gate g = sigmoid(x_g G_1) G_2, GroupNorm per head (eps = head_dim * 1
 (r . (k * r_k)) v per head, then W_o(o * g); their initialisations (zigzag and linear channel profiles, zero first
 low-rank factors, orthogonal second ones scaled 0.1, r and v ~ U(+-0.5/sqrt C), k ~ U(+-0.05/sqrt C)).
 
-Deviations, each because a mixer sees one layer's input only:
-- no value residual: the reference mixes every layer's v with the first layer's (v_first, through v_0, V_1, V_2);
-  here every layer keeps its own v, as the reference's layer 0 does;
-- the depth-dependent initialisation uses the ratios of a middle layer (layer_idx / (n_layers - 1) = 0.5 and
-  1 - layer_idx / n_layers = 0.5; the mixer is not told n_layers), GroupNorm weights 0.5 ** 0.7 likewise;
+The value residual as the reference: every layer but the first mixes its v with the first layer's,
+v <- v + (v_first - v) sigmoid(v_0 + x_v V_1 V_2) (v_0 = 0.73 - 0.4 linear, V_1 zero, V_2 orthogonal 0.1); the
+backbone hands each RWKV-7 layer the model's first one (`use_first_layer`, models/backbone.py), whose v of the
+current forward pass it reads. A layer built alone (no first layer given) takes its own v as v_first, where the
+mix is the identity. The depth-dependent initialisation takes `n_layers` (the YAML passes ${model.n_layers}):
+ratio_0_to_1 = layer_idx / (n_layers - 1), ratio_1_to_almost0 = 1 - layer_idx / n_layers, GroupNorm weights
+((layer_idx + 1) / n_layers) ** 0.7, as RWKV_Tmix_x070 and fla's RWKV7Attention.
+Deviations:
 - W_o keeps PyTorch's default initialisation, not zeros (a zero output would make the layer's output independent of
   its input at init, which the contract tests reject; the backbone's own init applies as to every mixer);
 - head_dim 16 by default (RWKV-7: 64), for archbench's widths.
@@ -120,11 +123,16 @@ class RWKV7TimeMix(Mixer):
         max_seq_len: int,
         layer_idx: int,
         head_dim: Annotated[int, Ge(1)] = 16,
+        n_layers: Annotated[int, Ge(1)] = 2,
         chunk_size: Annotated[int, Ge(1), Le(MAX_CHUNK)] = 32,
         kernel: Literal["auto", "torch", "fla"] = "auto",
     ):
         super().__init__(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx)
         check_kernel(kernel)
+        if layer_idx >= n_layers:
+            raise ValueError(
+                f"mixer.n_layers={n_layers} must exceed the layer index {layer_idx} (set it to model.n_layers)"
+            )
         if head_dim < 1 or d_model % head_dim:
             raise ValueError(f"mixer.head_dim={head_dim} must divide d_model={d_model}")
         if not 1 <= chunk_size <= MAX_CHUNK:
@@ -134,7 +142,8 @@ class RWKV7TimeMix(Mixer):
             )
         C, N = d_model, head_dim
         self.n_heads, self.head_dim, self.chunk_size, self.kernel = C // N, N, chunk_size, kernel
-        ratio_0_to_1, ratio_1_to_almost0 = 0.5, 0.5  # a middle layer's (the mixer is not told n_layers)
+        ratio_0_to_1 = layer_idx / (n_layers - 1) if n_layers > 1 else 0.0  # 0 to 1 over depth
+        ratio_1_to_almost0 = 1.0 - layer_idx / n_layers  # 1 to ~0
         n = torch.arange(C, dtype=torch.float32)
         ddd = n / C
         linear = n / max(C - 1, 1) - 0.5
@@ -149,6 +158,13 @@ class RWKV7TimeMix(Mixer):
         self.a0 = nn.Parameter(-0.19 + zigzag * 0.3 + linear * 0.4)
         self.a1, self.a2 = nn.Parameter(torch.zeros(C, d_a)), nn.Parameter(_orthogonal(d_a, C, 0.1))
         self.g1, self.g2 = nn.Parameter(torch.zeros(C, d_g)), nn.Parameter(_orthogonal(d_g, C, 0.1))
+        self.v0 = self.v1 = self.v2 = None
+        if layer_idx > 0:  # the value residual's gate (the reference's layer 0 has none)
+            d_v = _lora_dim(1.7, C)
+            self.v0 = nn.Parameter(0.73 - linear * 0.4)
+            self.v1, self.v2 = nn.Parameter(torch.zeros(C, d_v)), nn.Parameter(_orthogonal(d_v, C, 0.1))
+        self.__dict__["_first"] = None  # the model's first RWKV-7 layer (not a submodule: its weights are its own)
+        self.__dict__["_v_first"] = None
         self.k_k = nn.Parameter(0.71 - linear * 0.1)
         self.k_a = nn.Parameter(torch.full((C,), 1.02))
         self.r_k = nn.Parameter(torch.full((self.n_heads, N), -0.04))
@@ -162,7 +178,7 @@ class RWKV7TimeMix(Mixer):
             self.value.weight.uniform_(-0.5 / C**0.5, 0.5 / C**0.5)
         self.ln_x = nn.GroupNorm(self.n_heads, C, eps=N * 1e-5)
         with torch.no_grad():
-            self.ln_x.weight.fill_(0.5**0.7)  # the reference's ((layer_idx + 1) / n_layers) ** 0.7 at mid-depth
+            self.ln_x.weight.fill_(((layer_idx + 1) / n_layers) ** 0.7)
 
     def no_weight_decay(self) -> Iterable[nn.Parameter]:
         """The reference decays only the linear layers' weights (2-D and named `.weight`): every other parameter,
@@ -172,6 +188,10 @@ class RWKV7TimeMix(Mixer):
 
     def kernel_for(self, device_type: str, bf16: bool) -> str:
         return resolve_fla(self.kernel, device_type, bf16, needs_bf16=False)
+
+    def use_first_layer(self, first: "RWKV7TimeMix") -> None:
+        """Read v_first from `first` (the model's first RWKV-7 layer, possibly self) in every forward pass."""
+        self.__dict__["_first"] = first
 
     def forward(self, x: Tensor) -> Tensor:
         if use_fla(self.kernel, x, needs_bf16=False):
@@ -187,6 +207,13 @@ class RWKV7TimeMix(Mixer):
         xx = F.pad(x, (0, 0, 1, -1)) - x  # token shift: x_{t-1} - x_t, x_{-1} = 0
         xr, xw, xk, xv, xa, xg = (x + xx * mu for mu in (self.x_r, self.x_w, self.x_k, self.x_v, self.x_a, self.x_g))
         r, k, v = self.receptance(xr), self.key(xk), self.value(xv)
+        if self._first is self or self._first is None:
+            self.__dict__["_v_first"] = v
+        if self.v0 is not None:  # v <- lerp(v, v_first, gate)
+            v_first = v if self._first is None else self._first._v_first
+            if v_first is None or v_first.shape != v.shape:
+                raise RuntimeError("RWKV-7's value residual: the first layer has not run on this input")
+            v = v + (v_first - v) * torch.sigmoid(self.v0 + (xv @ self.v1) @ self.v2)
         log_w = LOG_W_MIN * torch.sigmoid(full_precision(self.w0 + torch.tanh(xw @ self.w1) @ self.w2))
         a = torch.sigmoid(self.a0 + (xa @ self.a1) @ self.a2)  # the in-context learning rate
         g = torch.sigmoid(xg @ self.g1) @ self.g2
