@@ -1,0 +1,107 @@
+"""The 2025-26 frontier mixers, part B (Mamba-3, PaTH attention, ...), against their authors' pure-PyTorch references.
+
+As tests/test_reference_fla.py: same inputs and weights -> same outputs and gradients (inputs and every parameter),
+fp32, at a length past every chunk size and a multiple of none, |ours - ref| <= ATOL + RTOL |ref| elementwise.
+
+- Mamba-3: its layers (fla's and state-spaces/mamba's) call Triton/CUDA kernels only. The reference here is the
+  authors' quadratic form `mamba3_siso_fwd_ref` (state-spaces/mamba tests/ops/triton/test_mamba3_siso.py: every
+  position's k scaled by lambda_s dt_s + (1 - lambda_{s+1}) dt_{s+1}, the over-counted diagonal subtracted) with the
+  layer's pre-processing of `mamba_ssm/modules/mamba3.py` around it, both rewritten below from their code, not ours.
+"""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models.mixers.mamba3 import Mamba3
+
+pytestmark = pytest.mark.reference
+
+D, T, BATCH = 32, 150, 2  # T > 2 * 64 and not a multiple of 8 or 64: several chunks plus a ragged one
+ATOL, RTOL = 2e-5, 1e-4
+
+
+def _check(ours, ours_params, ref, ref_params, x):
+    """Outputs and gradients of a random projection of them w.r.t. x and every parameter agree."""
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = ours(xa), ref(xb)
+    torch.testing.assert_close(ya, yb, atol=ATOL, rtol=RTOL)
+    probe = torch.randn_like(ya)
+    ga = torch.autograd.grad((ya * probe).sum(), [xa, *ours_params])
+    gb = torch.autograd.grad((yb * probe).sum(), [xb, *ref_params])
+    for name, a, b in zip(["input", *range(len(ours_params))], ga, gb, strict=True):
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=RTOL, msg=lambda m, name=name: f"gradient {name}: {m}")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Mamba-3
+
+
+def _mamba3_reference(m: Mamba3, u: torch.Tensor) -> torch.Tensor:
+    """state-spaces/mamba's Mamba3.forward (SISO) with `mamba3_siso_fwd_ref` in place of its Triton kernel, reading
+    the weights of our layer `m`: in_proj split [z, x, B, C, dd_dt, dd_A, trap, angles], A = -heavy_tail(dd_A)
+    clamped at -A_floor, B and C RMS-normed then biased per head, angles pi tanh(.) times dt accumulated mod 2 pi and
+    applied to interleaved pairs, the quadratic form with the shifted-gamma correction, D skip, silu(z) gate."""
+    bsz, t, _ = u.shape
+    h, p, n, g = m.n_heads, m.head_dim, m.d_state, m.ngroups
+    z, x, B, C, dd_dt, dd_A, trap, angles = torch.split(
+        m.in_proj(u), [m.d_inner, m.d_inner, g * n, g * n, h, h, h, m.n_angles], dim=-1
+    )
+    neg = dd_A.clamp(max=0)
+    A = -(dd_A.clamp(min=0) + 1 / (1 - neg))
+    A = A.clamp(max=-m.A_floor)
+    DT = F.softplus(dd_dt + m.dt_bias)  # (b, t, h)
+    ADT = A * DT
+    rms = lambda v, w: v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + m.norm_eps) * w
+    Q = rms(C.view(bsz, t, g, n), m.C_norm_weight).repeat_interleave(h // g, dim=2) + m.C_bias  # (b, t, h, n)
+    K = rms(B.view(bsz, t, g, n), m.B_norm_weight).repeat_interleave(h // g, dim=2) + m.B_bias
+    V = x.view(bsz, t, h, p)
+    lam = torch.sigmoid(trap)  # (b, t, h)
+    ang = (torch.tanh(angles) * math.pi)[:, :, None, :] * DT[..., None]  # (b, t, h, a)
+    ang = torch.cumsum(ang, dim=1)
+    ang = ang - 2 * math.pi * torch.floor(ang / (2 * math.pi))
+
+    def rope(v):
+        even, odd = v[..., 0::2], v[..., 1::2]
+        cos = F.pad(ang.cos(), (0, even.shape[-1] - ang.shape[-1]), value=1.0)
+        sin = F.pad(ang.sin(), (0, even.shape[-1] - ang.shape[-1]), value=0.0)
+        return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
+
+    dt_next = F.pad(DT[:, 1:], (0, 0, 0, 1))  # (b, t, h): dt_{s+1}, 0 past the end
+    lam_next = F.pad(lam[:, 1:], (0, 0, 0, 1))
+    shifted_gamma = dt_next * (1 - lam_next)
+    scale = DT * lam + shifted_gamma
+    qk_same = (Q * K).sum(-1) * shifted_gamma  # the diagonal the scaled keys over-count (rotation-invariant)
+    Qr, Kr = rope(Q), rope(K) * scale[..., None]
+    scores = torch.einsum("bthd,bshd->bhts", Qr, Kr)
+    cum = torch.cumsum(ADT, dim=1).transpose(1, 2)  # (b, h, t)
+    seg = cum[..., :, None] - cum[..., None, :]
+    causal = torch.ones(t, t, dtype=torch.bool).tril()
+    scores = scores * torch.where(causal, seg, -torch.inf).exp()
+    y = torch.einsum("bhts,bshp->bthp", scores, V)
+    y = y + m.D[:, None] * V - V * qk_same[..., None]
+    if m.norm_weight is not None:  # RMSNormGated(norm_before_gate=True, group_size=headdim)
+        y = rms(y, m.norm_weight.view(h, p))
+    y = y.reshape(bsz, t, -1) * F.silu(z)
+    return m.out_proj(y)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"chunk_size": 64},
+        {"chunk_size": 8, "ngroups": 2, "rope_fraction": 1.0},
+        {"chunk_size": 16, "outproj_norm": True, "d_state": 30},  # 30 * 0.5 = 15 -> 7 rotated pairs, 8 left alone
+    ],
+)
+def test_mamba3_matches_the_authors_quadratic_reference(options):
+    torch.manual_seed(0)
+    ours = Mamba3(D, max_seq_len=T, layer_idx=0, **options)
+    with torch.no_grad():  # move the parameters initialised to constants (biases, norm weights, D: 1) off them
+        for name, p in ours.named_parameters():
+            if "proj" not in name:
+                p.add_(0.3 * torch.randn_like(p))
+    params = list(ours.parameters())
+    _check(ours, params, lambda u: _mamba3_reference(ours, u), params, torch.randn(BATCH, T, D))
