@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from tests.conftest import options
 
 D, B = 32, 2
-NEW = [n for n in ("mamba3",) if n in options("model/mixer")]
+NEW = [n for n in ("mamba3", "path_attn") if n in options("model/mixer")]
 
 
 def build(compose, name, *overrides, seq_len=1000, seed=0):
@@ -23,7 +23,7 @@ def build(compose, name, *overrides, seq_len=1000, seed=0):
 
 
 def test_the_new_mixers_are_registered():
-    assert NEW == ["mamba3"][: len(NEW)] and "mamba3" in NEW
+    assert {"mamba3", "path_attn"} <= set(NEW)
 
 
 @pytest.mark.parametrize("name", NEW)
@@ -41,7 +41,7 @@ def test_strictly_causal_at_length_1000(compose, name):
 
 
 # the function each mixer hands its decays, gates and cumulative sums to: under bf16 autocast all must arrive in fp32
-SCANS = {"mamba3": "models.mixers.mamba3.chunked_ssd"}
+SCANS = {"mamba3": "models.mixers.mamba3.chunked_ssd", "path_attn": "models.mixers.path_attn.path_scores"}
 
 
 @pytest.mark.parametrize("name", NEW)
@@ -76,7 +76,7 @@ def test_long_extreme_inputs_stay_finite(compose, name):
     assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()
 
 
-NO_DECAY = {"mamba3": {"dt_bias", "D"}}  # the parameters each reference flags _no_weight_decay
+NO_DECAY = {"mamba3": {"dt_bias", "D"}, "path_attn": set()}  # the parameters each reference flags _no_weight_decay
 
 
 @pytest.mark.parametrize("name", NEW)

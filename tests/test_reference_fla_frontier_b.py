@@ -105,3 +105,77 @@ def test_mamba3_matches_the_authors_quadratic_reference(options):
                 p.add_(0.3 * torch.randn_like(p))
     params = list(ours.parameters())
     _check(ours, params, lambda u: _mamba3_reference(ours, u), params, torch.randn(BATCH, T, D))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# PaTH attention
+
+
+def _fla(module: str):
+    """An fla module, imported without its 'Triton is not supported on current platform' warning; skip without fla."""
+    import importlib
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        pytest.importorskip("fla")
+        return importlib.import_module(module)
+
+
+def _copy(ref: torch.nn.Module, ours: torch.nn.Module, names: dict[str, str]):
+    """Copy our weights into fla's layer by name ({fla name: our name}); every parameter of both must be mapped."""
+    ref_params, our_params = dict(ref.named_parameters()), dict(ours.named_parameters())
+    assert set(names) == set(ref_params), f"fla parameters not mapped: {set(ref_params) ^ set(names)}"
+    assert set(names.values()) == set(our_params), f"our parameters not mapped: {set(our_params) ^ set(names.values())}"
+    with torch.no_grad():
+        for theirs, mine in names.items():
+            ref_params[theirs].copy_(our_params[mine])
+    return [our_params[n] for n in names.values()], [ref_params[n] for n in names]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"n_heads": 2, "chunk_size": 16},
+        {"n_heads": 2, "forget_gate": True, "chunk_size": 8},
+        {"n_heads": 4, "n_kv_heads": 2, "low_rank_w": False, "chunk_size": 64},
+    ],
+)
+def test_path_attn_matches_fla_layer(monkeypatch, options):
+    """fla's PaTHAttention holding our weights, its Triton kernel swapped for `naive_path_attn` (fla's UT-transform
+    reference, chunk 64), its l2 norm and short convolution for their formulas in PyTorch."""
+    fla_path = _fla("fla.layers.path_attn")
+    naive_path_attn = _fla("fla.ops.path_attn.naive").naive_path_attn
+    from models.mixers.path_attn import PaTHAttention
+
+    torch.manual_seed(0)
+    ours = PaTHAttention(D, max_seq_len=T, layer_idx=0, **options)
+    with torch.no_grad():  # fla-sized weights would leave the reflections near identity: make them matter
+        for p in ours.parameters():
+            p.mul_(10)
+    ref = fla_path.PaTHAttention(
+        hidden_size=D,
+        num_heads=options["n_heads"],
+        num_kv_heads=options.get("n_kv_heads"),
+        use_forget_gate=options.get("forget_gate", False),
+        use_low_rank_w=options.get("low_rank_w", True),
+    )
+    names = {n: n for n, _ in ref.named_parameters()} | {"w_conv1d.weight": "w_conv.conv.weight"}
+    ours_params, ref_params = _copy(ref, ours, names)
+    d_head = D // options["n_heads"]
+
+    def kernel(q, k, v, w, beta, g, cu_seqlens=None, **_):
+        g = torch.zeros(q.shape[:3]) if g is None else g
+        return naive_path_attn(q, k, v, w, beta, g, scale=d_head**-0.5, chunk_size=64), None
+
+    def conv(w, cache=None, output_final_state=False, cu_seqlens=None):
+        return F.silu(F.conv1d(F.pad(w.transpose(1, 2), (2, 0)), ref.w_conv1d.weight, groups=w.shape[-1])).transpose(
+            1, 2
+        ), None
+
+    monkeypatch.setattr(fla_path, "parallel_path_attn", kernel)
+    monkeypatch.setattr(
+        fla_path, "l2_norm", lambda x, output_dtype=None: x * torch.rsqrt(x.pow(2).sum(-1, True) + 1e-6)
+    )
+    monkeypatch.setattr(ref.w_conv1d, "forward", conv)
+    _check(ours, ours_params, lambda x: ref(x)[0], ref_params, torch.randn(BATCH, T, D))
