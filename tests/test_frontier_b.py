@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from tests.conftest import options
 
 D, B = 32, 2
-NEW = [n for n in ("mamba3", "path_attn") if n in options("model/mixer")]
+NEW = [n for n in ("mamba3", "path_attn", "log_linear_mamba2") if n in options("model/mixer")]
 
 
 def build(compose, name, *overrides, seq_len=1000, seed=0):
@@ -23,7 +23,7 @@ def build(compose, name, *overrides, seq_len=1000, seed=0):
 
 
 def test_the_new_mixers_are_registered():
-    assert {"mamba3", "path_attn"} <= set(NEW)
+    assert {"mamba3", "path_attn", "log_linear_mamba2"} <= set(NEW)
 
 
 @pytest.mark.parametrize("name", NEW)
@@ -41,7 +41,11 @@ def test_strictly_causal_at_length_1000(compose, name):
 
 
 # the function each mixer hands its decays, gates and cumulative sums to: under bf16 autocast all must arrive in fp32
-SCANS = {"mamba3": "models.mixers.mamba3.chunked_ssd", "path_attn": "models.mixers.path_attn.path_scores"}
+SCANS = {
+    "mamba3": "models.mixers.mamba3.chunked_ssd",
+    "path_attn": "models.mixers.path_attn.path_scores",
+    "log_linear_mamba2": "models.mixers.log_linear_mamba2.chunked_log_linear",
+}
 
 
 @pytest.mark.parametrize("name", NEW)
@@ -76,7 +80,11 @@ def test_long_extreme_inputs_stay_finite(compose, name):
     assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()
 
 
-NO_DECAY = {"mamba3": {"dt_bias", "D"}, "path_attn": set()}  # the parameters each reference flags _no_weight_decay
+NO_DECAY = {
+    "mamba3": {"dt_bias", "D"},
+    "path_attn": set(),
+    "log_linear_mamba2": {"dt_bias", "A_log", "L", "D"},
+}  # the parameters each reference flags _no_weight_decay
 
 
 @pytest.mark.parametrize("name", NEW)
@@ -84,3 +92,13 @@ def test_no_weight_decay_follows_the_reference(compose, name):
     mixer = build(compose, name, seq_len=16)
     ids = {id(p) for p in mixer.no_weight_decay()}
     assert {n for n, p in mixer.named_parameters() if id(p) in ids} == NO_DECAY[name]
+
+
+def test_log_linear_levels_are_the_fenwick_buckets():
+    """Query t reads key s < t in bucket bit_length(t xor s): the 2^(l-1) keys just before t's lowest l-1 bits are
+    cleared, as fla's construct_level_mask builds them (t = 13 = 0b1101: s = 12 in level 1, 8..11 in level 3,
+    0..7 in level 4; level 2 is empty because bit 1 of t is 0)."""
+    from models.mixers.log_linear_mamba2 import bit_length
+
+    levels = bit_length(torch.tensor(13) ^ torch.arange(14)).tolist()
+    assert levels == [4] * 8 + [3] * 4 + [1, 0]

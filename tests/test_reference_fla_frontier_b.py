@@ -179,3 +179,59 @@ def test_path_attn_matches_fla_layer(monkeypatch, options):
     )
     monkeypatch.setattr(ref.w_conv1d, "forward", conv)
     _check(ours, ours_params, lambda x: ref(x)[0], ref_params, torch.randn(BATCH, T, D))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# log-linear Mamba-2
+
+
+@pytest.mark.parametrize("options", [{"chunk_size": 16}, {"chunk_size": 64, "ngroups": 2, "head_dim": 16}])
+def test_log_linear_mamba2_matches_fla_layer(monkeypatch, options):
+    """fla's LogLinearMamba2 holding our weights, run through its own projection, split, conv, gate, norm and
+    out_proj code (`cuda_kernels_forward`, the inference branch, in eval mode), with its Triton pieces swapped: the
+    scan `chunk_log_linear_attn` for `naive_log_linear_attn` (the quadratic form with explicit level masks), the
+    conv for a depthwise causal conv + silu, the gated RMSNorm for fla's `rms_norm_ref`."""
+    fla_ll = _fla("fla.layers.log_linear_mamba2")
+    naive_log_linear_attn = _fla("fla.ops.log_linear_attn.naive").naive_log_linear_attn
+    rms_norm_ref = _fla("fla.modules.norm.layernorm_gated").rms_norm_ref
+    from models.mixers.log_linear_mamba2 import LogLinearMamba2
+
+    def conv(x, weight, bias=None, activation=None):  # (b, d, t), weight (d, w): causal depthwise, then silu
+        return F.silu(F.conv1d(F.pad(x, (weight.shape[-1] - 1, 0)), weight[:, None], bias, groups=x.shape[1]))
+
+    def scan(q, k, v, g, level_scales, scale, **_):
+        return naive_log_linear_attn(q, k, v, g, level_scales, scale=scale), None
+
+    monkeypatch.setattr(fla_ll, "causal_conv1d_fn", conv)  # before construction: its backend check reads it
+    monkeypatch.setattr(fla_ll, "chunk_log_linear_attn", scan)
+    torch.manual_seed(0)
+    ours = LogLinearMamba2(D, max_seq_len=T, layer_idx=0, **options)
+    with torch.no_grad():  # level scales, D and the norm off their constant inits
+        for name in ("L", "D", "norm_weight"):
+            getattr(ours, name).add_(0.5 * torch.randn_like(getattr(ours, name)))
+    head_dim = options.get("head_dim", 32)
+    ref = fla_ll.LogLinearMamba2(
+        num_heads=2 * D // head_dim,
+        head_dim=head_dim,
+        hidden_size=D,
+        state_size=64,
+        n_groups=options.get("ngroups", 1),
+        chunk_size=64,
+    ).eval()
+    monkeypatch.setattr(
+        ref.norm,
+        "forward",
+        lambda y, z: rms_norm_ref(y, ref.norm.weight, None, z, ref.norm.eps, ref.norm.group_size, False),
+    )
+    names = {n: n for n, _ in ref.named_parameters()} | {
+        "conv1d.weight": "conv.conv.weight",
+        "norm.weight": "norm_weight",
+    }
+    ours_params, ref_params = _copy(ref, ours, names)
+    _check(
+        ours,
+        ours_params,
+        lambda x: ref.cuda_kernels_forward(x, None, False, None)[0],
+        ref_params,
+        torch.randn(BATCH, T, D),
+    )
