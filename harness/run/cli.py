@@ -27,7 +27,7 @@ from harness import grammar
 from harness.record import results
 from harness.record.keys import labels_of
 from harness.run import search
-from harness.run.build import ConfigError, build, check, check_writable, untrained_positions
+from harness.run.build import ConfigError, build, check, check_writable, layer_names, untrained_positions
 from harness.run.checkpoint import FILE as CHECKPOINT
 from harness.run.checkpoint import Checkpointer
 from harness.run.train import Diverged, seed_everything, train
@@ -134,7 +134,11 @@ def run(cfg: DictConfig) -> dict:
     out_dir = Path(hc.runtime.output_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
     rid = results.run_id(config)
-    labels = labels_of(hc.runtime.choices, config["model"].get("pattern"))
+    try:
+        layers = layer_names(config["model"], hc.runtime.choices.get("model/mixer"))
+    except ValueError as e:  # a plan the build check refuses too: the same one line
+        raise ConfigError(f"model.{e}") from None
+    labels = labels_of(hc.runtime.choices, layers)
     results_root = Path(cfg.paths.results)
 
     seed_everything(cfg.seed, deterministic=cfg.trainer.deterministic)  # before the model draws its weights
