@@ -235,3 +235,52 @@ def test_log_linear_mamba2_matches_fla_layer(monkeypatch, options):
         ref_params,
         torch.randn(BATCH, T, D),
     )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# differential attention
+
+
+def _diff_attention_reference(m, x, rotate=None):
+    """microsoft/unilm Diff-Transformer/multihead_diffattn.py's MultiheadDiffAttn.forward, rewritten (its imports,
+    flash_attn and apex, need CUDA), reading the weights of our layer `m`: scaled q, an additive -inf upper triangle,
+    softmax in fp32, GQA by repeat_kv, the lambda re-parametrisation, sub-layer RMSNorm and the (1 - lambda_init)."""
+    bsz, t, e = x.shape
+    h, hk, d = m.n_heads, m.n_kv_heads, m.head_dim
+    rep = h // hk
+    q = m.q_proj(x).view(bsz, t, 2 * h, d).transpose(1, 2)
+    k = m.k_proj(x).view(bsz, t, 2 * hk, d).transpose(1, 2)
+    v = m.v_proj(x).view(bsz, t, hk, 2 * d).transpose(1, 2)
+    if rotate is not None:
+        q, k = rotate(q, k)
+    repeat = lambda z: z[:, :, None].expand(-1, -1, rep, -1, -1).flatten(1, 2)
+    k, v = repeat(k), repeat(v)
+    weights = (q * d**-0.5) @ k.transpose(-1, -2)
+    weights = weights + torch.triu(torch.full((t, t), float("-inf")), 1)
+    weights = F.softmax(weights, dim=-1, dtype=torch.float32)
+    lam1 = torch.exp(torch.sum(m.lambda_q1 * m.lambda_k1, dim=-1))
+    lam2 = torch.exp(torch.sum(m.lambda_q2 * m.lambda_k2, dim=-1))
+    weights = weights.view(bsz, h, 2, t, t)
+    weights = weights[:, :, 0] - (lam1 - lam2 + m.lambda_init) * weights[:, :, 1]
+    attn = weights @ v
+    attn = attn * torch.rsqrt(attn.pow(2).mean(-1, keepdim=True) + 1e-5) * m.subln_weight
+    attn = (attn * (1 - m.lambda_init)).transpose(1, 2).reshape(bsz, t, h * 2 * d)
+    return m.out_proj(attn)
+
+
+@pytest.mark.parametrize(
+    "options,layer_idx,rope",
+    [({"n_heads": 2}, 0, False), ({"n_heads": 4, "n_kv_heads": 2}, 3, True), ({"n_heads": 1}, 1, True)],
+)
+def test_diff_attention_matches_the_authors_module(options, layer_idx, rope):
+    from models.mixers.diff_attention import DiffAttention
+    from models.positions import RotaryPosition
+
+    torch.manual_seed(0)
+    position = RotaryPosition(D, max_seq_len=T) if rope else None
+    ours = DiffAttention(D, max_seq_len=T, layer_idx=layer_idx, position=position, **options)
+    with torch.no_grad():
+        ours.subln_weight.add_(0.3 * torch.randn_like(ours.subln_weight))
+    params = list(ours.parameters())
+    ref = lambda x: _diff_attention_reference(ours, x, position)
+    _check(ours, params, ref, params, torch.randn(BATCH, T, D))
