@@ -13,7 +13,11 @@ from hydra.utils import instantiate
 from tests.conftest import options
 
 D, B = 32, 2
-NEW = [n for n in ("mamba3", "path_attn", "log_linear_mamba2", "diff_attention") if n in options("model/mixer")]
+NEW = [
+    n
+    for n in ("mamba3", "path_attn", "log_linear_mamba2", "diff_attention", "stickbreaking_attn")
+    if n in options("model/mixer")
+]
 
 
 def build(compose, name, *overrides, seq_len=1000, seed=0):
@@ -45,6 +49,7 @@ SCANS = {
     "mamba3": "models.mixers.mamba3.chunked_ssd",
     "path_attn": "models.mixers.path_attn.path_scores",
     "log_linear_mamba2": "models.mixers.log_linear_mamba2.chunked_log_linear",
+    "stickbreaking_attn": "models.mixers.stickbreaking_attn.stickbreaking",
 }  # differential attention has no decays or gates: its lambda is computed in fp32 from fp32 parameters
 
 
@@ -85,6 +90,7 @@ NO_DECAY = {
     "path_attn": set(),
     "log_linear_mamba2": {"dt_bias", "A_log", "L", "D"},
     "diff_attention": set(),
+    "stickbreaking_attn": set(),
 }  # the parameters each reference flags _no_weight_decay
 
 

@@ -284,3 +284,68 @@ def test_diff_attention_matches_the_authors_module(options, layer_idx, rope):
     params = list(ours.parameters())
     ref = lambda x: _diff_attention_reference(ours, x, position)
     _check(ours, params, ref, params, torch.randn(BATCH, T, D))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# stick-breaking attention
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"n_heads": 2}, {"n_heads": 4, "n_kv_heads": 2, "qk_norm": True}, {"n_heads": 1, "attend_current": True}],
+)
+def test_stickbreaking_attn_matches_fla_naive(options):
+    """fla's StickBreakingAttention refuses a CPU before it projects anything, so: its parameters loaded from ours by
+    name, strictly (the same layer), and our layer run with its attention swapped for `naive_stickbreaking_attn`
+    (fla's layout (b, t, h, d), its GQA grouping, its scale 1/sqrt(d)); flame's `sb_ref.stickbreaking` computes the
+    same weights through a matrix of ones instead of a reversed cumulative sum."""
+    fla_sb = _fla("fla.layers.stickbreaking_attn")
+    naive_stickbreaking_attn = _fla("fla.ops.stickbreaking_attn.naive").naive_stickbreaking_attn
+    from models.mixers.stickbreaking_attn import StickBreakingAttention
+
+    torch.manual_seed(0)
+    ours = StickBreakingAttention(D, max_seq_len=T, layer_idx=0, **options)
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.mul_(10)  # scores of order 1 and more: saturated sigmoids matter
+    ref_layer = fla_sb.StickBreakingAttention(
+        hidden_size=D,
+        num_heads=options["n_heads"],
+        num_kv_heads=options.get("n_kv_heads"),
+        qk_norm=options.get("qk_norm", False),
+        attend_current=options.get("attend_current", False),
+    )
+    ref_layer.load_state_dict(ours.state_dict(), strict=True)
+    heads_last = lambda z: z.transpose(1, 2)
+    rep = ours.n_heads // ours.n_kv_heads
+
+    def fla_attend(q, k, v, scale, attend_current):
+        k, v = k[:, ::rep], v[:, ::rep]  # back to the KV heads: fla groups the query heads itself
+        o, _ = naive_stickbreaking_attn(heads_last(q), heads_last(k), heads_last(v), scale, attend_current)
+        return heads_last(o)
+
+    params = list(ours.parameters())
+    _check(ours, params, lambda x: ours.mix(x, fla_attend), params, torch.randn(BATCH, T, D))
+
+
+def test_stickbreaking_matches_flames_reference_formulation():
+    """fla-org/flame custom_models/sba/stickbreaking_attention/sb_ref.py: the remaining stick through a matrix
+    product with a strictly lower-triangular matrix of ones (keys after j), masked keys at log-weight -1e5."""
+    from models.mixers.stickbreaking_attn import stickbreaking
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (3 * torch.randn(2, 3, T, 16, generator=g, requires_grad=True) for _ in range(3))
+    t = torch.arange(T)
+    hidden = t[None, :] >= t[:, None]  # attend_current off: a query sees the keys strictly before it
+    logits = (q @ k.transpose(-1, -2)) / 4.0
+    log_z = F.logsigmoid(logits).masked_fill(hidden, -1e5)
+    log_beta = F.logsigmoid(-logits).masked_fill(hidden, 0)
+    after = torch.ones(T, T).tril(-1)  # after[j, m] = 1 where key j comes after key m
+    ref = (log_z + log_beta @ after).exp() @ v
+    ours = stickbreaking(q, k, v, 0.25)
+    torch.testing.assert_close(ours, ref, atol=ATOL, rtol=RTOL)
+    probe = torch.randn_like(ours)
+    g_ours = torch.autograd.grad((ours * probe).sum(), [q, k, v])
+    g_ref = torch.autograd.grad((ref * probe).sum(), [q, k, v])
+    for a, b in zip(g_ours, g_ref, strict=True):
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=RTOL, msg=lambda m: f"gradient: {m}")
