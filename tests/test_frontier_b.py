@@ -15,7 +15,7 @@ from tests.conftest import options
 D, B = 32, 2
 NEW = [
     n
-    for n in ("mamba3", "path_attn", "log_linear_mamba2", "diff_attention", "stickbreaking_attn")
+    for n in ("mamba3", "path_attn", "log_linear_mamba2", "diff_attention", "stickbreaking_attn", "rebased")
     if n in options("model/mixer")
 ]
 
@@ -50,6 +50,7 @@ SCANS = {
     "path_attn": "models.mixers.path_attn.path_scores",
     "log_linear_mamba2": "models.mixers.log_linear_mamba2.chunked_log_linear",
     "stickbreaking_attn": "models.mixers.stickbreaking_attn.stickbreaking",
+    "rebased": "models.mixers.linear_attention.chunked_linear_attention",
 }  # differential attention has no decays or gates: its lambda is computed in fp32 from fp32 parameters
 
 
@@ -91,6 +92,7 @@ NO_DECAY = {
     "log_linear_mamba2": {"dt_bias", "A_log", "L", "D"},
     "diff_attention": set(),
     "stickbreaking_attn": set(),
+    "rebased": set(),
 }  # the parameters each reference flags _no_weight_decay
 
 

@@ -349,3 +349,41 @@ def test_stickbreaking_matches_flames_reference_formulation():
     g_ref = torch.autograd.grad((ref * probe).sum(), [q, k, v])
     for a, b in zip(g_ours, g_ref, strict=True):
         torch.testing.assert_close(a, b, atol=ATOL, rtol=RTOL, msg=lambda m: f"gradient: {m}")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# ReBased
+
+
+@pytest.mark.parametrize(("n_heads", "chunk_size"), [(1, 64), (2, 16)])
+def test_rebased_matches_fla_layer(monkeypatch, n_heads, chunk_size):
+    """fla's ReBasedLinearAttention (parallel mode) holding our weights, its Triton kernel swapped for
+    `naive_parallel_rebased` (unnormalised, then divided by the same kernel's row sums + the layer's eps 1e-5) and its
+    fused layer norm for torch's: a check of our outer-product feature map against fla's (q~.k~)^2 / d."""
+    fla_rebased = _fla("fla.layers.rebased")
+    fla_feature_map = _fla("fla.modules.feature_map")
+    naive_parallel_rebased = _fla("fla.ops.rebased.naive").naive_parallel_rebased
+    from models.mixers.rebased import ReBased
+
+    torch.manual_seed(0)
+    ours = ReBased(D, max_seq_len=T, layer_idx=0, n_heads=n_heads, chunk_size=chunk_size)
+    with torch.no_grad():  # outputs of order 0.1-1 (N(0, 0.02) weights give ~1e-2), the kernel's gamma and beta moved
+        for proj in (ours.q, ours.k, ours.v, ours.out):
+            proj.weight.mul_(5)
+        ours.gamma.add_(0.3 * torch.randn_like(ours.gamma))
+        ours.beta.add_(0.3 * torch.randn_like(ours.beta))
+    ref = fla_rebased.ReBasedLinearAttention(D, feature_dim=16, num_heads=n_heads, num_key_value_heads=n_heads)
+    names = {"q_proj.weight": "q.weight", "k_proj.weight": "k.weight", "v_proj.weight": "v.weight"}
+    names |= {"o_proj.weight": "out.weight", "feature_map.gamma": "gamma", "feature_map.beta": "beta"}
+    ours_params, ref_params = _copy(ref, ours, names)
+    heads_first = lambda z: z.transpose(1, 2)
+
+    def kernel(q, k, v, eps, use_scale, use_normalize):
+        q, k, v = heads_first(q), heads_first(k), heads_first(v)
+        o = naive_parallel_rebased(q, k, v, use_norm=False)
+        z = naive_parallel_rebased(q, k, torch.ones_like(v[..., :1]), use_norm=False)
+        return heads_first(o / (z + eps))
+
+    monkeypatch.setattr(fla_rebased, "parallel_rebased", kernel)
+    monkeypatch.setattr(fla_feature_map, "layer_norm", lambda x, w, b: F.layer_norm(x, (x.shape[-1],), w, b, 1e-5))
+    _check(ours, ours_params, ref, ref_params, torch.randn(BATCH, T, D))
