@@ -15,7 +15,7 @@ from tests.conftest import options
 D, B = 32, 2
 NEW = [
     n
-    for n in ("mamba3", "path_attn", "log_linear_mamba2", "diff_attention", "stickbreaking_attn", "rebased")
+    for n in ("mamba3", "path_attn", "log_linear_mamba2", "diff_attention", "stickbreaking_attn", "rebased", "mesa_net")
     if n in options("model/mixer")
 ]
 
@@ -51,6 +51,7 @@ SCANS = {
     "log_linear_mamba2": "models.mixers.log_linear_mamba2.chunked_log_linear",
     "stickbreaking_attn": "models.mixers.stickbreaking_attn.stickbreaking",
     "rebased": "models.mixers.linear_attention.chunked_linear_attention",
+    "mesa_net": "models.mixers.mesa_net.mesa",
 }  # differential attention has no decays or gates: its lambda is computed in fp32 from fp32 parameters
 
 
@@ -93,6 +94,7 @@ NO_DECAY = {
     "diff_attention": set(),
     "stickbreaking_attn": set(),
     "rebased": set(),
+    "mesa_net": {"lambda_params"},
 }  # the parameters each reference flags _no_weight_decay
 
 
