@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from models.mixers._conv import ShortConv
 from models.mixers.base import Mixer
 from models.mixers.linear_attention import full_precision
+from models.mixers.mamba2 import dt_bias_init
 
 
 def bit_length(x: Tensor) -> Tensor:
@@ -126,9 +127,7 @@ class LogLinearMamba2(Mixer):
         self.split = [self.d_inner, conv_dim, self.n_heads, self.n_heads * n_levels]  # [z, xBC, dt, dl]
         self.in_proj = nn.Linear(d_model, sum(self.split), bias=bias)
         self.conv = ShortConv(conv_dim, d_conv, bias=False)
-        dt = torch.exp(torch.rand(self.n_heads) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        dt = dt.clamp(min=dt_floor)
-        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
+        self.dt_bias = nn.Parameter(dt_bias_init(self.n_heads, dt_min, dt_max, dt_floor))
         self.A_log = nn.Parameter(torch.arange(1, self.n_heads + 1, dtype=torch.float32).log())
         self.L = nn.Parameter(torch.ones(self.n_heads, n_levels))
         self.D = nn.Parameter(torch.ones(self.n_heads))

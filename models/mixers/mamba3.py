@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from models.mixers.base import Mixer
 from models.mixers.linear_attention import full_precision
-from models.mixers.mamba2 import chunked_ssd
+from models.mixers.mamba2 import chunked_ssd, dt_bias_init
 
 
 def heavy_tail(x: Tensor) -> Tensor:
@@ -119,9 +119,7 @@ class Mamba3(Mixer):
         self.a_activation, self.outproj_norm = a_activation, outproj_norm
         self.split = [self.d_inner, self.d_inner, ngroups * d_state, ngroups * d_state, *[self.n_heads] * 3]
         self.in_proj = nn.Linear(d_model, sum(self.split) + self.n_angles, bias=False)  # [z x B C dt a trap theta]
-        dt = torch.exp(torch.rand(self.n_heads) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        dt = dt.clamp(min=dt_floor)
-        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
+        self.dt_bias = nn.Parameter(dt_bias_init(self.n_heads, dt_min, dt_max, dt_floor))
         self.B_bias = nn.Parameter(torch.ones(self.n_heads, d_state))
         self.C_bias = nn.Parameter(torch.ones(self.n_heads, d_state))
         self.B_norm_weight = nn.Parameter(torch.ones(d_state))
