@@ -75,6 +75,9 @@ class LanguageModel(nn.Module):
         tie_embeddings: bool = False,
         init_std: Annotated[float, Gt(0)] = 0.02,
         pattern: Sequence[str] | None = None,
+        attention_every: Annotated[int, Ge(1)] | None = None,
+        attention_offset: Annotated[int, Ge(0)] | None = None,
+        attention_mixer: object = None,
         dropout_embedding: Probability = 0.0,
         dropout_residual: Probability = 0.0,
         canon: Annotated[int, Ge(0)] = 0,
@@ -82,6 +85,11 @@ class LanguageModel(nn.Module):
         super().__init__()
         if pattern is not None:  # names of config options: the harness turns them into `mixer` factories
             raise ValueError(f"pattern={list(pattern)} is resolved by harness.run.build.build_model, not by the model")
+        plan = {"attention_every": attention_every, "attention_offset": attention_offset}
+        plan = {k: v for k, v in {**plan, "attention_mixer": attention_mixer}.items() if v is not None}
+        if plan:  # a layer plan, as pattern: harness.run.build.layer_plan
+            given = ", ".join(f"{k}={v}" for k, v in plan.items())
+            raise ValueError(f"{given}: resolved by harness.run.build.build_model, not by the model")
         mixers = list(mixer) if isinstance(mixer, Sequence) else [mixer]
         self.d_model, self.max_seq_len, self.vocab_size = d_model, max_seq_len, vocab_size
         self.embedding = nn.Embedding(vocab_size, d_model)

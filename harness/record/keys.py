@@ -105,9 +105,24 @@ def _without(node: object, prefix: str) -> object:
     return out
 
 
-def labels_of(choices: dict, pattern: Sequence[object] | None = None) -> dict:
-    """Hydra's choices of the labelled groups; a hybrid's mixer label is its pattern, e.g. hyena+attention."""
+def labels_of(choices: dict, layers: Sequence[str] | None = None) -> dict:
+    """Hydra's choices of the labelled groups; a hybrid's mixer label is the period of its per-layer mixers, runs
+    counted: [hyena, attention, hyena, attention] is hyena+attention, a 3:1 plan 3×gated_deltanet+attention."""
     labels = {LABELS[key]: value for key, value in choices.items() if key in LABELS and value is not None}
-    if pattern:
-        labels["mixer"] = "+".join(str(e.get("name") if isinstance(e, dict) else e) for e in pattern)
+    if layers:
+        labels["mixer"] = plan_label(layers)
     return labels
+
+
+def plan_label(layers: Sequence[str]) -> str:
+    """The shortest period of `layers` (p dividing its length, layers[i] == layers[i % p]), its runs written n×name,
+    joined by +."""
+    n = len(layers)
+    period = next(p for p in range(1, n + 1) if n % p == 0 and all(x == layers[i % p] for i, x in enumerate(layers)))
+    runs: list[list] = []
+    for name in layers[:period]:
+        if runs and runs[-1][0] == name:
+            runs[-1][1] += 1
+        else:
+            runs.append([name, 1])
+    return "+".join(name if n == 1 else f"{n}×{name}" for name, n in runs)

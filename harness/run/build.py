@@ -153,14 +153,70 @@ def check_writable(folder: str | Path, what: str) -> None:
         raise ConfigError(f"{what}={folder} is not a writable folder ({reason}: {e.filename or path})") from None
 
 
+PLAN = ("pattern", "attention_every", "attention_offset", "attention_mixer")  # model fields this module resolves
+
+
 def build_model(cfg: DictConfig) -> nn.Module:
-    """Instantiate cfg.model; with cfg.model.pattern set, the model's mixer is the list of those options."""
-    if cfg.model.get("pattern") is None:
+    """Instantiate cfg.model; with a pattern or an attention_every set, the model's mixer is one option per layer."""
+    if all(cfg.model.get(k) is None for k in PLAN):
         return instantiate(cfg.model)
     model = OmegaConf.to_container(cfg.model, resolve=True)
-    pattern = model.pop("pattern")
-    model.pop("mixer")
-    return instantiate({**model, "_partial_": True})(mixer=[instantiate(m) for m in mixer_configs(cfg, pattern)])
+    plan = {k: model.pop(k, None) for k in PLAN}
+    base = mixer_configs(cfg, plan["pattern"]) if plan["pattern"] is not None else [model["mixer"]]
+    del model["mixer"]
+    layers = layer_plan(
+        base, _attention_config(cfg, plan), model["n_layers"], plan["attention_every"], plan["attention_offset"]
+    )
+    return instantiate({**model, "_partial_": True})(mixer=[instantiate(m) for m in layers])
+
+
+def _attention_config(cfg: DictConfig, plan: dict) -> dict | None:
+    if plan["attention_every"] is None:
+        if plan["attention_offset"] is not None or plan["attention_mixer"] is not None:
+            field = "attention_offset" if plan["attention_offset"] is not None else "attention_mixer"
+            raise ValueError(f"{field}={plan[field]} needs attention_every=k (every k-th layer is attention)")
+        return None
+    try:
+        [node] = mixer_configs(cfg, [plan["attention_mixer"] or "attention"])
+    except ValueError as e:
+        raise ValueError(str(e).replace("pattern[0]", "attention_mixer", 1)) from None
+    return node
+
+
+def layer_plan(base: list, attention: object, n_layers: int, every: int | None, offset: int | None) -> list:
+    """One entry per layer: with `every` = k, layer i is `attention` where i % k == offset (default k - 1: the last
+    of every k) and the other layers take `base` in turn; without it, `base` striped over depth. Entries are names or
+    configs alike. ValueError when the plan puts no attention layer in the model."""
+    if every is None:
+        return [base[i % len(base)] for i in range(n_layers)]
+    offset = every - 1 if offset is None else offset
+    if offset >= every:
+        raise ValueError(f"attention_offset={offset} must be < attention_every={every}")
+    if offset >= n_layers:
+        raise ValueError(
+            f"attention_every={every} (offset {offset}) puts no attention layer in n_layers={n_layers} layers"
+        )
+    layers, j = [], 0
+    for i in range(n_layers):
+        if i % every == offset:
+            layers.append(attention)
+        else:
+            layers.append(base[j % len(base)])
+            j += 1
+    return layers
+
+
+def layer_names(model: dict, mixer_choice: str | None) -> list[str] | None:
+    """The mixer option of each layer over one repetition of the plan, or of every layer if the model is shorter (the
+    record's label: harness.record.keys.labels_of); None for a model with one mixer throughout."""
+    if all(model.get(k) is None for k in PLAN):
+        return None
+    name = lambda e: str(e.get("name") if isinstance(e, dict) else e)
+    base = [name(e) for e in model["pattern"]] if model.get("pattern") is not None else [str(mixer_choice)]
+    every = model.get("attention_every")
+    attention = name(model.get("attention_mixer") or "attention")
+    layers = layer_plan(base, attention, model["n_layers"], every, model.get("attention_offset"))
+    return layers[: (every or 1) * len(base)]  # a whole number of repetitions: the plan repeats after this many
 
 
 def untrained_positions(model: nn.Module, task: Task) -> str | None:

@@ -29,7 +29,7 @@ from harness import grammar
 from harness.record import code, results
 from harness.record.keys import labels_of
 from harness.run import paths, search, weights
-from harness.run.build import ConfigError, build, check, check_writable, untrained_positions
+from harness.run.build import ConfigError, build, check, check_writable, layer_names, untrained_positions
 from harness.run.checkpoint import FILE as CHECKPOINT
 from harness.run.checkpoint import Checkpointer
 from harness.run.identity import identify
@@ -146,7 +146,11 @@ def run(cfg: DictConfig) -> dict:
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
-    labels = labels_of(hc.runtime.choices, config["model"].get("pattern"))
+    try:
+        layers = layer_names(config["model"], hc.runtime.choices.get("model/mixer"))
+    except ValueError as e:  # a plan the build check refuses too: the same one line
+        raise ConfigError(f"model.{e}") from None
+    labels = labels_of(hc.runtime.choices, layers)
     results_root = Path(cfg.paths.results)
 
     seed_everything(cfg.seed, deterministic=cfg.trainer.deterministic)  # before the model draws its weights

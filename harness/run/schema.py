@@ -25,8 +25,9 @@ from harness.record.keys import KEYS
 from harness.run.train import TrainConfig
 
 STRICT = ConfigDict(strict=True, allow_inf_nan=False, arbitrary_types_allowed=True)
-# keys of a node that are not arguments of its target; `pattern` is the hybrid's list, checked by harness/run/build.py
-SPECIAL = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_", "pattern")
+# keys of a node that are not arguments of its target; `pattern` is the hybrid's list and `attention_mixer` its
+# attention layers' option, checked by harness/run/build.py
+SPECIAL = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_", "pattern", "attention_mixer")
 
 
 @dataclass

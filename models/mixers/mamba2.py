@@ -35,6 +35,12 @@ from models.mixers.linear_attention import full_precision
 TINY = 1e-30  # |a| floor for a decay of exactly 0 (2 e^{dt A} = 1), so log|a| stays finite: 1e-30 is 0 at any precision
 
 
+def dt_bias_init(n: int, dt_min: float, dt_max: float, dt_floor: float) -> Tensor:
+    """softplus^-1(dt) for n steps dt log-uniform in [dt_min, dt_max], floored at dt_floor: the Mamba family's init."""
+    dt = torch.exp(torch.rand(n) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=dt_floor)
+    return dt + torch.log(-torch.expm1(-dt))
+
+
 def chunked_ssd(
     q: Tensor, k: Tensor, v: Tensor, log_abs: Tensor, negative: Tensor | None = None, *, chunk_size: int
 ) -> Tensor:
@@ -133,9 +139,7 @@ class Mamba2(Mixer):
         conv_dim = self.d_inner + 2 * ngroups * d_state
         self.in_proj = nn.Linear(d_model, self.d_inner + conv_dim + self.n_heads, bias=False)  # [z, x, B, C, dt]
         self.conv = ShortConv(conv_dim, d_conv, bias=True)
-        dt = torch.exp(torch.rand(self.n_heads) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        dt = dt.clamp(min=dt_floor)
-        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
+        self.dt_bias = nn.Parameter(dt_bias_init(self.n_heads, dt_min, dt_max, dt_floor))
         self.A_log = nn.Parameter(torch.empty(self.n_heads).uniform_(A_init_min, A_init_max).log())
         self.D = nn.Parameter(torch.ones(self.n_heads))
         self.norm_weight = nn.Parameter(torch.ones(self.d_inner))
