@@ -120,8 +120,9 @@ class ForgettingAttention(Mixer):
             bias = bias - slopes[:, None, None] * (pos[:, None] - pos[None, :])
         mask = bias.masked_fill(pos[None, :] > pos[:, None], float("-inf"))
         # SDPA takes a mask of q's dtype only: the decayed scores are formed in float32 (never a bf16 decay)
+        work = torch.promote_types(q.dtype, cum.dtype)  # at least float32; float64 where the inputs are
         with torch.autocast(q.device.type, enabled=False):
-            y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask)
+            y = F.scaled_dot_product_attention(q.to(work), k.to(work), v.to(work), attn_mask=mask.to(work))
         return y.to(v.dtype)
 
     def attend_step_by_step(self, q: Tensor, k: Tensor, v: Tensor, log_f: Tensor) -> Tensor:
