@@ -7,6 +7,7 @@ harness/record/ (the result record: imports neither half), harness/run/ (`archbe
 """
 
 import ast
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -117,6 +118,20 @@ def lines_per_part() -> dict[str, int]:
     for name, path in modules().items():
         counts[part(name)] += len(path.read_text().splitlines())
     return dict(counts)
+
+
+def test_docs_layout_names_every_module_of_the_harness_and_no_other():
+    """docs/layout.md's map of harness/record, run and report is tested against the tree: a module added, renamed or
+    removed fails here until the map says so."""
+    text = (ROOT / "docs" / "layout.md").read_text()
+    block = text[text.index("  record/") : text.index("tests/      ")]
+    parts = re.split(r"\n  (record|run|report)/", "\n" + block)[1:]
+    for name, body in zip(parts[::2], parts[1::2], strict=True):
+        named = set(re.findall(r"\b([a-z_]+)\.py\b", body))
+        on_disk = {p.stem for p in (ROOT / "harness" / name).glob("*.py") if p.stem != "__init__"}
+        assert named == on_disk, (
+            f"docs/layout.md, {name}/: named but missing {named - on_disk}, missing {on_disk - named}"
+        )
 
 
 if __name__ == "__main__":
