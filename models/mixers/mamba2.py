@@ -87,6 +87,18 @@ def recurrent_ssd(q: Tensor, k: Tensor, v: Tensor, log_abs: Tensor, negative: Te
     return torch.cat(ys, dim=2)
 
 
+def ssd_heads(d_model: int, expand: float, head_dim: int, ngroups: int) -> tuple[int, int]:
+    """(d_inner, n_heads) of the Mamba-2 family's head split (mamba2, mamba3, log_linear_mamba2): d_inner = expand *
+    d_model in heads of head_dim, the heads in ngroups groups of B and C; ValueError naming the field otherwise."""
+    d_inner = expand * d_model
+    if d_inner != int(d_inner) or int(d_inner) % head_dim:
+        raise ValueError(f"mixer.head_dim={head_dim} must divide d_inner = expand * d_model = {d_inner}")
+    n_heads = int(d_inner) // head_dim
+    if n_heads % ngroups:
+        raise ValueError(f"mixer.ngroups={ngroups} must divide the number of heads d_inner/head_dim = {n_heads}")
+    return int(d_inner), n_heads
+
+
 class Mamba2(Mixer):
     def __init__(
         self,
@@ -119,15 +131,8 @@ class Mamba2(Mixer):
         for name, value in [("d_state", d_state), ("d_conv", d_conv), ("expand", expand), ("chunk_size", chunk_size)]:
             if value <= 0:
                 raise ValueError(f"mixer.{name}={value} must be positive")
-        d_inner = expand * d_model
-        if d_inner != int(d_inner) or int(d_inner) % head_dim:
-            raise ValueError(f"mixer.head_dim={head_dim} must divide d_inner = expand * d_model = {d_inner}")
-        self.d_inner, self.d_state, self.head_dim = int(d_inner), d_state, head_dim
-        self.n_heads = self.d_inner // head_dim
-        if self.n_heads % ngroups:
-            raise ValueError(
-                f"mixer.ngroups={ngroups} must divide the number of heads d_inner/head_dim = {self.n_heads}"
-            )
+        self.d_inner, self.n_heads = ssd_heads(d_model, expand, head_dim, ngroups)
+        self.d_state, self.head_dim = d_state, head_dim
         if not 0 < A_init_min <= A_init_max:
             raise ValueError(
                 f"mixer.A_init_min={A_init_min} and A_init_max={A_init_max} must satisfy 0 < A_init_min <= A_init_max"

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from models.mixers.base import Mixer
 from models.mixers.linear_attention import full_precision
-from models.mixers.mamba2 import chunked_ssd, dt_bias_init
+from models.mixers.mamba2 import chunked_ssd, dt_bias_init, ssd_heads
 
 
 def heavy_tail(x: Tensor) -> Tensor:
@@ -100,15 +100,8 @@ class Mamba3(Mixer):
         chunk_size: Annotated[int, Ge(1)] = 64,
     ):
         super().__init__(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx)
-        d_inner = expand * d_model
-        if d_inner != int(d_inner) or int(d_inner) % head_dim:
-            raise ValueError(f"mixer.head_dim={head_dim} must divide d_inner = expand * d_model = {d_inner}")
-        self.d_inner, self.d_state, self.head_dim = int(d_inner), d_state, head_dim
-        self.n_heads = self.d_inner // head_dim
-        if self.n_heads % ngroups:
-            raise ValueError(
-                f"mixer.ngroups={ngroups} must divide the number of heads d_inner/head_dim = {self.n_heads}"
-            )
+        self.d_inner, self.n_heads = ssd_heads(d_model, expand, head_dim, ngroups)
+        self.d_state, self.head_dim = d_state, head_dim
         if not 0 < dt_min <= dt_max:
             raise ValueError(f"mixer.dt_min={dt_min} and dt_max={dt_max} must satisfy 0 < dt_min <= dt_max")
         rotated = int(d_state * rope_fraction) // 2 * 2  # the authors' split_tensor_size, rounded down to even
