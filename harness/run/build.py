@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from harness.run import schema
+from harness.run import distributed, schema
 from harness.run.train import TrainConfig, resolve_device
 from models.mixers.base import contract_errors
 from models.positions import LearnedPosition
@@ -44,7 +44,7 @@ def build(cfg: DictConfig, meta: bool = False) -> tuple[Task, nn.Module, TrainCo
     task = _instantiate("task", cfg.task)
     _check("task", task.check)
     train_cfg = _instantiate("trainer", cfg.trainer, lambda c: TrainConfig(**OmegaConf.to_container(c, resolve=True)))
-    _check("", lambda: train_cfg.check(task.num_train))
+    _check("", lambda: train_cfg.check(task.num_train, distributed.size_from_env()))
     with torch.device("meta") if meta else contextlib.nullcontext():
         model = _instantiate("model", cfg, build_model)  # model.pattern: harness/run/build.py
     if errors := [e for mixer in {type(b.mixer) for b in model.blocks} for e in contract_errors(mixer)]:

@@ -28,7 +28,7 @@ from omegaconf.errors import OmegaConfBaseException
 from harness import grammar
 from harness.record import code, results
 from harness.record.keys import labels_of
-from harness.run import paths, search, weights
+from harness.run import distributed, paths, search, weights
 from harness.run.build import ConfigError, build, check, check_writable, layer_names, untrained_positions
 from harness.run.checkpoint import FILE as CHECKPOINT
 from harness.run.checkpoint import Checkpointer
@@ -76,6 +76,8 @@ class Preflight(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         try:
+            if distributed.size_from_env() > 1:
+                raise ConfigError("torchrun runs one run over its processes: drop -m (--multirun)")
             paths.check_outputs(config, sweep=True)  # subdir as job 0 resolves it; per job below where jobs are known
             self._check_jobs(config)
             check_writable(config.paths.results, "paths.results")
@@ -152,6 +154,7 @@ def run(cfg: DictConfig) -> dict:
         raise ConfigError(f"model.{e}") from None
     labels = labels_of(hc.runtime.choices, layers)
     results_root = Path(cfg.paths.results)
+    world = distributed.current()
 
     seed_everything(cfg.seed, deterministic=cfg.trainer.deterministic)  # before the model draws its weights
     # status stays None only if the run is interrupted (Ctrl-C): then no record, and the checkpoint resumes it.
@@ -162,7 +165,7 @@ def run(cfg: DictConfig) -> dict:
         config=config,
         derived=derived_keys(cfg),
         seed=cfg.seed,
-        env=results.environment(),
+        env={**results.environment(), "world_size": world.size},  # processes: how, not what (docs/distributed.md)
         timestamps={"started": _now()},
     )
     try:
@@ -189,7 +192,8 @@ def run(cfg: DictConfig) -> dict:
     if cfg.skip_completed and (prior := results.find_completed(results_root, rid)) is not None:
         log.info("run %s already completed in %s: skipping (skip_completed=false reruns it)", rid, prior["path"])
         prior.pop("path")
-        results.write_json_atomic(out_dir / results.RECORD, prior)
+        if world.main:
+            results.write_json_atomic(out_dir / results.RECORD, prior)
         return prior
 
     record.cost = {
@@ -214,6 +218,8 @@ def run(cfg: DictConfig) -> dict:
         on_save=lambda path: results.mark_in_progress(results_root, record.config_id, path),
         run_id=rid,
     )
+    if not world.main:
+        return follow(record, model, task, train_cfg, cfg.seed, checkpointer)
     logger = None
     t0 = time.perf_counter()
     try:
@@ -233,6 +239,7 @@ def run(cfg: DictConfig) -> dict:
             labels=labels,
             overrides=record.overrides,
             run_id=rid,
+            resume_from=checkpointer.resume_from,  # a resumed attempt continues the same wandb run
         )
         out = train(
             model,
@@ -285,6 +292,19 @@ def run(cfg: DictConfig) -> dict:
         log.error("run %s %s (%s); record: %s", rid, record.status, record.error, where)
     if not written:
         record.status, record.error = "failed", record.error or "the record could not be written"
+    return record.to_dict()
+
+
+def follow(
+    record: results.Record, model: torch.nn.Module, task: Any, train_cfg: Any, seed: int, checkpointer: Checkpointer
+) -> dict:
+    """A process of a data-parallel run other than rank 0: trains its share of every step (and reads rank 0's
+    checkpoint to resume); rank 0 logs, saves and writes the one record."""
+    try:
+        train(model, task.splits(seed), train_cfg, seed=seed, checkpoint=checkpointer)
+        record.status = "completed"
+    except Diverged as e:  # every rank sees the same loss: rank 0 records it
+        record.status, record.error = "diverged", str(e)
     return record.to_dict()
 
 
@@ -356,11 +376,14 @@ def _now() -> str:
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
 def app(cfg: DictConfig) -> float | tuple[float, ...] | None:
+    distributed.from_slurm()  # a SLURM job of several tasks: torch.distributed's variables from SLURM's
     try:
+        distributed.init(cfg.trainer.device)  # under torchrun: join the run's process group
         record = run(cfg)
     except ConfigError as e:  # Hydra would add its own lines around an exception
         raise Stop(str(e)) from None
     finally:
+        distributed.close()
         free_memory()
     if HydraConfig.get().mode == RunMode.RUN and record["status"] != "completed":
         raise Stop(f"the run {record['status']}: {record['error']}", EXIT_FAILED)  # a script can tell
@@ -396,6 +419,12 @@ def main() -> None:
     global SWEEP_FAILED
     SWEEP_FAILED = False
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra's composition errors reach us: one line and exit code 2
+    if (rank := distributed.rank_from_env()) > 0:  # under torchrun: rank 0 alone writes the run's folder and logs
+        sys.argv += [
+            f"hydra.run.dir=${{paths.results}}/.ranks/{rank}",
+            "hydra.output_subdir=null",
+            "hydra.job_logging.root.level=WARNING",
+        ]
     try:
         app()
     except Stop as e:
@@ -430,5 +459,7 @@ def or_exit(prog: str, fn: Callable[[], Any]) -> Any:
         sys.exit(2)
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # python -m harness.run.cli, torchrun -m harness.run.cli: the module's own classes, as
+    from harness.run.cli import main as run_main  # the callbacks import it (not __main__'s copies of Stop)
+
+    run_main()

@@ -6,7 +6,6 @@ import logging
 import math
 import os
 import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
@@ -18,8 +17,11 @@ from annotated_types import Ge, Gt, Le, Len, Lt
 from torch import nn
 from tqdm.auto import tqdm
 
+from harness.run import distributed
+from harness.run.batches import Batches
 from harness.run.checkpoint import Checkpointer, rng_state, set_rng_state
-from harness.run.mfu import mfu, peak_flops, train_flops
+from harness.run.meter import Meter
+from harness.run.mfu import peak_flops
 from tasks.base import IGNORE, Split
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,10 @@ Unit = Annotated[float, Ge(0), Lt(1)]
 class TrainConfig:
     max_steps: Positive = 1000
     epochs: Annotated[float, Gt(0)] | None = None  # if set, max_steps = ceil(epochs * num_train / batch_size)
-    batch_size: Positive = 64
+    batch_size: Positive = 64  # the global batch: over all processes of a data-parallel run (docs/distributed.md)
+    # rows per forward and backward pass on one process: batch_size / (processes x micro_batch_size) of them accumulate
+    # their gradients into one step; None: each process's whole share at once
+    micro_batch_size: Positive | None = None
     lr: Annotated[float, Gt(0)] = 1e-3
     weight_decay: Annotated[float, Ge(0)] = 0.1
     betas: Annotated[list[Unit], Len(2, 2)] = field(default_factory=lambda: [0.9, 0.98])
@@ -68,9 +73,23 @@ class TrainConfig:
             return self.max_steps
         return math.ceil(self.epochs * num_train / self.batch_size)
 
-    def check(self, num_train: int | None) -> None:
+    def micro_batch(self, world_size: int) -> int:
+        return self.micro_batch_size or self.batch_size // world_size
+
+    def check(self, num_train: int | None, world_size: int = 1) -> None:
         """What relates several fields (each field's own range is declared above and checked by run/schema.py). A
-        batch larger than the training set is refused, not clipped: the run would not be the one asked for."""
+        batch larger than the training set is refused, not clipped: the run would not be the one asked for; so is a
+        global batch that the processes and micro batches do not divide."""
+        if self.micro_batch_size is None and self.batch_size % world_size:
+            raise ValueError(
+                f"trainer.batch_size={self.batch_size} (the global batch) is not divisible by the number of "
+                f"processes ({world_size})"
+            )
+        if self.micro_batch_size is not None and self.batch_size % (world_size * self.micro_batch_size):
+            raise ValueError(
+                f"trainer.batch_size={self.batch_size} (the global batch) is not a multiple of the number of "
+                f"processes x trainer.micro_batch_size ({world_size} x {self.micro_batch_size})"
+            )
         if num_train is not None and self.batch_size > num_train:
             raise ValueError(
                 f"trainer.batch_size={self.batch_size} is larger than the training set (task.num_train={num_train})"
@@ -183,6 +202,118 @@ class Diverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
+class ScoredLoss(nn.Module):
+    """The model and its head as one module whose forward is `scored_loss`: what DDP wraps, so that every parameter
+    the loss reaches (the head included) has its gradient reduced over the processes."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, inputs: torch.Tensor, targets: torch.Tensor, positions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return scored_loss(self.model, inputs, targets, positions)
+
+
+@dataclass
+class Progress:
+    """What the loop carries from one evaluation to the next (and a checkpoint holds)."""
+
+    step: int = 0
+    history: list = field(default_factory=list)
+    best: dict = field(default_factory=lambda: {"accuracy": -1.0, "step": 0})
+    steps_to_target: int | None = None
+
+
+def runtime(cfg: TrainConfig) -> tuple[torch.device, Callable[[], contextlib.AbstractContextManager], Callable]:
+    """The device, the autocast context of each forward (bf16 on CUDA unless precision says fp32) and `sync`, which
+    waits for the device's queued work (before a clock is read)."""
+    device = resolve_device(cfg.device)
+    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def autocast() -> contextlib.AbstractContextManager:
+        if use_bf16:
+            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    return device, autocast, sync
+
+
+def optimisation_step(
+    net: nn.Module,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    micro: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    cfg: TrainConfig,
+    world: distributed.World,
+    autocast: Callable[[], contextlib.AbstractContextManager],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Forward and backward over this rank's micro batches (their gradients accumulate; DDP averages them over the
+    ranks after the last), then clip and update. Each micro batch's summed loss is divided by the scored-target count
+    of the whole global batch (a task scores a different number of targets on each rank), and multiplied by the
+    number of ranks that DDP's average divides by: the step's gradients are those of the global batch's mean loss,
+    however it is split. Returns this rank's share of that mean (the shares sum to it), the gradient norm before
+    clipping and the global batch's scored-target count. Nothing here waits for the device."""
+    count = world.all_reduce(sum((targets != IGNORE).sum() for _, targets, _ in micro))
+    optimizer.zero_grad(set_to_none=True)
+    share = None
+    for i, batch in enumerate(micro):
+        with world.no_sync(net, last=i == len(micro) - 1):
+            with autocast():
+                loss_sum, _, _ = net(*batch)
+                part = loss_sum / count.clamp(min=1)
+            (part * world.size if world.size > 1 else part).backward()
+        share = part.detach() if share is None else share + part.detach()
+    if cfg.grad_clip > 0:
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    else:
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+    optimizer.step()
+    return share, grad_norm, count
+
+
+def resume(
+    checkpoint: Checkpointer | None, total_steps: int, world: distributed.World, log_fn: Callable | None
+) -> dict | None:
+    """The state an interrupted attempt of this run left, if any: the file rank 0 found, read by every rank."""
+    if checkpoint is None:
+        return None
+    checkpoint.resume_from = world.broadcast(checkpoint.resume_from)
+    state = checkpoint.load()
+    if state is not None and state["total_steps"] != total_steps:
+        log.warning(
+            "ignoring checkpoint %s: it is for %d steps, this run has %d",
+            checkpoint.resume_from,
+            state["total_steps"],
+            total_steps,
+        )
+        return None
+    if state is not None:
+        log.info("resuming from step %d of %d (%s)", state["step"], total_steps, checkpoint.resume_from)
+        for row in state["history"] if log_fn is not None else ():  # this attempt's logger gets the whole curve
+            log_fn(row, row["step"])
+    return state
+
+
+def rank_rng(state: dict, world: distributed.World) -> dict:
+    """This rank's RNG state from a checkpoint: its own where the checkpoint has one per rank of this world size."""
+    ranks = state.get("rng_ranks")
+    if ranks is not None and len(ranks) == world.size:
+        return ranks[world.rank]
+    if world.size > 1:
+        log.warning("the checkpoint holds the RNG states of %s processes, not %d", len(ranks or [1]), world.size)
+    return state["rng"]
+
+
 def train(
     model: nn.Module,
     splits: dict[str, Split],
@@ -197,133 +328,70 @@ def train(
     """Train `model` on splits['train'], evaluating on splits['val'] every cfg.eval_every steps, and at the end on
     'test' and every other held-out split the task made (metrics '<split>/loss', '<split>/accuracy').
     With a `checkpoint`, resume from the one an interrupted attempt left (bitwise as if never interrupted) and save
-    every cfg.checkpoint_every steps. `log_fn(row, step)` gets every eval row plus the throughput since the last
-    one (tokens_per_second, and mfu given the backbone's `flops_per_token`, the head's `head_flops_per_scored` and a
-    known peak). The cost counts the targets scored in training steps (`scored_targets`) and the exact `train_flops`
-    (backbone × tokens + head × scored targets: harness/run/mfu.py). Returns {"metrics": ..., "cost": ...,
+    every cfg.checkpoint_every steps. `log_fn(row, step)` gets every eval row plus, over the interval since the last
+    one, the mean training loss, the mean gradient norm before clipping, tokens_per_second and mfu (given the
+    backbone's `flops_per_token`, the head's `head_flops_per_scored` and a known peak). The cost counts the targets
+    scored in training steps (`scored_targets`) and the exact `train_flops` (backbone × tokens + head × scored
+    targets: harness/run/mfu.py). In a process group (harness/run/distributed.py), each process trains its slice of
+    every global batch under DDP; only rank 0 saves checkpoints and should log. Returns {"metrics": ..., "cost": ...,
     "history": [...]} (the history without throughput, so that it repeats exactly)."""
-    device = resolve_device(cfg.device)
-    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.cuda.reset_peak_memory_stats(device)
-
-    def autocast():
-        if use_bf16:
-            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    cfg.check(len(splits["train"]))
+    world = distributed.current()
+    device, autocast, sync = runtime(cfg)
+    cfg.check(len(splits["train"]), world.size)
     train_split, val_split = splits["train"].to(device), splits["val"].to(device)
     model.to(device)
     optimizer = configure_optimizer(model, cfg, device)
     total_steps = cfg.steps_for(len(train_split))
-    batches_per_epoch = len(train_split) // cfg.batch_size
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps, batches_per_epoch))
-    step_fn = torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model
-    peak = peak_flops(device, cfg.peak_flops)
+    batches = Batches(train_split, seed, cfg.batch_size, world.rank, world.size, cfg.micro_batch(world.size))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps, batches.per_epoch))
+    net = world.wrap(ScoredLoss(torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model), device)
+    meter = Meter(device, sync, peak_flops(device, cfg.peak_flops), flops_per_token, head_flops_per_scored)
+    progress = Progress()
+    if world.rank > 0:  # dropout and the like draw other numbers on each rank; the weights are rank 0's (DDP)
+        seed_everything(int(np.random.SeedSequence([seed, world.rank]).generate_state(1)[0]), cfg.deterministic)
 
-    def sync() -> None:  # before reading a clock: the GPU's queued work belongs to the steps that queued it
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    # The data order is a function of (seed, epoch) alone, so it does not depend on what else consumed RNG.
-    n_train, bs = len(train_split), cfg.batch_size
-    order_gen = torch.Generator().manual_seed(seed)
-    order, epoch = None, -1
-
-    history, best = [], {"accuracy": -1.0, "step": 0}
-    steps_to_target, step, first_step_time = None, 0, None
-    tokens_seen, eval_seconds, train_seconds_before = 0, 0.0, 0.0
-    scored_before: int | None = 0  # targets scored by earlier attempts (None: a checkpoint that did not count them)
-    state = checkpoint.load() if checkpoint is not None else None
-    if state is not None and state["total_steps"] != total_steps:
-        log.warning(
-            "ignoring checkpoint %s: it is for %d steps, this run has %d",
-            checkpoint.resume_from,
-            state["total_steps"],
-            total_steps,
-        )
-        state = None
+    state = resume(checkpoint, total_steps, world, log_fn)
     if state is not None:  # everything the loop carries from one step to the next, and the RNG that it draws on
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"], order_gen)
-        step, tokens_seen, train_seconds_before = state["step"], state["tokens_seen"], state["train_seconds"]
-        scored_before = state.get("scored_targets")
-        history, best = state["history"], state["best"]
-        log.info("resuming from step %d of %d (%s)", step, total_steps, checkpoint.resume_from)
-        for row in history if log_fn is not None else ():  # this attempt's logger gets the whole curve
-            log_fn(row, row["step"])
-    resumed_from_step = step if state is not None else None
-    scored_now = torch.zeros((), dtype=torch.int64, device=device)  # this attempt's, summed on the device: no sync
+        set_rng_state(rank_rng(state, world), batches.order_gen)
+        progress = Progress(state["step"], state["history"], state["best"])
+        meter.restore(state["tokens_seen"], state.get("scored_targets"), state["train_seconds"])
 
-    def scored_total() -> int | None:
-        return None if scored_before is None else scored_before + int(scored_now.item())
-
-    def flops_per_token_done(tokens: int, scored: int | None) -> float | None:  # head included, for MFU
-        flops = train_flops(flops_per_token, tokens, head_flops_per_scored, scored)
-        return flops / tokens if flops is not None and tokens > 0 else None
-
-    last_tokens, last_train_seconds, last_scored = tokens_seen, train_seconds_before, scored_total()
     model.train()
-    bar = tqdm(total=total_steps, initial=step, disable=None if cfg.progress else True, leave=False, dynamic_ncols=True)
-    loop_start = time.perf_counter()
-    while step < total_steps:
-        if train_split.random_windows:  # token shards on disk: windows at offsets drawn from (seed, step)
-            batch = train_split.windows_at(seed, step, bs)
-        else:
-            if step // batches_per_epoch != epoch:
-                epoch = step // batches_per_epoch
-                order_gen.manual_seed(seed * 1_000_003 + epoch)
-                order = torch.randperm(n_train, generator=order_gen).to(device)
-            j = step % batches_per_epoch
-            batch = train_split.batch(order[j * bs : (j + 1) * bs])
-        with autocast():
-            loss_sum, _, n = scored_loss(step_fn, *batch)
-            loss = loss_sum / n.clamp(min=1)
-        scored_now += n
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
+    bar = tqdm(
+        total=total_steps,
+        initial=progress.step,
+        disable=None if cfg.progress and world.main else True,
+        leave=False,
+        dynamic_ncols=True,
+    )
+    meter.start()
+    while progress.step < total_steps:
+        micro = batches.at(progress.step)
+        loss, grad_norm, scored = optimisation_step(net, model, optimizer, micro, cfg, world, autocast)
         scheduler.step()
-        step += 1
-        tokens_seen += batch[0].numel()
-        if first_step_time is None:
-            first_step_time = time.time()
+        progress.step += 1
+        meter.step(sum(b[0].numel() for b in micro) * world.size, scored, loss, grad_norm)
         bar.update(1)
+        step = progress.step
         if step % cfg.eval_every == 0 or step == total_steps:
-            # Evaluation: the only host synchronisation, and the only place the loss is read.
-            sync()
-            t_eval = time.perf_counter()
-            trained = train_seconds_before + t_eval - loop_start - eval_seconds
-            interval = trained - last_train_seconds
-            speed = (tokens_seen - last_tokens) / interval if interval > 0 else None
-            scored = scored_total()
-            done = flops_per_token_done(
-                tokens_seen - last_tokens, None if scored is None or last_scored is None else scored - last_scored
-            )
-            last_tokens, last_train_seconds, last_scored = tokens_seen, trained, scored
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                raise Diverged(f"training loss is {loss_value} at step {step}")
-            val = evaluate(model, val_split, cfg.eval_batch_size, autocast)
-            eval_seconds += time.perf_counter() - t_eval
+            with meter.off_path():  # the only host synchronisation, and the only place the loss is read
+                interval = meter.interval(world.all_reduce)
+                loss_value = finite_loss(world.all_reduce(loss.clone()).item(), step)
+                val = evaluate(model, val_split, cfg.eval_batch_size, autocast)
             row = {
                 "step": step,
                 "train/loss": loss_value,
                 "val/loss": val["loss"],
                 "val/accuracy": val["accuracy"],
                 "lr": scheduler.get_last_lr()[0],
-                "tokens": tokens_seen,
+                "tokens": meter.tokens,
             }
-            history.append(row)
+            progress.history.append(row)
             if log_fn is not None:
-                log_fn({**row, "tokens_per_second": speed, "mfu": mfu(done, speed, peak)}, step)
+                log_fn({**row, **interval}, step)
             bar.set_postfix(loss=f"{loss_value:.3f}", val_acc=f"{val['accuracy']:.3f}")
             log.info(
                 "step %d  train/loss %.4f  val/loss %.4f  val/accuracy %.4f",
@@ -332,65 +400,69 @@ def train(
                 val["loss"],
                 val["accuracy"],
             )
-            if val["accuracy"] > best["accuracy"]:
-                best = {"accuracy": val["accuracy"], "step": step}
+            if val["accuracy"] > progress.best["accuracy"]:
+                progress.best = {"accuracy": val["accuracy"], "step": step}
             if cfg.target_accuracy is not None and val["accuracy"] >= cfg.target_accuracy:
-                steps_to_target = step
+                progress.steps_to_target = step
                 break
         if checkpoint is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
-            sync()
-            t_save = time.perf_counter()
-            if not math.isfinite(loss_value := loss.item()):  # never save weights that a rerun would resume into
-                raise Diverged(f"training loss is {loss_value} at step {step}")
-            checkpoint.save(
-                {
-                    "step": step,
-                    "total_steps": total_steps,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng": rng_state(order_gen),
-                    "history": history,
-                    "best": best,
-                    "tokens_seen": tokens_seen,
-                    "scored_targets": scored_total(),
-                    "train_seconds": train_seconds_before + time.perf_counter() - loop_start - eval_seconds,
-                }
-            )
-            eval_seconds += time.perf_counter() - t_save  # time spent off the training path
+            with meter.off_path():  # never save weights that a rerun would resume into
+                finite_loss(world.all_reduce(loss.clone()).item(), step)
+                rngs = world.gather(rng_state(batches.order_gen))
+                if world.main:
+                    checkpoint.save(
+                        {
+                            "step": step,
+                            "total_steps": total_steps,
+                            "model": model.state_dict(),
+                            "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(),
+                            "rng": rngs[0],
+                            **({"rng_ranks": rngs} if world.size > 1 else {}),
+                            "history": progress.history,
+                            "best": progress.best,
+                            "tokens_seen": meter.tokens,
+                            "scored_targets": meter.scored(),
+                            "train_seconds": meter.trained_seconds(),
+                        }
+                    )
     sync()
-    train_seconds = train_seconds_before + time.perf_counter() - loop_start - eval_seconds
+    train_seconds = meter.trained_seconds()
     bar.close()
+    metrics = final_metrics(model, splits, progress, cfg, device, autocast)
+    cost = {**meter.cost(train_seconds), "resumed_from_step": state["step"] if state is not None else None}
+    return {"metrics": metrics, "cost": cost, "history": progress.history}
 
-    last = history[-1]
+
+def finite_loss(value: float, step: int) -> float:
+    if not math.isfinite(value):
+        raise Diverged(f"training loss is {value} at step {step}")
+    return value
+
+
+def final_metrics(
+    model: nn.Module,
+    splits: dict[str, Split],
+    progress: Progress,
+    cfg: TrainConfig,
+    device: torch.device,
+    autocast: Callable[[], contextlib.AbstractContextManager],
+) -> dict:
+    """The last evaluation's train and val numbers, every held-out split but val evaluated now (test, and any extra
+    one a task defines, e.g. longer lengths), the best val accuracy and when it came."""
+    last = progress.history[-1]
     metrics = {"train/loss": last["train/loss"], "val/loss": last["val/loss"], "val/accuracy": last["val/accuracy"]}
-    for name, split in splits.items():  # "test", and any extra held-out split a task defines (e.g. longer lengths)
+    for name, split in splits.items():
         if name not in ("train", "val"):
             result = evaluate(model, split.to(device), cfg.eval_batch_size, autocast)
             metrics.update({f"{name}/loss": result["loss"], f"{name}/accuracy": result["accuracy"]})
+    best = progress.best
     metrics.update(
         {
             "best/val_accuracy": best["accuracy"],
             "best/step": best["step"],
-            "steps": step,
-            "steps_to_target": steps_to_target,
+            "steps": progress.step,
+            "steps_to_target": progress.steps_to_target,
         }
     )
-    memory = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    speed = tokens_seen / train_seconds if train_seconds > 0 else None
-    scored = scored_total()
-    cost = {
-        "tokens_seen": tokens_seen,
-        "scored_targets": scored,
-        "train_flops": train_flops(flops_per_token, tokens_seen, head_flops_per_scored, scored),
-        "train_seconds": train_seconds,
-        "tokens_per_second": speed,
-        "mfu": mfu(flops_per_token_done(tokens_seen, scored), speed, peak),
-        "peak_flops": peak,
-        "peak_memory_bytes": memory,
-        "device": str(device),
-        "threads": torch.get_num_threads(),
-        "first_step_time": first_step_time,
-        "resumed_from_step": resumed_from_step,
-    }
-    return {"metrics": metrics, "cost": cost, "history": history}
+    return metrics
