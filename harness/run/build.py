@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from harness.run import distributed, schema
-from harness.run.train import TrainConfig, resolve_device
+from harness.run.recipe import TrainConfig, resolve_device
 from models.mixers.base import contract_errors
 from models.positions import LearnedPosition
 from tasks.base import Task
