@@ -308,3 +308,19 @@ def test_the_slurm_ddp_preset_asks_for_one_task_per_gpu():
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher") and launcher.max_num_timeout > 0
     assert launcher.tasks_per_node == launcher.gpus_per_node == 4 and launcher.nodes == 2
+
+
+def test_the_memory_check_counts_the_rows_a_process_runs_at_once(compose, monkeypatch):
+    """A global batch too large for the memory trains in micro batches that fit: refused without them only."""
+    from harness.run import build
+
+    model, task = instantiate(compose(TINY).model), instantiate(compose(TINY).task)
+    whole, micro = TrainConfig(batch_size=64), TrainConfig(batch_size=64, micro_batch_size=8)
+    weights, residual = build.training_bytes(model, task, whole)
+    assert build.training_bytes(model, task, micro) == (weights, residual // 8)
+    monkeypatch.setattr(build, "available_memory", lambda device: (weights + residual // 2, "of a pretend machine"))
+    build.check_fits(model, task, micro)
+    with pytest.raises(build.ConfigError, match="trainer.batch_size=64: training needs"):
+        build.check_fits(model, task, whole)
+    monkeypatch.setenv("WORLD_SIZE", "16")  # 4 rows per process
+    build.check_fits(model, task, whole)
