@@ -21,6 +21,7 @@ from harness.run import distributed
 from harness.run.batches import Batches
 from harness.run.train import TrainConfig, seed_everything, train
 from tasks.base import IGNORE, Split
+from tasks.lm_shards import TokenWindows
 
 TINY = ["model/ffn=none", "model.d_model=32", "model.n_layers=1", "task.num_train=256", "task.num_val=32"]
 SETTINGS = {"max_steps": 12, "eval_every": 3, "batch_size": 16, "warmup_steps": 2, "progress": False}
@@ -109,33 +110,39 @@ def test_the_default_micro_batch_is_bitwise_the_whole_batch():
     assert fit(TINY, SETTINGS)["history"] == fit(TINY, {**SETTINGS, "micro_batch_size": 16})["history"]
 
 
-class Windows(Split):
-    """Stands in for token shards: rows read per step at positions drawn from (seed, step)."""
-
-    random_windows = True
-
-    def offsets(self, seed: int, step: int, n: int) -> np.ndarray:
-        return np.random.default_rng([seed, step]).integers(0, len(self.inputs), n)
-
-    def read(self, starts: np.ndarray) -> tuple:
-        self.reads.append(len(starts))
-        return self.batch(torch.as_tensor(starts))
-
-
-@pytest.mark.parametrize("kind", [Split, Windows])
-@pytest.mark.parametrize(("world", "micro"), [(2, 8), (2, 4), (4, 2), (4, 4)])
-def test_the_ranks_micro_batches_together_are_the_global_batch_of_one_process(kind, world, micro):
+def in_memory(tmp_path: Path) -> Split:
     inputs = torch.arange(40 * 3).reshape(40, 3)
-    split = kind(inputs, inputs + 1)
-    split.reads = []
-    for step in (0, 1, 2, 5):  # across epochs too (2 steps of 16 rows per epoch)
+    return Split(inputs, inputs + 1)
+
+
+def token_shard(tmp_path: Path) -> TokenWindows:
+    """A train shard on disk (tasks/lm_shards.py): windows at offsets drawn from (seed, step), read per step."""
+    np.arange(500, dtype=np.uint16).tofile(tmp_path / "train.bin")
+    return TokenWindows(tmp_path / "train.bin", "uint16", seq_len=3)
+
+
+@pytest.mark.parametrize("make", [in_memory, token_shard])
+@pytest.mark.parametrize(("world", "micro"), [(2, 8), (2, 4), (4, 2), (4, 4)])
+def test_the_ranks_micro_batches_together_are_the_global_batch_of_one_process(
+    tmp_path, monkeypatch, make, world, micro
+):
+    split = make(tmp_path)
+    rows_read = []
+    if split.random_windows:  # count the windows read from the file
+        window = TokenWindows.window
+        monkeypatch.setattr(
+            TokenWindows, "window", lambda self, start: (rows_read.append(start), window(self, start))[1]
+        )
+    for step in (0, 1, 2, 5):  # across epochs too (2 steps of 16 rows per epoch in memory)
         [expected] = Batches(split, 7, 16, 0, 1, 16).at(step)
-        split.reads.clear()
-        parts = [b for rank in range(world) for b in Batches(split, 7, 16, rank, world, micro).at(step)]
-        assert len(parts) == 16 // micro
-        assert all(n == micro for n in split.reads)  # a rank reads only its own rows
-        for got, want in zip(zip(*parts, strict=True), expected, strict=True):
-            assert torch.equal(torch.cat(got), want)
+        for rank in range(world):
+            rows_read.clear()
+            parts = Batches(split, 7, 16, rank, world, micro).at(step)
+            assert len(parts) == 16 // world // micro
+            assert len(rows_read) == (16 // world if split.random_windows else 0)  # only its own windows
+            for got, want in zip(zip(*parts, strict=True), expected, strict=True):
+                share = 16 // world
+                assert torch.equal(torch.cat(got), want[rank * share : (rank + 1) * share])
 
 
 @pytest.mark.parametrize(
