@@ -147,7 +147,8 @@ def settings(sweeper: DictConfig | None) -> dict | None:
         return None
     from harness.report.marking import delta_for  # pandas: loaded when a race is read, not at every start
 
-    defaults = {"min_seeds": 2, "max_seeds": 8, "alpha": 0.05, "metric": "accuracy", "split": "val"}  # as __init__
+    # as RaceSweeper.__init__'s defaults
+    defaults = {"min_seeds": 2, "max_seeds": 8, "alpha": 0.05, "metric": "accuracy", "split": "val", "eta": 3}
     race = {k: sweeper.get(k, v) if sweeper.get(k) is not None else v for k, v in defaults.items()}
     return race | {"delta": sweeper.get("delta") if sweeper.get("delta") is not None else delta_for(race["metric"])}
 
@@ -173,7 +174,13 @@ def mark(board: "Board", sweeper: DictConfig | None) -> bool:
     higher = race["metric"] not in LOWER_IS_BETTER
     on = f"{race['split']}/{race['metric']}"
     args = (race["alpha"], race["min_seeds"], race["max_seeds"], higher, race["delta"], on)
-    board.views["race"] = view(long, *args, values=values(board.chosen, on))
+    table, legend = view(long, *args, values=values(board.chosen, on))
+    if select := list(board.options["select"]):  # a race over a tuned grid: its halving's runs too
+        cell = ["variant", "column"]
+        points = int(board.runs.groupby(cell)[select].apply(lambda f: len(f.drop_duplicates())).max())
+        decided = decide(long, *args[:5], values=values(board.chosen, on))
+        legend = [*legend, halving_line(race["eta"], select, points, len(board.runs), decided)]
+    board.views["race"] = (table, legend)
     return True
 
 
