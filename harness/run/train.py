@@ -163,6 +163,32 @@ def resume(
     return state
 
 
+def checkpoint_state(
+    total_steps: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    rngs: list[dict],
+    progress: Progress,
+    meter: Meter,
+) -> dict:
+    """Everything the loop carries from one step to the next, and every rank's RNG states (rank 0's as `rng`)."""
+    return {
+        "step": progress.step,
+        "total_steps": total_steps,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rngs[0],
+        **({"rng_ranks": rngs} if len(rngs) > 1 else {}),
+        "history": progress.history,
+        "best": progress.best,
+        "tokens_seen": meter.tokens,
+        "scored_targets": meter.scored(),
+        "train_seconds": meter.trained_seconds(),
+    }
+
+
 def rank_rng(state: dict, world: distributed.World) -> dict:
     """This rank's RNG state from a checkpoint: its own where the checkpoint has one per rank of this world size."""
     ranks = state.get("rng_ranks")
@@ -238,59 +264,47 @@ def train(
         if step % cfg.eval_every == 0 or step == total_steps:
             with meter.off_path():  # the only host synchronisation, and the only place the loss is read
                 interval = meter.interval(world.all_reduce)
-                loss_value = finite_loss(world.all_reduce(loss.clone()).item(), step)
-                val = evaluate(model, val_split, cfg.eval_batch_size, autocast)
-            row = {
-                "step": step,
-                "train/loss": loss_value,
-                "val/loss": val["loss"],
-                "val/accuracy": val["accuracy"],
-                "lr": scheduler.get_last_lr()[0],
-                "tokens": meter.tokens,
-            }
+                row = evaluation_row(step, world.all_reduce(loss.clone()).item(), model, val_split, cfg, autocast)
+            row |= {"lr": scheduler.get_last_lr()[0], "tokens": meter.tokens}
             progress.history.append(row)
             if log_fn is not None:
                 log_fn({**row, **interval}, step)
-            bar.set_postfix(loss=f"{loss_value:.3f}", val_acc=f"{val['accuracy']:.3f}")
-            log.info(
-                "step %d  train/loss %.4f  val/loss %.4f  val/accuracy %.4f",
-                step,
-                loss_value,
-                val["loss"],
-                val["accuracy"],
-            )
-            if val["accuracy"] > progress.best["accuracy"]:
-                progress.best = {"accuracy": val["accuracy"], "step": step}
-            if cfg.target_accuracy is not None and val["accuracy"] >= cfg.target_accuracy:
-                progress.steps_to_target = step
+            bar.set_postfix(loss=f"{row['train/loss']:.3f}", val_acc=f"{row['val/accuracy']:.3f}")
+            if row["val/accuracy"] > progress.best["accuracy"]:
+                progress.best = {"accuracy": row["val/accuracy"], "step": step}
+            if cfg.target_accuracy is not None and row["val/accuracy"] >= cfg.target_accuracy:
+                progress.steps_to_target = step  # early stop
                 break
         if checkpoint is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
             with meter.off_path():  # never save weights that a rerun would resume into
                 finite_loss(world.all_reduce(loss.clone()).item(), step)
-                rngs = world.gather(rng_state(batches.order_gen))
+                rngs = world.gather(rng_state(batches.order_gen))  # every rank's
                 if world.main:
-                    checkpoint.save(
-                        {
-                            "step": step,
-                            "total_steps": total_steps,
-                            "model": model.state_dict(),
-                            "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(),
-                            "rng": rngs[0],
-                            **({"rng_ranks": rngs} if world.size > 1 else {}),
-                            "history": progress.history,
-                            "best": progress.best,
-                            "tokens_seen": meter.tokens,
-                            "scored_targets": meter.scored(),
-                            "train_seconds": meter.trained_seconds(),
-                        }
-                    )
+                    checkpoint.save(checkpoint_state(total_steps, model, optimizer, scheduler, rngs, progress, meter))
     sync()
     train_seconds = meter.trained_seconds()
     bar.close()
     metrics = final_metrics(model, splits, progress, cfg, device, autocast)
     cost = {**meter.cost(train_seconds), "resumed_from_step": state["step"] if state is not None else None}
     return {"metrics": metrics, "cost": cost, "history": progress.history}
+
+
+def evaluation_row(
+    step: int,
+    train_loss: float,
+    model: nn.Module,
+    val_split: Split,
+    cfg: TrainConfig,
+    autocast: Callable[[], contextlib.AbstractContextManager],
+) -> dict:
+    """The history's row at `step`: the last training loss (Diverged if it is not finite) and the validation split's
+    loss and accuracy."""
+    finite_loss(train_loss, step)
+    val = evaluate(model, val_split, cfg.eval_batch_size, autocast)
+    log.info(
+        "step %d  train/loss %.4f  val/loss %.4f  val/accuracy %.4f", step, train_loss, val["loss"], val["accuracy"]
+    )
+    return {"step": step, "train/loss": train_loss, "val/loss": val["loss"], "val/accuracy": val["accuracy"]}
 
 
 def finite_loss(value: float, step: int) -> float:
