@@ -270,7 +270,7 @@ def test_a_real_race_gives_consecutive_seeds_and_its_decisions_and_a_rerun_train
         (["hydra.sweeper.min_seeds=1"], "min_seeds"),
         (["hydra.sweeper.delta=-0.1"], "hydra.sweeper.delta=-0.1 must be 0 or more"),
         (["hydra.sweeper.budget=3"], "less than the first round"),
-        (["suite=quick", "hydra.sweeper.budget=3"], "2 cells x 2 seeds"),  # the suite's seeds dropped
+        (["suite=quick", "hydra.sweeper.budget=3"], "2 cells x 3 grid points"),  # its seeds dropped, its lrs a grid
     ],
 )
 def test_a_race_that_cannot_run_stops_before_training(tmp_path, monkeypatch, capsys, args, message):
