@@ -30,8 +30,8 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from harness import grammar
-from harness.record.keys import LOWER_IS_BETTER
 from harness.report import BoardError
+from tasks.registry import LOWER_IS_BETTER
 
 if TYPE_CHECKING:  # pandas and the board: loaded when a race is decided, not at every start
     import pandas as pd
