@@ -6,17 +6,18 @@ from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
-from harness.report import BoardError
+from harness.report import BoardError, tuning
 from tasks.registry import LOWER_IS_BETTER
 
 EDGE_MIN = 3  # with fewer values searched every choice is at an edge: only grids of 3 or more are flagged
 
 
 def choose(runs: pd.DataFrame, metric: str, select: Sequence[str] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The completed runs each cell reports on: with `select`, those of the value of the `select` fields with the best
-    mean val/<metric> over seeds, where a value whose runs failed or diverged more often ranks below one that failed
-    less (an lr that diverged on one seed of three does not win on the two that survived). Also returns, per cell,
-    the chosen value and the grid searched."""
+    """The completed runs each cell reports on: with `select`, those of the value of the `select` fields ranked first
+    by harness/report/tuning.py `ranked` (the order the race's halving uses): the most runs, then the fewest
+    failed or diverged (an lr that diverged on one seed of three does not win on the two that survived), then the
+    best mean val/<metric> over seeds, then the lowest mean val/loss. Also returns, per cell, the chosen value and
+    the grid searched."""
     ok = runs[runs.status == "completed"]
     cell = ["variant", "column"]
     if not select or ok.empty:
@@ -26,15 +27,15 @@ def choose(runs: pd.DataFrame, metric: str, select: Sequence[str] = ()) -> tuple
         raise BoardError(f"--select needs {val} in the records' metrics")
     sign = -1 if metric in LOWER_IS_BETTER else 1
     keys = [*cell, *select]
+    loss = pd.to_numeric(runs["metric:val/loss"], errors="coerce") if "metric:val/loss" in runs else float("nan")
+    completed = runs.status == "completed"
     scored = runs.assign(
-        score=pd.to_numeric(runs[val], errors="coerce").where(runs.status == "completed") * sign,
-        failed=(runs.status != "completed").astype(float),
+        score=pd.to_numeric(runs[val], errors="coerce").where(completed) * sign,
+        failed=(~completed).astype(float),
+        tiebreak=-pd.Series(loss, index=runs.index).where(completed),
     )
-    means = scored.groupby(keys, dropna=False, sort=False)[["score", "failed"]].mean().reset_index()
-    means = means[means["failed"] < 1]  # grid points with a completed run
-    best = means.sort_values(
-        ["failed", "score"], ascending=[True, False], kind="stable", na_position="last"
-    ).drop_duplicates(cell)
+    means = tuning.ranked(scored, cell, select)  # grid points with a completed run, best first per cell
+    best = means.drop_duplicates(cell).copy()
     as_index = lambda f: pd.MultiIndex.from_frame(f[keys].astype(str))
     chosen = ok[as_index(ok).isin(as_index(best))]
     best["selected"] = [

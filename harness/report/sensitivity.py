@@ -21,8 +21,8 @@ def order(values: Sequence[object]) -> list[object]:
 def points(runs: pd.DataFrame, key: str, metric: str, split: str, select: Sequence[str] = ()) -> pd.DataFrame:
     """One row per (variant, column, value of `key`) of a runs frame with columns (runs.with_columns) whose variants
     are named without `key` and `select`: val/<metric> and <split>/<metric> over the completed runs (mean, min, max),
-    n, failed runs, and `chosen` where the value has the best mean val (fewest failures first, as selection.choose
-    does). Other `select` keys are chosen per value on val (the profile over them)."""
+    n, failed runs, and `chosen` where the value ranks first as selection.choose ranks it (most runs, fewest failures,
+    best mean val). Other `select` keys are chosen per value on val (the profile over them)."""
     if key not in runs or runs[key].isna().all():
         raise BoardError(f"--sensitivity {key} is not a field of the runs' config")
     val, target = f"metric:val/{metric}", f"metric:{split}/{metric}"
@@ -53,7 +53,7 @@ def points(runs: pd.DataFrame, key: str, metric: str, split: str, select: Sequen
     out["column"] = out.pop("base")
     sign = -1 if metric in LOWER_IS_BETTER else 1
     ranked = out[out["n"] > 0].assign(rate=out["failed"] / out["runs"], score=out["val_mean"] * sign)
-    ranked = ranked.sort_values(["rate", "score"], ascending=[True, False], kind="stable")
+    ranked = ranked.sort_values(["runs", "rate", "score"], ascending=[False, True, False], kind="stable")
     out["chosen"] = out.index.isin(ranked.drop_duplicates(cell).index)
     return out.drop(columns="runs")
 
@@ -84,7 +84,8 @@ def view(
     lines = [
         f"sensitivity to {key}: per variant and column, val/{metric} mean [{band}] → {split}/{metric} mean "
         f"[{band}] at each value of {key}; n = {n_usual} seeds unless shown; (chosen) = the value with the best "
-        f"mean val/{metric} (values whose runs failed more often rank lower), as --select {key} chooses"
+        f"mean val/{metric} (a value with more runs first; values whose runs failed more often rank lower), as "
+        f"--select {key} chooses"
         + (
             f"; at each value the other --select keys ({', '.join(k for k in select if k != key)}) are chosen on val"
             if any(k != key for k in select)
