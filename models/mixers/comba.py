@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterable
 from typing import Annotated
 
 import torch
-import torch.nn.functional as F
 from annotated_types import Ge, Gt
 from torch import Tensor, nn
 
@@ -35,6 +34,7 @@ from models.mixers.delta_net import (
     inverse_softplus_dt,
     l2_normalise,
     output_layers,
+    qkv_heads,
     qkv_projections,
     recurrent_delta_rule,
     short_convs,
@@ -92,11 +92,7 @@ class Comba(Mixer):
 
     def _mix(self, x: Tensor, scan: Callable[..., Tensor]) -> Tensor:
         b, t, _ = x.shape
-        heads = lambda z, dh: full_precision(z.view(b, t, self.n_heads, dh).transpose(1, 2))
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        if self.convs is not None:
-            q, k, v = (conv(z) for conv, z in zip(self.convs, (q, k, v), strict=True))
-        q, k, v = heads(F.silu(q), self.dk), heads(F.silu(k), self.dk), heads(F.silu(v), self.dv)
+        q, k, v = qkv_heads(self, x)
         p = k if self.decay is None else k * torch.sigmoid(self.decay)[:, None, None]
         if self.D is not None:
             q = q - self.D[:, None, None] * p

@@ -253,17 +253,8 @@ class DeltaNet(Mixer):
         """The same map one token at a time (the RNN view)."""
         return self._mix(x, recurrent_delta_rule)
 
-    def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        if self.convs is not None:
-            q, k, v = (conv(z) for conv, z in zip(self.convs, (q, k, v), strict=True))
-        return F.silu(q), F.silu(k), F.silu(v)
-
     def _mix(self, x: Tensor, scan: Callable[..., Tensor]) -> Tensor:
-        b, t, _ = x.shape
-        heads = lambda z, dh: full_precision(z.view(b, t, self.n_heads, dh).transpose(1, 2))
-        q, k, v = self._qkv(x)
-        q, k, v = heads(q, self.dk), heads(k, self.dk), heads(v, self.dv)
+        q, k, v = qkv_heads(self, x)
         q, k = l2_normalise(q) * self.dk**-0.5, l2_normalise(k)
         beta = self.beta_scale * torch.sigmoid(full_precision(self.b_proj(x))).transpose(1, 2)  # (b, h, t)
         with torch.autocast(x.device.type, enabled=False):
@@ -302,6 +293,17 @@ def value_head_dim(dk: int, expand_v: float) -> int:
             f"mixer.expand_v={expand_v} must make the value head dim (key head dim {dk} * expand_v) an integer"
         )
     return dv
+
+
+def qkv_heads(mixer: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """q, k and v of fla's delta-rule layers: projected, through the short convolutions (where the mixer has them),
+    SiLU, and split into heads, (batch, heads, seq, dk or dv) in full precision."""
+    b, t, _ = x.shape
+    q, k, v = mixer.q_proj(x), mixer.k_proj(x), mixer.v_proj(x)
+    if mixer.convs is not None:
+        q, k, v = (conv(z) for conv, z in zip(mixer.convs, (q, k, v), strict=True))
+    heads = lambda z, dh: full_precision(F.silu(z).view(b, t, mixer.n_heads, dh).transpose(1, 2))
+    return heads(q, mixer.dk), heads(k, mixer.dk), heads(v, mixer.dv)
 
 
 def output_norm(mixer: nn.Module, o: Tensor, x: Tensor) -> Tensor:

@@ -33,6 +33,7 @@ from models.mixers.delta_net import (
     l2_normalise,
     output_layers,
     output_norm,
+    qkv_heads,
     qkv_projections,
     recurrent_delta_rule,
     resolve_fla,
@@ -97,12 +98,7 @@ class GatedDeltaNet(Mixer):
         return self._mix(x, recurrent_delta_rule)
 
     def _mix(self, x: Tensor, scan: Callable[..., Tensor]) -> Tensor:
-        b, t, _ = x.shape
-        heads = lambda z, dh: full_precision(z.view(b, t, self.n_heads, dh).transpose(1, 2))
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        if self.convs is not None:
-            q, k, v = (conv(z) for conv, z in zip(self.convs, (q, k, v), strict=True))
-        q, k, v = heads(F.silu(q), self.dk), heads(F.silu(k), self.dk), heads(F.silu(v), self.dv)
+        q, k, v = qkv_heads(self, x)
         q, k = l2_normalise(q) * self.dk**-0.5, l2_normalise(k)
         beta = self.beta_scale * torch.sigmoid(full_precision(self.b_proj(x))).transpose(1, 2)  # (b, h, t)
         log_decay = gdn_log_decay(full_precision(self.a_proj(x)), self.A_log, self.dt_bias).transpose(1, 2)

@@ -33,6 +33,7 @@ from models.mixers.delta_net import (
     chunked_delta_rule,
     inverse_softplus_dt,
     l2_normalise,
+    qkv_heads,
     qkv_projections,
     recurrent_delta_rule,
     short_convs,
@@ -92,10 +93,7 @@ class KimiDeltaAttention(Mixer):
     def _mix(self, x: Tensor, scan: Callable[..., Tensor]) -> Tensor:
         b, t, _ = x.shape
         heads = lambda z, dh: full_precision(z.view(b, t, self.n_heads, dh).transpose(1, 2))
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        if self.convs is not None:
-            q, k, v = (conv(z) for conv, z in zip(self.convs, (q, k, v), strict=True))
-        q, k, v = heads(F.silu(q), self.dk), heads(F.silu(k), self.dk), heads(F.silu(v), self.dv)
+        q, k, v = qkv_heads(self, x)
         q, k = l2_normalise(q) * self.dk**-0.5, l2_normalise(k)
         log_decay = kda_log_decay(heads(self.f_proj(x), self.dk), self.A_log, self.dt_bias)  # (b, h, t, dk)
         beta, v, read_key = self._write(x, k, v)
