@@ -15,6 +15,7 @@ from scipy import stats as sps
 from harness.report import cli as board_cli
 from harness.report import race
 from harness.run import cli
+from tests.sweeps import SMOKE
 
 ALPHA = 0.05
 
@@ -205,14 +206,6 @@ def test_the_race_decides_on_validation_and_the_board_reports_test(tmp_path):
     assert on_test.views["race"][0].loc["b", "mqar"].startswith("0.935 leader")
 
 
-SMOKE = [
-    "trainer=smoke",
-    "model/ffn=none",
-    "model.d_model=32",
-    "task.num_train=64",
-    "task.num_val=16",
-    "task.num_test=16",
-]
 RACE = [
     "-m",
     "hydra/sweeper=race",
