@@ -58,9 +58,6 @@ KEYS = (
     Key("model.d_model", size=True),
     Key("model.n_layers", size=True),
 )
-# which metrics are better lower (the board ranks, the race and a search optimise by it); any other (accuracy): higher
-LOWER_IS_BETTER = ("loss", "bits_per_byte", "perplexity")
-
 LABELS = {k.key: k.label for k in KEYS if k.label}  # Hydra group -> label name
 VARIANT_LABELS = tuple(k.label for k in KEYS if k.label and k.board == "variant")
 SIZE_KEYS = tuple(k.key for k in KEYS if k.size)
