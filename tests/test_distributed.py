@@ -22,6 +22,7 @@ from harness.run.batches import Batches
 from harness.run.train import TrainConfig, seed_everything, train
 from tasks.base import IGNORE, Split
 from tasks.lm_shards import TokenWindows
+from tests.test_resume import records
 
 TINY = ["model/ffn=none", "model.d_model=32", "model.n_layers=1", "task.num_train=256", "task.num_val=32"]
 SETTINGS = {"max_steps": 12, "eval_every": 3, "batch_size": 16, "warmup_steps": 2, "progress": False}
@@ -220,10 +221,6 @@ def saved_step(path: Path) -> int:
         return torch.load(path, weights_only=True)["step"]
     except (OSError, RuntimeError):  # superseded while read
         return -1
-
-
-def records(root: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(root.rglob("result.json"))]
 
 
 @pytest.mark.slow  # three torchrun launches of 2 processes each: ~40 s on 2 cores
