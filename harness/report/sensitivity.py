@@ -84,7 +84,8 @@ def view(
     lines = [
         f"sensitivity to {key}: per variant and column, val/{metric} mean [{band}] → {split}/{metric} mean "
         f"[{band}] at each value of {key}; n = {n_usual} seeds unless shown; (chosen) = the value with the best "
-        f"mean val/{metric} (values whose runs failed more often rank lower), as --select {key} chooses"
+        f"mean val/{metric} (a value with more runs first; values whose runs failed more often rank lower), as "
+        f"--select {key} chooses"
         + (
             f"; at each value the other --select keys ({', '.join(k for k in select if k != key)}) are chosen on val"
             if any(k != key for k in select)

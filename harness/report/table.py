@@ -153,7 +153,8 @@ def legend(long: pd.DataFrame, metric: str, split: str, select: Sequence[str], n
         differ = "grid" in long and long["grid"].dropna().nunique() > 1
         lines.append(
             f"selection: per cell, the {', '.join(select)} with the best mean val/{metric} over seeds "
-            f"(after @; values whose runs failed more often rank lower); {split}/{metric} is reported on "
+            f"(after @; a value with more runs first, as a race's halving keeps it; values whose runs failed more "
+            f"often rank lower; equal means: the lower val/loss); {split}/{metric} is reported on "
             f"it; grid searched: {grid}" + ("; some cells searched less (the csv's grid column)" if differ else "")
         )
         if "edge" in long and (long["edge"].fillna("") != "").any():
