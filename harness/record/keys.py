@@ -50,6 +50,9 @@ KEYS = (
     Key("trainer.progress", board="none", in_run_id=False),
     Key("trainer.checkpoint_every", board="none", in_run_id=False),
     Key("trainer.peak_flops", board="none", in_run_id=False),  # changes only the MFU printed
+    # how a step's global batch (trainer.batch_size) is cut over processes and passes: the same gradients up to
+    # rounding, like the number of processes (the record's env.world_size); docs/distributed.md
+    Key("trainer.micro_batch_size", board="none", in_run_id=False),
     *(Key(f"task.{k}", board="column", in_data=False) for k in ("num_train", "num_val", "num_test")),
     *(Key(f"task.{k}", board="column", in_data=False) for k in ("setting", "family")),  # MAD's names of a task
     Key("model.d_model", size=True),
