@@ -157,6 +157,24 @@ def test_local_tasks_through_lm_eval(run, lm, tmp_path):
     assert len(out["samples"]["local_gen"]) == len(DOCS)
 
 
+def test_cli_evaluates_a_run_with_lm_evals_defaults(run, tmp_path):
+    """`archbench-lmeval --model_args run=RUN --tasks ...`: lm-eval's own command line and defaults (its --device is
+    cuda: the CPU where CUDA is unavailable; its --batch_size, not a model argument), results in --output_path."""
+    args = [
+        "--model_args",
+        f"run={run}",
+        "--batch_size",
+        "4",
+        "--tasks",
+        "local_mc",
+        "--include_path",
+        str(local_tasks(tmp_path)),
+    ]
+    lmeval_cli.main([*args, "--output_path", str(tmp_path / "out")])
+    [path] = (tmp_path / "out").rglob("results_*.json")
+    assert 0 <= json.loads(path.read_text())["results"]["local_mc"]["acc,none"] <= 1
+
+
 def test_cli_implies_the_model_and_refuses_a_missing_run_in_one_line(tmp_path, capsys):
     assert lmeval_cli.lm_eval_args(["--tasks", "x"]) == ["run", "--model", "archbench", "--tasks", "x"]
     assert lmeval_cli.lm_eval_args(["run", "--model=hf"]) == ["run", "--model=hf"]

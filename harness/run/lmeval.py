@@ -1,7 +1,7 @@
 """A saved archbench language model on EleutherAI's lm-evaluation-harness (`pip install 'archbench[lmeval]'`).
 
     archbench-lmeval --model_args run=results/default/2026-12-07_17-10-50 --tasks lambada_openai,hellaswag
-    archbench-lmeval --model_args run=RUN,batch_size=32 --tasks my_task --include_path my_tasks/   # local YAML tasks
+    archbench-lmeval --model_args run=RUN --batch_size 32 --tasks my_task --include_path my_tasks/   # local YAML tasks
 
 `archbench-lmeval` (harness/run/lmeval_cli.py) is lm-eval's own command line (`lm_eval --help`: every flag) with
 the model `archbench` registered and chosen (`--model archbench` is implied). From Python, `import harness.run.lmeval`
@@ -24,6 +24,8 @@ newlines in training. Requests longer than the model's max_seq_len (its training
   (default 256) tokens or the first `until` string, which is cut off. Sampling (do_sample, temperature > 0) is refused.
 """
 
+import logging
+
 import torch
 import torch.nn.functional as F
 from lm_eval.api.model import TemplateLM
@@ -33,9 +35,11 @@ from tqdm import tqdm
 
 from harness.run.build import ConfigError
 from harness.run.evaluate import load_saved
+from harness.run.train import resolve_device
 from tasks import lm_tokenizer
 
 DEFAULT_GEN_TOKS = 256
+logger = logging.getLogger(__name__)
 
 
 class TextCodec:
@@ -66,16 +70,29 @@ def task_codec(task: object) -> TextCodec:
         raise ConfigError(f"task.{e}") from None
 
 
+def pick_device(device: str | None) -> torch.device:
+    """The device asked for; lm-eval's command line asks for cuda by default, so on a machine without CUDA the CPU,
+    with a warning (as lm-eval's own `hf` model does). None or auto: CUDA if available, else the CPU."""
+    if device in (None, "", "auto"):
+        return resolve_device("auto")
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        logger.warning(
+            "archbench-lmeval: device=%s asked for, but CUDA is not available here: evaluating on the CPU", device
+        )
+        return torch.device("cpu")
+    return torch.device(device)
+
+
 @register_model("archbench")
 class ArchbenchLM(TemplateLM):
     """lm-eval's model `archbench`: a saved archbench run (`run=` its folder), evaluated on the CPU or `device=`."""
 
-    def __init__(self, run: str, batch_size: int | str = 16, device: str = "cpu", **_ignored: object) -> None:
+    def __init__(self, run: str, batch_size: int | str = 16, device: str | None = None, **_ignored: object) -> None:
         super().__init__()
         saved = load_saved(str(run))
         self.task, self.model = saved.task, saved.model
         self.codec = task_codec(self.task)
-        self._device = torch.device(device)
+        self._device = pick_device(device)
         self.model.to(self._device).eval()
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 16  # "auto" is lm-eval's: a fixed size here
         self.max_length = int(self.model.max_seq_len)
