@@ -44,6 +44,7 @@ CLIS = {
     "harness/run/cli.py",
     "harness/run/evaluate.py",  # archbench-eval
     "harness/run/prepare.py",  # archbench-prepare
+    "harness/run/lmeval_cli.py",  # archbench-lmeval
     "harness/report/cli.py",
     "harness/report/reproduce/cli.py",
 }

@@ -109,3 +109,17 @@ def test_every_group_choice_a_sweep_names_is_an_option(path):
         values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [str(override.value())]
         unknown = [v for v in values if v != "null" and not (CONF / group / f"{v}.yaml").is_file()]
         assert not unknown, f"{path}: {key}={','.join(unknown)} is no option of conf/{group}/"
+
+
+@pytest.mark.parametrize("name", options("model/lm"))
+def test_the_real_text_comparisons_models_match_in_non_embedding_parameters(compose, name):
+    """experiment=lm_linux_doc compares its models at the same size: each preset of conf/model/lm/ within 1% of the
+    Transformer's non-embedding parameters (docs/lm.md), so a changed mixer default that breaks the match fails here."""
+    from harness.run.build import build
+
+    def params(model):
+        GlobalHydra.instance().clear()
+        cfg = compose(["experiment=lm_linux_doc", f"model={model}", "task.data_files=null", "task.shards=null"])
+        return build(cfg, meta=True)[1].num_params(non_embedding=True)
+
+    assert params(f"lm/{name}") == pytest.approx(params("lm/llama"), rel=0.01)

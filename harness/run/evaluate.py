@@ -19,9 +19,11 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import nn
 
 import harness  # noqa: F401 (registers the config resolvers)
 from harness.record import results
@@ -31,6 +33,7 @@ from harness.run.cli import or_exit
 from harness.run.identity import identify
 from harness.run.recipe import resolve_device, seed_everything
 from harness.run.train import evaluate
+from tasks.base import Task
 
 
 def source_run(spec: str) -> tuple[dict, Path]:
@@ -66,10 +69,23 @@ def eval_config(record: dict, overrides: list[str]) -> tuple[DictConfig, dict]:
     return cfg, choices
 
 
-def run_eval(spec: str, overrides: list[str]) -> dict:
-    """Evaluate RUN's weights under the overrides; returns the record written."""
+class Saved(NamedTuple):
+    """A saved run, loaded: its record, the task and model its config builds, that config, Hydra's group choices, and
+    the weights file read into the model."""
+
+    record: dict
+    task: Task
+    model: nn.Module
+    cfg: DictConfig
+    choices: dict
+    weights: Path
+
+
+def load_saved(spec: str, overrides: list[str] | None = None) -> Saved:
+    """RUN (a completed run's folder) with `overrides`, its final weights loaded; ConfigError in one line for a run
+    without weights, a config that cannot build, or weights that do not fit."""
     source, weights_path = source_run(spec)
-    cfg, choices = eval_config(source, overrides)
+    cfg, choices = eval_config(source, overrides or [])
     seed_everything(cfg.seed)
     try:
         task, model, _ = build(cfg)
@@ -82,6 +98,12 @@ def run_eval(spec: str, overrides: list[str]) -> dict:
     except RuntimeError as e:  # torch's message: a header line, then one line per mismatch
         detail = "; ".join(line.strip() for line in str(e).splitlines()[1:] if line.strip()) or str(e)
         raise ConfigError(f"the weights of {spec} do not fit the model this config builds: {detail}") from None
+    return Saved(source, task, model, cfg, choices, weights_path)
+
+
+def run_eval(spec: str, overrides: list[str]) -> dict:
+    """Evaluate RUN's weights under the overrides; returns the record written."""
+    source, task, model, cfg, choices, weights_path = load_saved(spec, overrides)
     config = OmegaConf.to_container(cfg, resolve=True)
     record = results.Record(
         run_id=results.run_id(config),
