@@ -22,10 +22,19 @@ def records(tmp_path: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((tmp_path / "results").rglob("result.json"))]
 
 
-def test_single_run_writes_one_complete_record(tmp_path):
-    proc = archbench(tmp_path, *SMOKE, "seed=0")
+@pytest.fixture(scope="module")
+def run_twice(tmp_path_factory) -> dict:
+    """One smoke run, then the same command again: two tests read this one pair of processes (each starts torch)."""
+    tmp_path = tmp_path_factory.mktemp("run_twice")
+    first = archbench(tmp_path, *SMOKE, "seed=0")
+    after_first = records(tmp_path)
+    return {"tmp_path": tmp_path, "first": first, "after_first": after_first, "second": archbench(tmp_path, *SMOKE)}
+
+
+def test_single_run_writes_one_complete_record(run_twice):
+    proc, tmp_path = run_twice["first"], run_twice["tmp_path"]
     assert proc.returncode == 0, proc.stderr
-    [record] = records(tmp_path)
+    [record] = run_twice["after_first"]
     assert record["status"] == "completed" and record["seed"] == 0
     assert record["labels"] == {
         "model": "transformer",
@@ -68,9 +77,10 @@ def test_sweep_gives_a_record_per_run_and_a_leaderboard_with_the_right_means(tmp
     assert "| attention" in proc.stdout and "| gqa" in proc.stdout
 
 
-def test_rerunning_a_completed_run_skips_it(tmp_path):
-    assert archbench(tmp_path, *SMOKE).returncode == 0
-    proc = archbench(tmp_path, *SMOKE)
+def test_rerunning_a_completed_run_skips_it(run_twice):
+    tmp_path = run_twice["tmp_path"]
+    assert run_twice["first"].returncode == 0
+    proc = run_twice["second"]
     assert proc.returncode == 0 and "already completed" in proc.stdout + proc.stderr
     first, second = records(tmp_path)
     assert first["run_id"] == second["run_id"] and first["metrics"] == second["metrics"]
