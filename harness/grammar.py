@@ -1,5 +1,5 @@
 """The sweep grammar (`model/mixer=a,b task=x,y seed=0,1`) expanded into its jobs, as Hydra's basic sweeper does, on
-Hydra's public override parser. Preflight checks these jobs before any of them runs (harness/run/cli.py); the race
+Hydra's public override parser. Preflight checks these jobs before any of them runs (harness/run/preflight.py); the race
 sweeper takes them as its cells (harness/report/race.py). A key given twice keeps its first place and its last value.
 """
 

@@ -17,23 +17,27 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
-
-if TYPE_CHECKING:  # tasks.base imports this module
-    from tasks.base import Task
 
 log = logging.getLogger(__name__)
 
 MIN_TOKENS = 1 << 25  # ~33M tokens: about a second or more of generation for the vectorized generators
 
 
+class Cached(Protocol):
+    """What the cache reads of a task (tasks/base.py's Task): its fields (the key), its threshold and its version."""
+
+    cache_min_tokens: int | None
+    version: int
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("ARCHBENCH_CACHE") or Path.home() / ".cache" / "archbench") / "tasks"
 
 
-def min_tokens(task: "Task") -> int | None:
+def min_tokens(task: Cached) -> int | None:
     """The smallest split (in tokens) to cache, or None for none: a task that is never cached says None."""
     if task.cache_min_tokens is None or os.environ.get("ARCHBENCH_NO_CACHE", "") not in ("", "0"):
         return None
@@ -41,7 +45,7 @@ def min_tokens(task: "Task") -> int | None:
     return int(env) if env else task.cache_min_tokens
 
 
-def key(task: "Task", split: str, seed: int, n: int) -> str:
+def key(task: Cached, split: str, seed: int, n: int) -> str:
     # which fields change no example is declared with every other config key's role; imported here, not at the top:
     # importing harness runs its resolvers, which import tasks (the one import of harness in tasks/)
     from harness.record.keys import NOT_DATA
@@ -64,13 +68,13 @@ def key(task: "Task", split: str, seed: int, n: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def path_for(task: "Task", split: str, seed: int, n: int) -> Path:
+def path_for(task: Cached, split: str, seed: int, n: int) -> Path:
     safe_split = "".join(c if c.isalnum() else "_" for c in split)
     return cache_dir() / f"{type(task).__name__}-{safe_split}-{key(task, split, seed, n)}.arrow"
 
 
 def load_or_make(
-    task: "Task", split: str, seed: int, n: int, make: Callable[[], tuple[np.ndarray, np.ndarray]]
+    task: Cached, split: str, seed: int, n: int, make: Callable[[], tuple[np.ndarray, np.ndarray]]
 ) -> tuple[np.ndarray, np.ndarray]:
     """The split's (inputs, targets): from the cache if it holds them, else made (and cached if large)."""
     threshold = min_tokens(task)

@@ -30,18 +30,15 @@ import hashlib
 import json
 import math
 import os
-import socket
-import threading
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import torch
 
 from tasks import cache, lm_shards, lm_tokenizer
 from tasks.base import SPLITS, Count, OpenFraction, Split, Task, split_rng
+from tasks.hub import hub_unavailable
 
 SAMPLE = Path(__file__).parent / "data"
 
@@ -238,32 +235,3 @@ def char_boundary(data: np.ndarray, i: int) -> int:
     while i < len(data) and (int(data[i]) & 0xC0) == 0x80:
         i += 1
     return i
-
-
-def hub_unavailable() -> str | None:
-    """Why the hub cannot be reached (an offline variable, or no connection within 3 s), or None if it can."""
-    for var in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
-        if os.environ.get(var, "").lower() in ("1", "true", "yes", "on"):
-            return f"{var}={os.environ[var]}"
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return None  # behind a proxy a direct connection says nothing: let `datasets` try
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    return unreachable(host)
-
-
-@lru_cache(maxsize=4)
-def unreachable(host: str) -> str | None:
-    """Why no connection to host:443 opened within 3 s (checked once per process), or None if one did."""
-    result: list = []
-
-    def connect():
-        try:
-            socket.create_connection((host, 443), timeout=3).close()
-            result.append(None)
-        except OSError as e:
-            result.append(f"cannot connect to {host}: {e}")
-
-    thread = threading.Thread(target=connect, daemon=True)  # name resolution has no timeout of its own
-    thread.start()
-    thread.join(3.5)
-    return result[0] if result else f"no answer from {host} within 3 s"

@@ -14,6 +14,8 @@ import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
+from tasks.hub import hub_unavailable
+
 BYTE, BPE = "byte", "bpe"
 BYTE_FINGERPRINT = "byte"  # the byte tokenizer has no JSON: its name is its identity
 
@@ -43,8 +45,6 @@ def load(spec: str) -> "tokenizers.Tokenizer":  # noqa: F821 (imported lazily: t
             return Tokenizer.from_file(str(path))
         except Exception as e:  # the Rust side raises its own exception type
             raise ValueError(f"tokenizer={spec!r} is not a tokenizer.json that `tokenizers` reads ({e})") from None
-    from tasks.lm_text import hub_unavailable
-
     if (reason := hub_unavailable()) is not None:
         raise ValueError(
             f"tokenizer={spec!r} is no local file, and as a hub name it needs the Hugging Face hub, which is "

@@ -113,6 +113,53 @@ def test_nothing_imports_hydra_internals():
     assert [n for n, p in modules().items() if any(i.startswith("hydra._internal") for i in imports(p))] == []
 
 
+def circles() -> list[list[str]]:
+    """The import circles between modules (strongly connected components of the module import graph, Tarjan)."""
+    known = modules()
+    edges = {m: sorted(i for i in imports(p) if i in known and i != m) for m, p in known.items()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in edges[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = stack[stack.index(v) :]
+            del stack[stack.index(v) :]
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for v in edges:
+        if v not in index:
+            visit(v)
+    return sorted(out)
+
+
+def test_no_import_circles():
+    """A module never imports, through others, a module that imports it: each can be read after what it imports."""
+    assert circles() == []
+
+
+def test_circles_are_seen():
+    """Two modules that import each other (one inside a function) are a circle."""
+    a, b = (ROOT / "harness" / "report" / f"_scratch_circle_{x}.py" for x in "ab")
+    a.write_text("from harness.report import _scratch_circle_b\n")
+    b.write_text("def f():\n    from harness.report import _scratch_circle_a\n")
+    try:
+        assert ["harness.report._scratch_circle_a", "harness.report._scratch_circle_b"] in circles()
+    finally:
+        a.unlink()
+        b.unlink()
+
+
 def lines_per_part() -> dict[str, int]:
     counts = defaultdict(int)
     for name, path in modules().items():
@@ -138,5 +185,6 @@ if __name__ == "__main__":
     print("import graph (part -> parts it imports):")
     for p, targets in sorted(graph().items()):
         print(f"  {p:28} -> {', '.join(sorted(targets - {p})) or '(nothing outside itself)'}")
+    print("import circles between modules:", circles() or "none")
     print("lines per part:", ", ".join(f"{p} {n:,}" for p, n in sorted(lines_per_part().items())))
     sys.exit(0)

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from harness.record import results
-from harness.report import board, pareto
 from harness.report import cli as board_cli
+from harness.report import pareto
+from harness.report.runs import runs_frame
 
 
 def record(
@@ -141,4 +142,4 @@ def test_runs_of_a_search_and_runs_by_hand_name_variants_alike():
         {**record(m, 0, acc, p), "overrides": [f"model/mixer={m}", "hparams_search=arch_nsga2"]}
         for m, acc, p in POINTS[:2]
     ] + [record("c", 0, 0.4, 150)]  # a run by hand: no hparams_search
-    assert board.runs_frame(recs)["variant"].tolist() == ["a", "b", "c"]
+    assert runs_frame(recs)["variant"].tolist() == ["a", "b", "c"]

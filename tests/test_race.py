@@ -282,3 +282,30 @@ def test_a_race_that_cannot_run_stops_before_training(tmp_path, monkeypatch, cap
         cli.main()
     assert e.value.code == 2 and message in capsys.readouterr().err
     assert not list(Path(tmp_path).rglob("result.json"))
+
+
+def test_a_race_over_a_tuned_grid_halves_it_on_val_and_the_board_reports_the_lr_it_kept(tmp_path, monkeypatch, capsys):
+    """`tune: [trainer.lr]` with a swept lr: each cell runs seed 0 at every lr, keeps the best third on val (here
+    one of two), then races seeds at that lr alone; the board selects the same lr and says so, and the runs spent
+    (both lrs' runs) are printed against the full grid."""
+    monkeypatch.setenv("ARCHBENCH_RESULTS", str(tmp_path / "results"))
+    monkeypatch.chdir(tmp_path)
+    args = [*RACE, "tune=[trainer.lr]", "trainer.lr=0.001,0.01"]
+    monkeypatch.setattr(sys, "argv", ["archbench", *args])
+    cli.main()
+    out = capsys.readouterr().out
+    [folder] = [p.parent for p in (tmp_path / "results").rglob("race.md")]
+    recs = [json.loads(p.read_text()) for p in folder.rglob("result.json")]
+    lrs = {}
+    for r in recs:
+        lrs.setdefault(r["labels"]["mixer"], {}).setdefault(r["config"]["trainer"]["lr"], []).append(r["seed"])
+    for mixer, by_lr in lrs.items():
+        assert sorted(map(len, by_lr.values()))[0] == 1, by_lr  # the eliminated lr: seed 0 only
+        [kept] = [lr for lr, seeds in by_lr.items() if len(seeds) >= 2]
+        assert sorted(by_lr[kept]) == list(range(len(by_lr[kept])))
+        line = next(line for line in (folder / "leaderboard.md").read_text().splitlines() if f"| {mixer} " in line)
+        assert f"lr={kept}" in line, (mixer, kept, line)
+    assert f"runs spent in all: {len(recs)};" in out and "tuned grid (trainer.lr: 2 points per cell)" in out
+    assert f"runs spent in all: {len(recs)};" in (folder / "leaderboard.md").read_text()  # the board says it too
+    cli.main()  # replayed from the records: nothing trains again
+    assert "(0 trained by this call" in capsys.readouterr().out

@@ -19,7 +19,7 @@ from numpy.typing import ArrayLike  # noqa: E402
 
 from harness.record.keys import LOWER_IS_BETTER  # noqa: E402
 from harness.report import BoardError
-from harness.report import board as board_lib  # noqa: E402
+from harness.report.runs import runs_frame  # noqa: E402
 
 FILE = "pareto.png"
 
@@ -59,7 +59,7 @@ def non_dominated(metric: ArrayLike, cost: ArrayLike, higher: bool = True) -> np
 def front(records: list[dict], metric: str, cost: str) -> pd.DataFrame:
     """One row per (setting, variant) with completed runs: mean metric and cost, n runs, and `pareto` (on the front
     of its setting); sorted by setting, then cost."""
-    runs = board_lib.runs_frame(records)
+    runs = runs_frame(records)
     m, c = f"metric:{metric}", f"cost:{cost}"
     for column, kind in ((m, "metric"), (c, "cost")):
         if column not in runs:

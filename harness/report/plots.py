@@ -13,13 +13,13 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
-from harness.report import (
-    BoardError,
-    render,  # noqa: E402
-)
+from harness.report import BoardError  # noqa: E402
 from harness.report import board as board_lib  # noqa: E402
+from harness.report import cells as cells_lib  # noqa: E402
 from harness.report import scaling as scaling_lib  # noqa: E402
 from harness.report import sensitivity as sensitivity_lib  # noqa: E402
+from harness.report.runs import runs_frame  # noqa: E402
+from harness.report.table import column_order, natural  # noqa: E402
 
 
 def _grid(k: int, width: float = 4.2, height: float = 3.2):
@@ -42,7 +42,7 @@ def _save(fig: Figure, path: Path) -> Path:
 def heatmap(board: board_lib.Board, path: Path) -> Path:
     """Cell means, rows in the board's order, annotated with their values."""
     o = board.options
-    columns = render.column_order(board.long, o["group_by"])
+    columns = column_order(board.long, o["group_by"])
     values = board.long.pivot(index="variant", columns="column", values="mean").reindex(
         index=board.table.index, columns=columns
     )
@@ -67,10 +67,10 @@ def sweep(records: list[dict], board: board_lib.Board, x: str, path: Path) -> Pa
     setting; error bars are the 95% confidence intervals."""
     o = board.options
     select = o["select"]
-    runs = board_lib.runs_frame(records, keys=[*select, x], hide=[*select, x], size=o["size"])
+    runs = runs_frame(records, keys=[*select, x], hide=[*select, x], size=o["size"])
     if runs[x].isna().all():
         raise BoardError(f"--plot-x {x} is not a field of the runs' config")
-    long = board_lib.cells(runs, o["metric"], o["split"], select, group_by=x)
+    long = cells_lib.cells(runs, o["metric"], o["split"], select, group_by=x)
     long = long[long.n > 0].assign(x=pd.to_numeric(long[x], errors="coerce")).dropna(subset=["x"])
     settings = sorted(long["setting"].unique())
     fig, axes = _grid(max(len(settings), 1))
@@ -131,7 +131,7 @@ def curves(board: board_lib.Board, path: Path) -> Path | None:
     if data.empty:
         return None
     metric = f"val/{board.options['metric']}"
-    columns = [c for c in render.column_order(board.long, board.options["group_by"]) if c in set(data["column"])]
+    columns = [c for c in column_order(board.long, board.options["group_by"]) if c in set(data["column"])]
     fig, axes = _grid(len(columns))
     for ax, column in zip(axes, columns, strict=False):
         for variant, g in data[data.column == column].groupby("variant"):
@@ -153,7 +153,7 @@ def sensitivity(records: list[dict], board: board_lib.Board, key: str, path: Pat
     if not numeric:  # categories at equal spacing, in the view's order
         places = {v: i for i, v in enumerate(sensitivity_lib.order(data[key].tolist()))}
         data = data.assign(x=data[key].map(places).astype(float))
-    columns = [c for c in render.column_order(board.long, board.options["group_by"]) if c in set(data["column"])]
+    columns = [c for c in column_order(board.long, board.options["group_by"]) if c in set(data["column"])]
     columns += sorted(set(data["column"]) - set(columns))
     fig, axes = _grid(max(len(columns), 1))
     for ax, column in zip(axes, columns, strict=False):
@@ -180,7 +180,7 @@ def scaling(board: board_lib.Board, path: Path) -> Path:
     o = board.options
     data = scaling_lib.runs(board.chosen, o["metric"], o["split"])
     found = scaling_lib.fits(board.chosen, o["metric"], o["split"])
-    columns = sorted(data["column"].unique(), key=render.natural)
+    columns = sorted(data["column"].unique(), key=natural)
     fig, axes = _grid(max(len(columns), 1))
     for ax, column in zip(axes, columns, strict=False):
         for family, g in data[data.column == column].groupby("family"):

@@ -1,4 +1,5 @@
-"""Racing (`archbench -m hydra/sweeper=race ...`): seeds go where the verdict is still open (docs/racing.md).
+"""Racing (`archbench -m hydra/sweeper=race ...`): seeds go where the verdict is still open (docs/racing.md). This
+module is the procedure and its view on the board; the sweeper that runs the jobs is harness/run/race.py.
 
 The sweep grammar is the ordinary one (`model/mixer=a,b,c task=x,y`); every combination is a cell. Each cell first
 gets seeds 0..min_seeds-1; after each round the records are read back and, per column of the board (a task
@@ -16,18 +17,11 @@ seeds than the most its column got was marked worse at the round it stopped; the
 else is remembered.
 """
 
-import logging
 from collections.abc import Sequence
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
-from hydra.plugins.sweeper import Sweeper
-from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from harness import grammar
 from harness.record.keys import LOWER_IS_BETTER
@@ -35,12 +29,9 @@ from harness.report import BoardError
 
 if TYPE_CHECKING:  # pandas and the board: loaded when a race is decided, not at every start
     import pandas as pd
-    from hydra.core.utils import JobReturn
     from numpy.typing import ArrayLike
 
     from harness.report.board import Board
-
-log = logging.getLogger("archbench")
 
 
 # --- the procedure: pure functions of the board's long table ------------------------------------------------------
@@ -156,7 +147,8 @@ def settings(sweeper: DictConfig | None) -> dict | None:
         return None
     from harness.report.marking import delta_for  # pandas: loaded when a race is read, not at every start
 
-    defaults = {"min_seeds": 2, "max_seeds": 8, "alpha": 0.05, "metric": "accuracy", "split": "val"}  # as __init__
+    # as RaceSweeper.__init__'s defaults
+    defaults = {"min_seeds": 2, "max_seeds": 8, "alpha": 0.05, "metric": "accuracy", "split": "val", "eta": 3}
     race = {k: sweeper.get(k, v) if sweeper.get(k) is not None else v for k, v in defaults.items()}
     return race | {"delta": sweeper.get("delta") if sweeper.get("delta") is not None else delta_for(race["metric"])}
 
@@ -182,7 +174,13 @@ def mark(board: "Board", sweeper: DictConfig | None) -> bool:
     higher = race["metric"] not in LOWER_IS_BETTER
     on = f"{race['split']}/{race['metric']}"
     args = (race["alpha"], race["min_seeds"], race["max_seeds"], higher, race["delta"], on)
-    board.views["race"] = view(long, *args, values=values(board.chosen, on))
+    table, legend = view(long, *args, values=values(board.chosen, on))
+    if select := list(board.options["select"]):  # a race over a tuned grid: its halving's runs too
+        cell = ["variant", "column"]
+        points = int(board.runs.groupby(cell)[select].apply(lambda f: len(f.drop_duplicates())).max())
+        decided = decide(long, *args[:5], values=values(board.chosen, on))
+        legend = [*legend, halving_line(race["eta"], select, points, len(board.runs), decided)]
+    board.views["race"] = (table, legend)
     return True
 
 
@@ -194,142 +192,13 @@ def values(chosen: "pd.DataFrame", metric: str) -> "pd.DataFrame":
     return chosen[["variant", "column", "seed"]].assign(value=value)
 
 
-# --- the sweeper ---------------------------------------------------------------------------------------------------
-
-
-class RaceSweeper(Sweeper):
-    """Hydra sweeper: see the module docstring. Options (hydra.sweeper.*): min_seeds, max_seeds, budget (runs in
-    all, None for no limit), alpha, metric and split (what the race decides on: val by default, the board reports
-    test), delta (the margin; None: the board's default for the metric), params."""
-
-    def __init__(
-        self,
-        min_seeds: int = 2,
-        max_seeds: int = 8,
-        budget: int | None = None,
-        alpha: float = 0.05,
-        metric: str = "accuracy",
-        split: str = "val",
-        params: dict | None = None,
-        delta: float | None = None,
-    ) -> None:
-        self.min_seeds, self.max_seeds, self.budget, self.alpha = min_seeds, max_seeds, budget, alpha
-        self.metric, self.split, self.params = metric, split, dict(params or {})
-        self.delta = delta
-        self.config = self.launcher = self.hydra_context = None
-
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        from hydra.core.plugins import Plugins
-
-        if not 2 <= self.min_seeds <= self.max_seeds:  # checked here: Hydra would wrap an error of __init__
-            raise HydraException(
-                f"hydra.sweeper.min_seeds={self.min_seeds}, max_seeds={self.max_seeds}: a race "
-                "needs 2 <= min_seeds <= max_seeds (Welch's test needs two seeds a side)"
-            )
-        if not 0 < self.alpha < 1:
-            raise HydraException(f"hydra.sweeper.alpha={self.alpha} must be in (0, 1)")
-        from harness.report.marking import delta_for
-
-        self.delta = delta_for(self.metric) if self.delta is None else self.delta
-        if not self.delta >= 0:
-            raise HydraException(f"hydra.sweeper.delta={self.delta} must be 0 or more (the metric's units)")
-        self.hydra_context, self.config = hydra_context, config
-        self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config
-        )
-
-    def cells(self, arguments: list[str]) -> list[tuple[str, ...]]:
-        """Every combination of the sweep's overrides, without a seed: the race sets the seeds."""
-        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        if any(o.get_key_element() == "seed" for o in parser.parse_overrides(arguments)):
-            raise HydraException("seed: a race sets the seeds itself (0, 1, ... per cell); leave seed out")
-        if "seed" in self.params:  # a suite's seeds (suite=quick hydra/sweeper=race): the race's replace them
-            log.info("race: the seeds of hydra.sweeper.params (%s) are replaced by the race's", self.params["seed"])
-        params = [f"{k}={v}" for k, v in self.params.items() if k != "seed"]
-        return [tuple(job) for job in grammar.jobs([*params, *arguments], self.hydra_context.config_loader)]
-
-    def sweep(self, arguments: list[str]) -> "list[Sequence[JobReturn]]":
-        from harness.record import results
-
-        started = datetime.now(timezone.utc).isoformat()  # as the records' timestamps
-        cells = self.cells(arguments)
-        if "*" in self.split:
-            raise HydraException(f"hydra.sweeper.split={self.split}: a race decides on one split")
-        if self.budget is not None and self.budget < len(cells) * self.min_seeds:
-            raise HydraException(
-                f"hydra.sweeper.budget={self.budget} is less than the first round: {len(cells)} "
-                f"cells x {self.min_seeds} seeds"
-            )
-        sweep_dir = Path(self.config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        higher = self.metric not in LOWER_IS_BETTER
-        seeds, todo, returns, reason = dict.fromkeys(cells, 0), list(cells), [], "max_seeds"
-        written: dict[tuple, list[Path]] = {cell: [] for cell in cells}  # the record each job of a cell wrote
-        target = self.min_seeds
-        while True:
-            batch = [[*cell, f"seed={s}"] for cell in todo for s in range(seeds[cell], target)]
-            if self.budget is not None and sum(seeds.values()) + len(batch) > self.budget:
-                reason = f"budget ({self.budget} runs)"
-                break
-            log.info("race: round to %d seeds, %d runs for %d cells", target, len(batch), len(todo))
-            self.validate_batch_is_legal(batch)
-            returns.append(self.launcher.launch(batch, initial_job_idx=sum(seeds.values())))
-            for job, ret in zip(batch, returns[-1], strict=True):
-                _ = ret.return_value  # re-raises what escaped a job, as Hydra's basic sweeper does
-                written[tuple(job[:-1])].append(Path(ret.hydra_cfg.hydra.runtime.output_dir) / "result.json")
-            for cell in todo:
-                seeds[cell] = target
-            long, row, runs = self.board(written)
-            decided = decide(long, self.alpha, self.min_seeds, self.max_seeds, higher, self.delta, runs)
-            todo = [cell for cell in cells if decided["open"].iloc[row[cell]]]
-            if not todo:
-                left = (decided["decision"] != "worse").groupby(decided["column"]).sum()
-                reason = "every column decided" if (left == 1).all() else "max_seeds"
-                break
-            target += 1
-        on = f"{self.split}/{self.metric}"
-        args = (self.alpha, self.min_seeds, self.max_seeds, higher, self.delta, on, runs)
-        text = decisions_markdown(long, *args)
-        fresh = sum(
-            (results.load_record(p) or {}).get("timestamps", {}).get("started", "") >= started
-            for paths in written.values()
-            for p in paths
-        )
-        text += f" ({fresh} trained by this call, the others completed before); stopped: {reason}"
-        (sweep_dir / "race.md").write_text(text + "\n")
-        print(f"\n{text}\n")
-        return returns
-
-    def board(self, written: dict[tuple, list[Path]]) -> tuple["pd.DataFrame", dict[tuple, int], "pd.DataFrame"]:
-        """The board's long table of the race's records, per cell the position of its row there, and the runs'
-        values (for the paired tests). A cell is found through the records its jobs wrote (a skipped run's is a
-        copy of the earlier record)."""
-        from harness.record import results
-        from harness.report import board
-
-        records = results.load_records([self.config.hydra.sweep.dir])
-        try:
-            b = board.build(records, self.metric, self.split)
-        except BoardError as e:  # the board's one-line complaint (e.g. no such metric), as a config error
-            raise HydraException(f"race: {e}") from None
-        position = {key: i for i, key in enumerate(zip(b.long["variant"], b.long["column"], strict=True))}
-        of_run = {
-            rid: position[(v, c)]
-            for rid, v, c in zip(b.runs["run_id"], b.runs["variant"], b.runs["column"], strict=True)
-        }
-        row, owner = {}, {}
-        for cell, paths in written.items():
-            own = [results.load_record(p) for p in paths]
-            if None in own:
-                raise HydraException(f"race: a run of {' '.join(cell)} wrote no readable record")
-            rows = {of_run[r["run_id"]] for r in own}
-            if len(rows) != 1:
-                raise HydraException(f"race: the runs of {' '.join(cell)} fall into several cells of the board")
-            [row[cell]] = rows
-            if owner.setdefault(row[cell], cell) != cell:
-                raise HydraException(
-                    f"race: {' '.join(cell)} and {' '.join(owner[row[cell]])} are one cell of "
-                    "the board; make what tells them apart a config group choice or a swept field"
-                )
-        return b.long, row, values(b.chosen, f"{self.split}/{self.metric}")
+def halving_line(eta: int, keys: "Sequence[str]", points: int, spent: int, decided: "pd.DataFrame") -> str:
+    """The legend line of a race over a tuned grid: the halving, and the runs spent in all (every grid point's runs)
+    against the full grid at the seeds the race reached."""
+    most = int(decided["seeds"].max())
+    full = len(decided) * points * most
+    return (
+        f"tuned grid ({', '.join(keys)}: {points} points per cell) halved on validation first (successive halving, "
+        f"keep 1/{eta} per round, one seed a round); runs spent in all: {spent}; the full grid at the seeds the race "
+        f"reached would need {full} (= {len(decided)} cells × {points} points × {most} seeds)"
+    )

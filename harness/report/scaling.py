@@ -12,7 +12,7 @@ import pandas as pd
 
 from harness.record.keys import LOWER_IS_BETTER
 from harness.report import BoardError
-from harness.report.render import si
+from harness.report.table import si
 
 FORM = "L(C) = a · C^(−b)"
 RESAMPLES = 1000

@@ -1,6 +1,6 @@
 """How the metric moves with one swept config key (`archbench-board DIR --sensitivity trainer.lr`): per variant and
-column, the val and reported metric at each value of the key, mean and min–max over seeds; and the flag on the
-board where a `--select` choice sits at the edge of the values searched (the best may lie outside the grid)."""
+column, the val and reported metric at each value of the key, mean and min–max over seeds (the flag where a
+`--select` choice sits at the edge of the values searched is harness/report/selection.py's)."""
 
 from collections.abc import Sequence
 
@@ -9,52 +9,20 @@ import pandas as pd
 
 from harness.record.keys import LOWER_IS_BETTER
 from harness.report import BoardError
-
-EDGE_MIN = 3  # with fewer values searched every choice is at an edge: only grids of 3 or more are flagged
-
-
-def _number(value: object) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
+from harness.report.selection import choose, order_key
 
 
 def order(values: Sequence[object]) -> list[object]:
     """The distinct values, numbers by value first, then the rest by text."""
     unique = list(dict.fromkeys(v for v in values if not (isinstance(v, float) and np.isnan(v))))
-    return sorted(unique, key=lambda v: (0, _number(v), "") if _number(v) is not None else (1, 0.0, str(v)))
-
-
-def edges(best: pd.DataFrame, means: pd.DataFrame, select: Sequence[str], cell: Sequence[str]) -> pd.Series:
-    """Per chosen cell of `best` (a row per cell with its chosen value of each `select` key), the keys whose chosen
-    value is the lowest or the highest numeric value among the cell's searched grid points (`means`: a row per grid
-    point with a completed run), as text for the board ("edge", or "edge: lr" with several keys); "" where none
-    is, where the key is not numeric, or where the cell searched fewer than EDGE_MIN values of it."""
-    if best.empty:
-        return pd.Series([], dtype=object, index=best.index)
-    out = []
-    grids = means.groupby(list(cell), sort=False, dropna=False)
-    for row in best.itertuples(index=False):
-        point = dict(zip(best.columns, row, strict=True))
-        searched = grids.get_group(tuple(point[c] for c in cell))
-        at_edge = []
-        for key in select:
-            values = [v for v in (_number(x) for x in searched[key].unique()) if v is not None]
-            chosen = _number(point[key])
-            if chosen is not None and len(values) >= EDGE_MIN and chosen in (min(values), max(values)):
-                at_edge.append(key.rsplit(".", 1)[-1])
-        out.append("" if not at_edge else "edge" if len(select) == 1 else f"edge: {', '.join(at_edge)}")
-    return pd.Series(out, index=best.index, dtype=object)
+    return sorted(unique, key=order_key)
 
 
 def points(runs: pd.DataFrame, key: str, metric: str, split: str, select: Sequence[str] = ()) -> pd.DataFrame:
-    """One row per (variant, column, value of `key`) of a runs frame with columns (board.with_columns) whose variants
+    """One row per (variant, column, value of `key`) of a runs frame with columns (runs.with_columns) whose variants
     are named without `key` and `select`: val/<metric> and <split>/<metric> over the completed runs (mean, min, max),
-    n, failed runs, and `chosen` where the value has the best mean val (fewest failures first, as board.choose does).
-    Other `select` keys are chosen per value on val (the profile over them)."""
-    from harness.report.board import choose  # board imports this module
-
+    n, failed runs, and `chosen` where the value ranks first as selection.choose ranks it (most runs, fewest failures,
+    best mean val). Other `select` keys are chosen per value on val (the profile over them)."""
     if key not in runs or runs[key].isna().all():
         raise BoardError(f"--sensitivity {key} is not a field of the runs' config")
     val, target = f"metric:val/{metric}", f"metric:{split}/{metric}"
@@ -85,7 +53,7 @@ def points(runs: pd.DataFrame, key: str, metric: str, split: str, select: Sequen
     out["column"] = out.pop("base")
     sign = -1 if metric in LOWER_IS_BETTER else 1
     ranked = out[out["n"] > 0].assign(rate=out["failed"] / out["runs"], score=out["val_mean"] * sign)
-    ranked = ranked.sort_values(["rate", "score"], ascending=[True, False], kind="stable")
+    ranked = ranked.sort_values(["runs", "rate", "score"], ascending=[False, True, False], kind="stable")
     out["chosen"] = out.index.isin(ranked.drop_duplicates(cell).index)
     return out.drop(columns="runs")
 
@@ -116,7 +84,8 @@ def view(
     lines = [
         f"sensitivity to {key}: per variant and column, val/{metric} mean [{band}] → {split}/{metric} mean "
         f"[{band}] at each value of {key}; n = {n_usual} seeds unless shown; (chosen) = the value with the best "
-        f"mean val/{metric} (values whose runs failed more often rank lower), as --select {key} chooses"
+        f"mean val/{metric} (a value with more runs first; values whose runs failed more often rank lower), as "
+        f"--select {key} chooses"
         + (
             f"; at each value the other --select keys ({', '.join(k for k in select if k != key)}) are chosen on val"
             if any(k != key for k in select)

@@ -50,3 +50,24 @@ def _value(config: dict, key: str) -> str:
     for part in key.split("."):
         config = config.get(part) if isinstance(config, dict) else None
     return repr(config)
+
+
+def ranked(runs: pd.DataFrame, cell: Sequence[str], keys: Sequence[str]) -> pd.DataFrame:
+    """One row per grid point (`cell` + `keys` values) of `runs` (one row per run, with columns `score`: the val
+    metric signed so higher is better, NaN where the run failed; `failed`: 1.0 for a failed or diverged run; and
+    `tiebreak`: the val loss negated, or NaN), best first within each cell. The order, shared by the board's
+    selection and the race's halving (harness/run/race.py) so both choose the same grid point: more runs launched
+    first (a racing survivor got seeds its eliminated rivals did not), then a lower failure rate (an lr that diverged
+    on one seed of three does not win on the two that survived), then the better mean score, then the better mean
+    tiebreak (several lrs at accuracy 1.000: the lower val loss). Grid points with no completed run are dropped."""
+    group = [*cell, *keys]
+    means = runs.groupby(group, dropna=False, sort=False).agg(
+        runs=("failed", "size"), failed=("failed", "mean"), score=("score", "mean"), tiebreak=("tiebreak", "mean")
+    )
+    means = means[means["failed"] < 1].reset_index()
+    return means.sort_values(
+        ["runs", "failed", "score", "tiebreak"],
+        ascending=[False, True, False, False],
+        kind="stable",
+        na_position="last",
+    )

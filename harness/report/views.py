@@ -10,7 +10,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from harness.record.keys import LOWER_IS_BETTER
-from harness.report.render import si
+from harness.report.table import si
 
 
 def _round(value: float, up: bool) -> float:

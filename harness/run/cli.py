@@ -1,7 +1,7 @@
-"""`archbench`: the Hydra app. Validates the config before any work, builds model and task, trains, writes the
-record. One run, or a sweep with `-m`; `archbench suite=quick` is the main job."""
+"""`archbench`: the Hydra app. One run reads top to bottom in `run`: config -> record -> build -> train -> record
+written (the board reads the records); the checks before any work are harness/run/preflight.py's. One run, or a sweep
+with `-m`; `archbench suite=quick` is the main job."""
 
-import copy
 import gc
 import logging
 import os
@@ -16,148 +16,90 @@ from typing import Any
 
 import hydra
 import torch
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
-from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from harness import grammar
 from harness.record import code, results
 from harness.record.keys import labels_of
-from harness.run import paths, search, weights
-from harness.run.build import ConfigError, build, check, check_writable, layer_names, untrained_positions
+from harness.run import preflight, search, weights
+from harness.run.build import ConfigError, build, layer_names, untrained_positions
 from harness.run.checkpoint import FILE as CHECKPOINT
 from harness.run.checkpoint import Checkpointer
 from harness.run.identity import identify
+from harness.run.preflight import EXIT_BAD_INPUT, EXIT_FAILED, Stop, one_line
 from harness.run.train import Diverged, seed_everything, train
 
 log = logging.getLogger("archbench")
 
 
-class Stop(BaseException):
-    """Raised by the callbacks to stop before anything runs: a BaseException, so that Hydra (which turns a callback's
-    exceptions into warnings) lets it through to `main`, the one place that prints it and exits with `code`."""
-
-    def __init__(self, message: str, code: int = 2):
-        super().__init__(message)
-        self.code = code
-
-
-# exit codes (README, "Exit codes"): 0 every run completed (or was skipped as completed); 1 a run failed or diverged
-# (its record is written); 2 bad input: nothing ran, nothing was written
-EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
-
-
-def _job_config(config: DictConfig) -> DictConfig:
-    job = copy.deepcopy(config)
-    with read_write(job), open_dict(job):
-        job.pop("hydra", None)
-    return job
-
-
-class Preflight(Callback):
-    """Everything that can be known before training, checked before it: every field of every job against its schema
-    and the model built on the meta device (a bad cell of a sweep stops the sweep before any job has trained), and
-    the results folder and the run or sweep folder writable. Any failure is one line and exit code 2; nothing is
-    written. At the end of a sweep, says how many of its runs completed, failed or diverged."""
-
-    def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        try:
-            check(_job_config(config))
-            paths.check_outputs(config, sweep=False)  # before check_writable creates any folder
-            check_writable(config.paths.results, "paths.results")
-            check_writable(config.hydra.run.dir, "hydra.run.dir")
-        except (ConfigError, HydraException, OmegaConfBaseException) as e:
-            raise Stop(one_line(e)) from None
-
-    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        try:
-            paths.check_outputs(config, sweep=True)  # subdir as job 0 resolves it; per job below where jobs are known
-            self._check_jobs(config)
-            check_writable(config.paths.results, "paths.results")
-            check_writable(config.hydra.sweep.dir, "hydra.sweep.dir")
-        except (ConfigError, HydraException, OmegaConfBaseException, ValueError) as e:
-            raise Stop(one_line(e)) from None
-
-    def _check_jobs(self, config: DictConfig) -> None:
-        if config.hydra.sweeper.get("_target_") == search.OPTUNA_SWEEPER:  # trials come one by one: check the space
-            n = search.check(config, GlobalHydra.instance().config_loader())
-            log.info(
-                "search over %d parameters: options, objectives and fixed overrides checked; a trial that "
-                "cannot be built is a failed trial with the worst value",
-                n,
-            )
-            return
-        if config.hydra.sweeper.get("_target_") not in (grammar.BASIC_SWEEPER, grammar.RACE_SWEEPER):
-            log.info("sweeper %s: jobs are checked as they start", config.hydra.sweeper.get("_target_"))
-            return
-        loader = GlobalHydra.instance().config_loader()
-        params = [f"{k}={v}" for k, v in (config.hydra.sweeper.params or {}).items()]
-        jobs = grammar.jobs([*params, *config.hydra.overrides.task], loader)
-        swept = [o for o in jobs[0] if any(o not in job for job in jobs)] if len(jobs) > 1 else []
-        master, t0 = HydraConfig.instance().cfg, time.perf_counter()
-        try:
-            for i, job in enumerate(jobs):
-                try:
-                    job_cfg = loader.load_sweep_config(master_config=config, sweep_overrides=list(job))
-                    with read_write(job_cfg), open_dict(job_cfg):
-                        job_cfg.hydra.job.num = i  # as the launcher will, for hydra.sweep.subdir
-                    HydraConfig.instance().set_config(job_cfg)  # as the launcher will, for ${hydra:...}
-                    check(_job_config(job_cfg), memory=_local(config))
-                    paths.check_outputs(job_cfg, sweep=True)
-                except (ConfigError, HydraException, OmegaConfBaseException) as e:
-                    where = " ".join(o for o in job if o.split("=")[0] in {s.split("=")[0] for s in swept})
-                    raise ConfigError(f"{one_line(e)} (job {i}{': ' + where if where else ''})") from None
-        finally:
-            HydraConfig.instance().cfg = master
-        log.info("checked the configs of %d jobs in %.1f s", len(jobs), time.perf_counter() - t0)
-
-    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        """Count the sweep's records by status; a sweep with failed or diverged runs exits 1 (see `main`)."""
-        global SWEEP_FAILED
-        counts: dict[str, int] = {}
-        for r in results.load_records([config.hydra.sweep.dir]):
-            counts[r["status"]] = counts.get(r["status"], 0) + 1
-        bad = counts.get("failed", 0) + counts.get("diverged", 0)
-        in_search = config.hydra.sweeper.get("_target_") == search.OPTUNA_SWEEPER
-        SWEEP_FAILED = bad > 0 and not in_search  # failed trials are part of a search
-        detail = ", ".join(f"{counts[k]} {k}" for k in results.STATUSES if counts.get(k))
-        print(
-            f"sweep {config.hydra.sweep.dir}: {sum(counts.values())} runs: {detail or 'none'}"
-            + (" (see [k failed] on the board, and each record's error)" if bad else "")
-        )
-
-
-SWEEP_FAILED = False  # set at the end of a sweep; `main` turns it into exit code 1
-LOCAL_LAUNCHERS = ("BasicLauncher", "JoblibLauncher")  # the jobs run on this machine: its memory is theirs
-
-
-def _local(config: DictConfig) -> bool:
-    return str(config.hydra.launcher.get("_target_", "")).rsplit(".", 1)[-1] in LOCAL_LAUNCHERS
-
-
 def run(cfg: DictConfig) -> dict:
     """Train one run and write its record (harness/record/results.py); returns the record as written (status None
-    if interrupted, which writes none)."""
+    if interrupted, which writes none). The steps, in order: config -> record -> build -> train -> record written
+    (the board reads the records: harness/report/board.py)."""
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    results_root = Path(cfg.paths.results)
+    record = new_record(cfg)
+    seed_everything(cfg.seed, deterministic=cfg.trainer.deterministic)  # before the model draws its weights
+    try:
+        task, model, train_cfg = build(cfg)
+        identify(record, model, task)  # the model's code and kernels join the run id
+    except code.StaleCode as e:  # a sweep worker whose loaded code was edited since: recorded, and the sweep goes on
+        return _not_started(record, out_dir, f"StaleCode: {e}", "run %s not started: %s")
+    except ConfigError as e:
+        if not search.active(cfg):
+            raise
+        # in a search, a combination that cannot be built (rope with a mixer that takes no positions) is a failed
+        # trial with the worst value: the sampler learns to avoid it, and the study goes on
+        return _not_started(record, out_dir, f"ConfigError: {e}", "trial %s cannot be built: %s")
+    if cfg.skip_completed and (prior := results.find_completed(results_root, record.run_id)) is not None:
+        log.info(
+            "run %s already completed in %s: skipping (skip_completed=false reruns it)", record.run_id, prior["path"]
+        )
+        prior.pop("path")
+        results.write_json_atomic(out_dir / results.RECORD, prior)
+        return prior
+    record.cost = model_costs(model, task)
+    _log_start(record, cfg.seed)
+    if (untrained := untrained_positions(model, task)) is not None:  # said, not refused: MHA-Abs does it on purpose
+        log.warning(untrained)
+    checkpointer = Checkpointer(  # found by config; resumed only if its run id (config, code, kernels) is this one's
+        out_dir / CHECKPOINT,
+        resume_from=results.find_checkpoint(results_root, record.config_id) if cfg.resume else None,
+        on_save=lambda path: results.mark_in_progress(results_root, record.config_id, path),
+        run_id=record.run_id,
+    )
+    logger = None
+    t0 = time.perf_counter()
+    try:
+        logger = open_logger(cfg, record, out_dir)
+        _train(cfg, record, (task, model, train_cfg), checkpointer, logger, out_dir)
+    except Exception as e:  # a failing run is recorded, and the sweep goes on
+        record.status, record.error = _outcome(record.run_id, e)
+    finally:  # after Ctrl-C (status None) nothing is written: the checkpoint resumes the run
+        written = record.status is not None and _write_record(out_dir, record, results_root, checkpointer, t0)
+        _close_logger(logger, record)  # after the record: a logger that fails to close costs no result
+    _log_end(record, written, out_dir / results.RECORD)
+    if not written:
+        record.status, record.error = "failed", record.error or "the record could not be written"
+    return record.to_dict()
+
+
+def new_record(cfg: DictConfig) -> results.Record:
+    """The record of the run `cfg` (status None until it ends): its resolved config, labels, overrides, environment
+    and start time; its run id from the config until the model is built."""
     hc = HydraConfig.get()
-    out_dir = Path(hc.runtime.output_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
     try:
         layers = layer_names(config["model"], hc.runtime.choices.get("model/mixer"))
     except ValueError as e:  # a plan the build check refuses too: the same one line
         raise ConfigError(f"model.{e}") from None
-    labels = labels_of(hc.runtime.choices, layers)
-    results_root = Path(cfg.paths.results)
-
-    seed_everything(cfg.seed, deterministic=cfg.trainer.deterministic)  # before the model draws its weights
-    # status stays None only if the run is interrupted (Ctrl-C): then no record, and the checkpoint resumes it.
-    record = results.Record(
-        run_id=results.run_id(config),  # until the model is built: then its code and kernels join the id
-        labels=labels,
+    return results.Record(
+        run_id=results.run_id(config),
+        labels=labels_of(hc.runtime.choices, layers),
         overrides=list(hc.overrides.task),
         config=config,
         derived=derived_keys(cfg),
@@ -165,127 +107,84 @@ def run(cfg: DictConfig) -> dict:
         env=results.environment(),
         timestamps={"started": _now()},
     )
-    try:
-        task, model, train_cfg = build(cfg)
-        identify(record, model, task)
-    except code.StaleCode as e:  # a sweep worker whose loaded code was edited since: recorded, and the sweep goes on
-        record.status, record.error = "failed", f"StaleCode: {e}"
-        record.timestamps["finished"] = _now()
-        results.write_json_atomic(out_dir / results.RECORD, record.to_dict())
-        log.error("run %s not started: %s", record.run_id, e)
-        return record.to_dict()
-    except ConfigError as e:
-        if not search.active(cfg):
-            raise
-        # in a search, a combination that cannot be built (rope with a mixer that takes no positions) is a failed
-        # trial with the worst value: the sampler learns to avoid it, and the study goes on
-        record.status, record.error = "failed", f"ConfigError: {e}"
-        record.timestamps["finished"] = _now()
-        results.write_json_atomic(out_dir / results.RECORD, record.to_dict())
-        log.error("trial %s cannot be built: %s", record.run_id, e)
-        return record.to_dict()
-    rid = record.run_id
 
-    if cfg.skip_completed and (prior := results.find_completed(results_root, rid)) is not None:
-        log.info("run %s already completed in %s: skipping (skip_completed=false reruns it)", rid, prior["path"])
-        prior.pop("path")
-        results.write_json_atomic(out_dir / results.RECORD, prior)
-        return prior
 
-    record.cost = {
+def _not_started(record: results.Record, out_dir: Path, error: str, message: str) -> dict:
+    """A run that could not be built, recorded as failed (a search's trial, a stale sweep worker)."""
+    record.status, record.error = "failed", error
+    record.timestamps["finished"] = _now()
+    results.write_json_atomic(out_dir / results.RECORD, record.to_dict())
+    log.error(message, record.run_id, error.partition(": ")[2])
+    return record.to_dict()
+
+
+def model_costs(model: Any, task: Any) -> dict:
+    """What the model costs before it trains: its parameters and training FLOPs per token (harness/run/mfu.py)."""
+    return {
         "params": model.num_params(),
         "params_non_embedding": model.num_params(non_embedding=True),  # Kaplan et al.'s N: no vocabulary matrices
         "params_embedding": model.num_embedding_params(),  # token embedding, head (tied once), position table
         "flops_per_token": model.flops_per_token(task.seq_len),  # the backbone's; the head is charged per target
         "head_flops_per_scored": model.head_flops_per_scored(),
     }
-    log.info(
-        "run %s  %s  seed=%s  params=%s",
-        rid,
-        " ".join(f"{k}={v}" for k, v in labels.items()),
-        cfg.seed,
-        f"{record.cost['params']:,}",
+
+
+def _log_start(record: results.Record, seed: int) -> None:
+    labels = " ".join(f"{k}={v}" for k, v in record.labels.items())
+    log.info("run %s  %s  seed=%s  params=%s", record.run_id, labels, seed, f"{record.cost['params']:,}")
+
+
+def open_logger(cfg: DictConfig, record: results.Record, out_dir: Path) -> Any:
+    """The run's metrics logger (cfg.logger: wandb or none), named and tagged by the run's labels."""
+    labels = record.labels
+    name = [*(labels[k] for k in ("mixer", "norm", "ffn", "position") if k in labels), labels.get("task", "")]
+    return instantiate(cfg.logger)(
+        group=cfg.name,
+        job_type=labels.get("task", "task"),
+        tags=sorted(set(labels.values())),
+        name="-".join([*name, f"s{cfg.seed}"]),
+        config=record.config,
+        dir=str(out_dir),
+        labels=labels,
+        overrides=record.overrides,
+        run_id=record.run_id,
     )
-    if (untrained := untrained_positions(model, task)) is not None:  # said, not refused: MHA-Abs does it on purpose
-        log.warning(untrained)
-    checkpointer = Checkpointer(  # found by config; resumed only if its run id (config, code, kernels) is this one's
-        out_dir / CHECKPOINT,
-        resume_from=results.find_checkpoint(results_root, record.config_id) if cfg.resume else None,
-        on_save=lambda path: results.mark_in_progress(results_root, record.config_id, path),
-        run_id=rid,
+
+
+def _train(
+    cfg: DictConfig, record: results.Record, built: tuple, checkpointer: Checkpointer, logger: Any, out_dir: Path
+) -> None:
+    """Train the built (task, model, trainer config), keep the weights, and fill the record as completed."""
+    task, model, train_cfg = built
+    out = train(
+        model,
+        task.splits(cfg.seed),
+        train_cfg,
+        seed=cfg.seed,
+        log_fn=logger.log,
+        checkpoint=checkpointer,
+        flops_per_token=record.cost["flops_per_token"],
+        head_flops_per_scored=record.cost["head_flops_per_scored"],
     )
-    logger = None
-    t0 = time.perf_counter()
-    try:
-        logger = instantiate(cfg.logger)(
-            group=cfg.name,
-            job_type=labels.get("task", "task"),
-            tags=sorted(set(labels.values())),
-            name="-".join(
-                [
-                    *(labels[k] for k in ("mixer", "norm", "ffn", "position") if k in labels),
-                    labels.get("task", ""),
-                    f"s{cfg.seed}",
-                ]
-            ),
-            config=config,
-            dir=str(out_dir),
-            labels=labels,
-            overrides=record.overrides,
-            run_id=rid,
-        )
-        out = train(
-            model,
-            task.splits(cfg.seed),
-            train_cfg,
-            seed=cfg.seed,
-            log_fn=logger.log,
-            checkpoint=checkpointer,
-            flops_per_token=record.cost["flops_per_token"],
-            head_flops_per_scored=record.cost["head_flops_per_scored"],
-        )
-        out["metrics"].update(task.derived_metrics(out["metrics"]))
-        if cfg.get("save_model", True):  # before the record says completed: a run that cannot keep them fails
-            record.files["weights"] = weights.save(model, out_dir, {"run_id": rid})
-        record.status, record.metrics, record.history = "completed", out["metrics"], out["history"]
-        record.cost.update(out["cost"])  # with MFU where the device's peak is known (harness/run/mfu.py), else None
-        logger.summary({**out["metrics"], **record.cost})
-    except Diverged as e:
-        record.status, record.error = "diverged", str(e)
+    out["metrics"].update(task.derived_metrics(out["metrics"]))
+    if cfg.get("save_model", True):  # before the record says completed: a run that cannot keep them fails
+        record.files["weights"] = weights.save(model, out_dir, {"run_id": record.run_id})
+    record.status, record.metrics, record.history = "completed", out["metrics"], out["history"]
+    record.cost.update(out["cost"])  # with MFU where the device's peak is known (harness/run/mfu.py), else None
+    logger.summary({**out["metrics"], **record.cost})
+
+
+def _outcome(rid: str, e: Exception) -> tuple[str, str]:
+    """The status and error of a run that raised `e`: diverged, or failed (out of memory: the memory is freed after
+    the run, by `app`, so the next job can run)."""
+    if isinstance(e, Diverged):
         log.error("run %s diverged: %s", rid, e)
-    except torch.cuda.OutOfMemoryError as e:  # the memory is freed after the run (app), so the next job can run
-        record.status, record.error = "failed", _oom_reason(e)
-        log.error("run %s failed: %s", rid, record.error)
-    except Exception as e:  # a failing run is recorded, and the sweep goes on
-        record.status, record.error = "failed", f"{type(e).__name__}: {e}"
-        log.error("run %s failed: %s\n%s", rid, record.error, traceback.format_exc())
-    finally:
-        written = record.status is not None and _write_record(out_dir, record, results_root, checkpointer, t0)
-        if logger is not None:  # after the record: a logger that fails to close costs no result
-            try:
-                if record.status not in (None, "completed"):  # why it ended, for the dashboard and --wandb
-                    logger.summary({"status": record.status, "error": record.error})
-                logger.finish(exit_code=0 if record.status == "completed" else 1)
-            except Exception as e:
-                log.warning(
-                    "run %s: the logger failed to finish (%s: %s); the record is written", rid, type(e).__name__, e
-                )
-    m = record.metrics
-    where = out_dir / results.RECORD
-    if record.status == "completed" and written:
-        log.info(
-            "run %s done: val/accuracy %.4f  test/accuracy %.4f  %.0f tokens/s; record: %s",
-            rid,
-            m["val/accuracy"],
-            m["test/accuracy"],
-            record.cost["tokens_per_second"] or 0,
-            where,
-        )
-    elif written:
-        log.error("run %s %s (%s); record: %s", rid, record.status, record.error, where)
-    if not written:
-        record.status, record.error = "failed", record.error or "the record could not be written"
-    return record.to_dict()
+        return "diverged", str(e)
+    if isinstance(e, torch.cuda.OutOfMemoryError):
+        log.error("run %s failed: %s", rid, reason := _oom_reason(e))
+        return "failed", reason
+    log.error("run %s failed: %s\n%s", rid, reason := f"{type(e).__name__}: {e}", traceback.format_exc())
+    return "failed", reason
 
 
 def _write_record(
@@ -325,6 +224,35 @@ def _write_record(
             kept,
         )
         return False
+
+
+def _close_logger(logger: Any, record: results.Record) -> None:
+    """Finish the logger (with why the run ended, for the dashboard and --wandb); a failure to finish is a warning."""
+    if logger is None:
+        return
+    try:
+        if record.status not in (None, "completed"):
+            logger.summary({"status": record.status, "error": record.error})
+        logger.finish(exit_code=0 if record.status == "completed" else 1)
+    except Exception as e:
+        log.warning(
+            "run %s: the logger failed to finish (%s: %s); the record is written", record.run_id, type(e).__name__, e
+        )
+
+
+def _log_end(record: results.Record, written: bool, where: Path) -> None:
+    m = record.metrics
+    if record.status == "completed" and written:
+        log.info(
+            "run %s done: val/accuracy %.4f  test/accuracy %.4f  %.0f tokens/s; record: %s",
+            record.run_id,
+            m["val/accuracy"],
+            m["test/accuracy"],
+            record.cost["tokens_per_second"] or 0,
+            where,
+        )
+    elif written:
+        log.error("run %s %s (%s); record: %s", record.run_id, record.status, record.error, where)
 
 
 def derived_keys(cfg: DictConfig) -> list[str]:
@@ -375,26 +303,10 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def one_line(e: BaseException) -> str:
-    """Hydra's multi-line messages (missing option with the list of available ones) folded into one line."""
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    if not lines:
-        return type(e).__name__
-    if "Config search path:" in lines:
-        lines = lines[: lines.index("Config search path:")]
-    head = lines[0]
-    if len(lines) > 1 and lines[1].startswith("Available options"):
-        head += f" (available: {', '.join(lines[2:])})"
-    elif len(lines) > 1:
-        head += " " + " ".join(lines[1:])
-    return head
-
-
 def main() -> None:
     """`archbench`: exit 0 when every run completed, 1 when one failed or diverged (its record is written), 2 for bad
     input (nothing ran, nothing was written); one line on stderr for either."""
-    global SWEEP_FAILED
-    SWEEP_FAILED = False
+    preflight.SWEEP_FAILED = False
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra's composition errors reach us: one line and exit code 2
     try:
         app()
@@ -413,7 +325,7 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(EXIT_FAILED)
-    if SWEEP_FAILED:
+    if preflight.SWEEP_FAILED:
         sys.exit(EXIT_FAILED)
 
 

@@ -52,7 +52,7 @@ def check_inside(path: Any, root: Any, what: str, value: Any = None) -> None:
 def check_outputs(config: DictConfig, sweep: bool) -> None:
     """`name` and every folder a run or sweep writes (config: the whole config, hydra included) inside paths.results.
     In a sweep, `hydra.sweep.subdir` is checked as job `config.hydra.job.num` resolves it (per job where the
-    sweep's jobs are known: harness/run/cli.py's Preflight)."""
+    sweep's jobs are known: harness/run/preflight.py)."""
     root = config.paths.results
     check_name(config.name)
     if not sweep:

@@ -1,7 +1,7 @@
-"""Hydra finds sweepers only in the hydra_plugins namespace: this names archbench's race sweeper there. The
-procedure and the sweeper are harness/report/race.py."""
+"""Hydra finds sweepers only in the hydra_plugins namespace: this names archbench's race sweeper there. The sweeper
+is harness/run/race.py, the procedure it follows harness/report/race.py."""
 
-from harness.report import race
+from harness.run import race
 
 
 class RaceSweeper(race.RaceSweeper):

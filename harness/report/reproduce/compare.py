@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 
 from harness.record.keys import LOWER_IS_BETTER, board_role
-from harness.report import board
+from harness.report.identities import leaves, lookup
+from harness.report.selection import choose
 
 
 def norm(value: object) -> str | int | float:
@@ -26,11 +27,11 @@ def field(record: dict, path: str, split: str) -> str | int | float:
     """A card field of a record: labels.<key>, config.<key>, or split_length (the length a test split was drawn at:
     the training length for `test`, <length> for `test@<length>`)."""
     if path == "split_length":
-        return norm(split.partition("@")[2] or board.lookup(record.get("config") or {}, "task.seq_len"))
+        return norm(split.partition("@")[2] or lookup(record.get("config") or {}, "task.seq_len"))
     head, _, rest = path.partition(".")
     if head not in ("labels", "config"):
         raise ValueError(f"card field {path!r} must start with labels. or config. (or be split_length)")
-    return norm(board.lookup(record.get(head) or {}, rest))
+    return norm(lookup(record.get(head) or {}, rest))
 
 
 def splits(record: dict, pattern: str, metric: str) -> list[str]:
@@ -52,7 +53,7 @@ def runs(records: list[dict], card: dict) -> pd.DataFrame:
             row = {name: field(r, path, split) for name, path in fields.items()}
             row["variant"] = " ".join(str(row[k]) for k in card["row"])
             row["column"] = " ".join(f"{k}={row[k]}" for k in card["columns"])
-            row.update({k: board.lookup(r.get("config") or {}, k) for k in card.get("select", [])})
+            row.update({k: lookup(r.get("config") or {}, k) for k in card.get("select", [])})
             row.update(
                 {
                     "record": i,
@@ -75,7 +76,7 @@ def ours(records: list[dict], card: dict) -> pd.DataFrame:
     frame = runs(records, card)
     if frame.empty:
         return pd.DataFrame(columns=[*keys, "ours", "std", "n", "selected"])
-    chosen, selection = board.choose(frame, card["metric"], card.get("select", []))
+    chosen, selection = choose(frame, card["metric"], card.get("select", []))
     same_setup(chosen, records, card)
     chosen = chosen.assign(value=pd.to_numeric(chosen["value"], errors="coerce"))
     cell = [*keys, "variant", "column"]
@@ -106,7 +107,7 @@ def same_setup(chosen: pd.DataFrame, records: list[dict], card: dict) -> None:
     `seeds: max`, the better taken) into the paper's cell without a word."""
     hide = tuple(card.get("select", []))
     for (variant, column), cell in chosen.groupby(["variant", "column"], sort=False):
-        configs = [board.leaves(records[i].get("config") or {}) for i in cell["record"].unique()]
+        configs = [leaves(records[i].get("config") or {}) for i in cell["record"].unique()]
         differ = {
             k: sorted({c.get(k, "(none)") for c in configs})
             for k in sorted({k for c in configs for k in c})
