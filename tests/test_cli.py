@@ -9,6 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from harness.run.cli import main
+
 SMOKE = ["trainer=smoke", "task.num_train=64", "task.num_val=16", "task.num_test=16"]
 
 
@@ -16,6 +18,21 @@ def archbench(tmp_path: Path, *args: str, env=None) -> subprocess.CompletedProce
     env = {**os.environ, "ARCHBENCH_RESULTS": str(tmp_path / "results"), "WANDB_MODE": "offline", **(env or {})}
     cmd = [sys.executable, "-c", "from harness.run.cli import main; main()", *args]
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+
+def in_process(tmp_path: Path, monkeypatch, capsys, *args: str) -> subprocess.CompletedProcess:
+    """archbench(*args) in this process, where torch is loaded already: for commands refused before any work."""
+    monkeypatch.setenv("ARCHBENCH_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # main() sets it; put back after the test
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["archbench", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code or 0
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(sys.argv, code, out.out, out.err)
 
 
 def records(tmp_path: Path) -> list[dict]:
@@ -96,8 +113,8 @@ def test_rerunning_a_completed_run_skips_it(run_twice):
         (["trainer.lr=-1"], "trainer.lr=-1: must be a finite number > 0"),
     ],
 )
-def test_bad_config_gives_one_line_exit_2_and_no_record(tmp_path, args, message):
-    proc = archbench(tmp_path, *SMOKE, *args)
+def test_bad_config_gives_one_line_exit_2_and_no_record(tmp_path, monkeypatch, capsys, args, message):
+    proc = in_process(tmp_path, monkeypatch, capsys, *SMOKE, *args)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("archbench: error:") and message in lines[0], proc.stderr
