@@ -83,6 +83,12 @@ OmegaConf.register_new_resolver("choices", choices, replace=True)
 OmegaConf.register_new_resolver(
     "batch_for_tokens", lambda tokens, length: max(1, int(tokens) // int(length)), replace=True
 )
+# ${steps_per_epoch:${task.num_train},${trainer.batch_size}}: the optimizer steps of one pass over the train split, as
+# the trainer counts them (full batches only), e.g. eval_every "one epoch" (conf/experiment/zoology_mqar.yaml)
+OmegaConf.register_new_resolver("steps_per_epoch", lambda n, batch: max(1, int(n) // int(batch)), replace=True)
+# ${examples_for_steps:${trainer.max_steps},${trainer.batch_size}}: a train split that lasts exactly that many steps,
+# every batch fresh (the small scale of harness/report/reproduce/papers/grazzi_parity.yaml)
+OmegaConf.register_new_resolver("examples_for_steps", lambda steps, batch: int(steps) * int(batch), replace=True)
 # ${gib_bytes:${resources.mem_gb}}: gigabytes as SLURM counts them (GiB), in bytes, as Ray asks for memory
 OmegaConf.register_new_resolver("gib_bytes", lambda gb: int(float(gb) * 2**30), replace=True)
 # conf/hydra/launcher/ray.yaml has the name of the Ray plugin's own config, on purpose (`hydra/launcher=ray`): Hydra

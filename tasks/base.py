@@ -20,6 +20,7 @@ from tasks import cache
 
 IGNORE = -100
 SPLITS = ("train", "val", "test")
+HIGHER, LOWER = "higher", "lower"  # which way a metric is better (Task.metrics)
 
 # A field's range is declared beside it with these (harness/run/schema.py checks every config value against them
 # before anything runs); a task's check() keeps only what relates several fields.
@@ -85,7 +86,9 @@ class Task:
     num_train: int
     num_val: int
     num_test: int
-    metrics: tuple[str, ...] = ("loss", "accuracy")  # accuracy: token accuracy over scored positions
+    # every metric the task's runs record (<split>/<name>), and whether it is better "higher" or "lower": the board's
+    # ranks and marks, the race and a search read it (tasks/registry.py); accuracy: token accuracy over scored positions
+    metrics: ClassVar[dict[str, str]] = {"loss": LOWER, "accuracy": HIGHER}
     cache_min_tokens: int = cache.MIN_TOKENS  # splits of at least this many tokens are cached on disk
     version: int = 1  # bump when a generator's output changes, so that cached splits are not reused
 

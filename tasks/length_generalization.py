@@ -28,7 +28,7 @@ import numpy as np
 from annotated_types import Ge
 from omegaconf import ListConfig
 
-from tasks.base import IGNORE, SPLITS, Task
+from tasks.base import HIGHER, IGNORE, SPLITS, Task
 
 Positive = Annotated[int, Ge(1)]
 
@@ -70,6 +70,7 @@ class LengthGeneralizationTask(Task):
 
     input_size = 2
     output_size = 2
+    metrics = {**Task.metrics, "length_mean_accuracy": HIGHER}  # derived_metrics: the paper's score
 
     def __post_init__(self):
         if self.test_lengths is None:

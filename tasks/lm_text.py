@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from tasks import cache, lm_shards, lm_tokenizer
-from tasks.base import SPLITS, Count, OpenFraction, Split, Task, split_rng
+from tasks.base import LOWER, SPLITS, Count, OpenFraction, Split, Task, split_rng
 from tasks.hub import hub_unavailable
 
 SAMPLE = Path(__file__).parent / "data"
@@ -59,7 +59,7 @@ class LMText(Task):
     num_val: Count | None = 1_000
     num_test: Count | None = 1_000
 
-    metrics = ("loss", "accuracy", "perplexity", "bits_per_byte")
+    metrics = {**Task.metrics, "perplexity": LOWER, "bits_per_byte": LOWER}
     cache_min_tokens = None  # never cached here: `datasets` caches the parsed text, and files can change
 
     def check(self) -> None:

@@ -19,15 +19,7 @@ from harness.record import results
 from harness.report import cli as board_cli
 from harness.run import build, cli
 from harness.run.train import seed_everything
-
-SMOKE = [
-    "trainer=smoke",
-    "model/ffn=none",
-    "model.d_model=32",
-    "task.num_train=64",
-    "task.num_val=16",
-    "task.num_test=16",
-]
+from tests.sweeps import SMOKE
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from harness.report import cli as board_cli
 from harness.report import race
 from harness.run import cli
 from tests.conftest import examples
+from tests.sweeps import SMOKE
 
 ALPHA = 0.05
 
@@ -206,14 +207,6 @@ def test_the_race_decides_on_validation_and_the_board_reports_test(tmp_path):
     assert on_test.views["race"][0].loc["b", "mqar"].startswith("0.935 leader")
 
 
-SMOKE = [
-    "trainer=smoke",
-    "model/ffn=none",
-    "model.d_model=32",
-    "task.num_train=64",
-    "task.num_val=16",
-    "task.num_test=16",
-]
 RACE = [
     "-m",
     "hydra/sweeper=race",
@@ -271,7 +264,7 @@ def test_a_real_race_gives_consecutive_seeds_and_its_decisions_and_a_rerun_train
         (["hydra.sweeper.min_seeds=1"], "min_seeds"),
         (["hydra.sweeper.delta=-0.1"], "hydra.sweeper.delta=-0.1 must be 0 or more"),
         (["hydra.sweeper.budget=3"], "less than the first round"),
-        (["suite=quick", "hydra.sweeper.budget=3"], "2 cells x 2 seeds"),  # the suite's seeds dropped
+        (["suite=quick", "hydra.sweeper.budget=3"], "2 cells x 3 grid points"),  # its seeds dropped, its lrs a grid
     ],
 )
 def test_a_race_that_cannot_run_stops_before_training(tmp_path, monkeypatch, capsys, args, message):

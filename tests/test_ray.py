@@ -2,8 +2,6 @@
 --head`, stopped after). Run with `pytest -m ray` (left out of the default run); skips where Ray or
 hydra-ray-launcher is not installed (pip install -e '.[ray]')."""
 
-import csv
-import json
 import os
 import shutil
 import socket
@@ -19,38 +17,12 @@ pytest.importorskip(
     "hydra_plugins.hydra_ray_launcher", reason="hydra-ray-launcher is not installed (pip install -e '.[ray]')"
 )
 
-from harness.record import results  # noqa: E402
+from tests.sweeps import SMOKE, board, records  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOKE = [
-    "trainer=smoke",
-    "model/ffn=none",
-    "model.d_model=32",
-    "task.num_train=64",
-    "task.num_val=16",
-    "task.num_test=16",
-]
 SWEEP = ["model/mixer=attention,gqa", "seed=0,1", *SMOKE]
-BOARD_COLUMNS = (
-    "variant",
-    "column",
-    "failed",
-    "mean",
-    "std",
-    "n",
-    "params",
-    "flops_per_token",
-    "tokens_seen",
-    "ci_lo",
-    "ci_hi",
-    "leader",
-    "p_vs_leader",
-    "tied",
-    "rank",
-    "avg_rank",
-)  # all but time and memory
 
 
 def free_port() -> int:
@@ -114,15 +86,6 @@ def ray_head(tmp_path_factory):
 def sweep_of(results_root: Path) -> Path:
     [sweep] = [p.parent for p in results_root.rglob("multirun.yaml")]
     return sweep
-
-
-def records(sweep: Path) -> dict[str, dict]:
-    return {r["run_id"]: r for r in (json.loads(p.read_text()) for p in sorted(sweep.rglob(results.RECORD)))}
-
-
-def board(sweep: Path) -> list[dict]:
-    with open(sweep / "leaderboard.csv") as f:
-        return [{k: row[k] for k in BOARD_COLUMNS} for row in csv.DictReader(f)]
 
 
 def archbench(env: dict, cwd: Path, *args: str) -> subprocess.Popen:

@@ -6,9 +6,7 @@ Run with `pytest -m slurm` (left out of the default run). Skips, with the reason
 root, the packages or hydra-submitit-launcher not installed, a daemon that fails. The first test, that the cluster
 presets ask for `resources:`, needs no cluster and runs by default."""
 
-import csv
 import importlib.util
-import json
 import os
 import shutil
 import subprocess
@@ -24,18 +22,11 @@ from harness.record import results
 from harness.record.keys import board_role
 from harness.run import build, cli
 from harness.run.train import seed_everything
+from tests.sweeps import SMOKE, board, records
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "slurm-local.sh"
 
-SMOKE = [
-    "trainer=smoke",
-    "model/ffn=none",
-    "model.d_model=32",
-    "task.num_train=64",
-    "task.num_val=16",
-    "task.num_test=16",
-]
 # one CPU, no GPU and 1 GB per job: the node takes two jobs at once
 ON_SLURM = [
     "hydra/launcher=slurm",
@@ -191,13 +182,6 @@ def sweeps(root: Path) -> list[Path]:
     return sorted(p.parent for p in root.rglob("multirun.yaml"))
 
 
-def records(where: Path) -> dict[str, dict]:
-    recs = [json.loads(p.read_text()) for p in sorted(where.rglob(results.RECORD))]
-    by_id = {r["run_id"]: r for r in recs}
-    assert len(by_id) == len(recs), "a run has two records in one sweep"
-    return by_id
-
-
 def in_progress(root: Path) -> list[Path]:
     return sorted((root / ".in_progress").glob("*"))
 
@@ -225,30 +209,6 @@ def intact(root: Path) -> None:
 
 
 # --- the tests -----------------------------------------------------------------------------------------------------
-
-BOARD_COLUMNS = (
-    "variant",
-    "column",
-    "failed",
-    "mean",
-    "std",
-    "n",
-    "params",
-    "flops_per_token",
-    "tokens_seen",
-    "ci_lo",
-    "ci_hi",
-    "leader",
-    "p_vs_leader",
-    "tied",
-    "rank",
-    "avg_rank",
-)  # all but time and memory
-
-
-def board(sweep: Path) -> list[dict]:
-    with open(sweep / "leaderboard.csv") as f:
-        return [{k: row[k] for k in BOARD_COLUMNS} for row in csv.DictReader(f)]
 
 
 @pytest.mark.slurm

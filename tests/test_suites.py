@@ -73,7 +73,7 @@ def test_the_zoo_suite_sweeps_every_mixer_option():
     params = OmegaConf.to_container(cfg.hydra.sweeper.params, resolve=True)
     jobs = grammar.jobs([f"{k}={v}" for k, v in params.items()])
     mixers = {o.split("=", 1)[1] for job in jobs for o in job if o.startswith("model/mixer=")}
-    assert mixers == set(options("model/mixer")) and len(jobs) == len(mixers) * 2 * 3
+    assert mixers == set(options("model/mixer")) and len(jobs) == len(mixers) * 2 * 3 * 3  # lengths, lrs, seeds
 
 
 def test_the_zoo_suite_gives_every_length_the_same_tokens_per_step(compose):

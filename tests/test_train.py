@@ -1,5 +1,7 @@
 """The trainer: bitwise determinism for a fixed seed, learning MQAR, optimizer groups, divergence."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -140,6 +142,29 @@ def test_a_trainer_field_interpolated_from_another_reaches_the_trainer_resolved(
 
     _, _, train_cfg = build(compose(["suite=zoo_mqar", "task.seq_len=256"]), meta=True)
     assert train_cfg.batch_size == 4 and isinstance(train_cfg.batch_size, int)
+
+
+@pytest.mark.parametrize("batch_size", [512, 256, 100])
+def test_eval_every_one_epoch_is_the_trainers_epoch_at_any_batch_size(compose, batch_size):
+    """conf/experiment/zoology_mqar.yaml evaluates after every epoch: eval_every is the steps of one pass over the
+    train split as the trainer counts them (full batches), whatever the batch size (195 at Zoology's 512)."""
+    from harness.run.build import build
+
+    cfg = compose(["experiment=zoology_mqar", "task=zoology/mqar_64", f"trainer.batch_size={batch_size}"])
+    _, _, train_cfg = build(cfg, meta=True)
+    assert train_cfg.eval_every == cfg.task.num_train // batch_size and isinstance(train_cfg.eval_every, int)
+
+
+@pytest.mark.parametrize("batch_size", [128, 32])
+def test_a_train_split_sized_for_its_steps_lasts_exactly_those_steps(compose, batch_size):
+    """The small scale of harness/report/reproduce/papers/grazzi_parity.yaml sees every sequence once: num_train is
+    max_steps * batch_size (384,000 at 3,000 steps of 128), and follows either."""
+    import yaml
+
+    card = Path(__file__).parents[1] / "harness" / "report" / "reproduce" / "papers" / "grazzi_parity.yaml"
+    small = yaml.safe_load(card.read_text())["scales"]["small"]
+    cfg = compose(["experiment=grazzi_parity", *small, f"trainer.batch_size={batch_size}"])
+    assert cfg.task.num_train == cfg.trainer.max_steps * batch_size
 
 
 @pytest.mark.parametrize(

@@ -18,16 +18,8 @@ from harness.record import results
 from harness.report import board, render
 from harness.run import build, cli
 from tests.conftest import examples
+from tests.sweeps import SMOKE
 from tests.test_board import record, write_all
-
-SMOKE = [
-    "trainer=smoke",
-    "model/ffn=none",
-    "model.d_model=32",
-    "task.num_train=64",
-    "task.num_val=16",
-    "task.num_test=16",
-]
 
 
 @pytest.fixture

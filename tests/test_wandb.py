@@ -2,6 +2,7 @@
 records `wandb sync` uploads), and the leaderboard built from objects shaped like wandb.Api()'s runs."""
 
 import json
+import math
 import os
 import struct
 import subprocess
@@ -239,3 +240,53 @@ def test_a_diverged_run_comes_back_diverged_with_its_reason_and_its_mfu_as_a_cos
     assert back["status"] == "failed" and back["error"] == "wandb run state: crashed"
     done = record_from_run(FakeRun({**rec, "cost": {**rec["cost"], "mfu": 0.4}}))
     assert done["cost"]["mfu"] == 0.4 and "mfu" not in done["metrics"]
+
+
+def test_the_dashboard_gets_interval_means_lr_tokens_and_throughput_and_a_resumed_attempt_continues_its_run(
+    tmp_path, compose
+):
+    """Offline: the trainer's rows as wandb stores them; an attempt resuming from the first one's checkpoint logs to
+    the same wandb run; a fresh start of the same run id (a deliberate rerun) opens another."""
+    from hydra.utils import instantiate
+
+    from harness.run.train import TrainConfig, seed_everything, train
+
+    def logger(folder, resume_from=None):
+        (tmp_path / folder).mkdir()
+        return WandbLogger(
+            project="archbench",
+            mode="offline",
+            group="g",
+            job_type="mqar",
+            tags=[],
+            name="n",
+            config={},
+            dir=str(tmp_path / folder),
+            labels={},
+            overrides=[],
+            run_id="0123456789abcdef",
+            resume_from=resume_from,
+        )
+
+    first = logger("a")
+    cfg = compose(["model/ffn=none", "model.d_model=32", "task.num_train=64", "task.num_val=16", "task.num_test=16"])
+    seed_everything(0)
+    model, task = instantiate(cfg.model), instantiate(cfg.task)
+    settings = TrainConfig(max_steps=6, eval_every=3, batch_size=8, warmup_steps=2, progress=False)
+    out = train(model, task.splits(0), settings, seed=0, log_fn=first.log)
+    first.finish()
+    got = offline_contents(next((tmp_path / "a" / "wandb").glob("offline-run-*")))
+    rows = [h for h in got["history"] if "val/accuracy" in h]
+    assert [r["_step"] for r in rows] == [3, 6]
+    for row, exact in zip(rows, out["history"], strict=True):
+        assert row["lr"] == exact["lr"] and row["tokens"] == exact["tokens"] == row["_step"] * 8 * task.seq_len
+        assert row["grad_norm"] > 0 and row["tokens_per_second"] > 0 and math.isfinite(row["train/loss_mean"])
+    assert rows[0]["train/loss_mean"] != rows[0]["train/loss"]  # the mean of 3 steps, not the last one's loss
+
+    (tmp_path / "a" / "checkpoint.pt").write_bytes(b"")  # what the first attempt left to resume from
+    second = logger("b", resume_from=tmp_path / "a" / "checkpoint.pt")
+    second.finish()
+    third = logger("c")
+    third.finish()
+    assert got["run"].run_id == first.id == second.id != third.id and first.id.startswith("0123456789abcdef-")
+    assert offline_contents(next((tmp_path / "b" / "wandb").glob("offline-run-*")))["run"].run_id == first.id

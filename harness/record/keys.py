@@ -50,14 +50,14 @@ KEYS = (
     Key("trainer.progress", board="none", in_run_id=False),
     Key("trainer.checkpoint_every", board="none", in_run_id=False),
     Key("trainer.peak_flops", board="none", in_run_id=False),  # changes only the MFU printed
+    # how a step's global batch (trainer.batch_size) is cut over processes and passes: the same gradients up to
+    # rounding, like the number of processes (the record's env.world_size); docs/distributed.md
+    Key("trainer.micro_batch_size", board="none", in_run_id=False),
     *(Key(f"task.{k}", board="column", in_data=False) for k in ("num_train", "num_val", "num_test")),
     *(Key(f"task.{k}", board="column", in_data=False) for k in ("setting", "family")),  # MAD's names of a task
     Key("model.d_model", size=True),
     Key("model.n_layers", size=True),
 )
-# which metrics are better lower (the board ranks, the race and a search optimise by it); any other (accuracy): higher
-LOWER_IS_BETTER = ("loss", "bits_per_byte", "perplexity")
-
 LABELS = {k.key: k.label for k in KEYS if k.label}  # Hydra group -> label name
 VARIANT_LABELS = tuple(k.label for k in KEYS if k.label and k.board == "variant")
 SIZE_KEYS = tuple(k.key for k in KEYS if k.size)

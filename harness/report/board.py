@@ -95,21 +95,7 @@ def build(
     table, legend = wide(long, metric, split, select, group_by, grid)
     if (tuned := tuning.legend(runs, records, select, given)) is not None:
         legend.append(tuned)
-    listed = [*found.skipped, *((p, f"superseded: {SUPERSEDED} ({kept})") for p, kept in found.superseded)]
-    skipped = [
-        *listed,
-        *(
-            (p, f"completed, but has no {split}/{metric}: not counted in its cell")
-            for p in dict.fromkeys(unplaced["path"])
-        ),
-    ]
-    for path, why in skipped[len(listed) :]:
-        log.warning("not placed on the board: %s: %s", path, why)
-    accounting = found.summary() + (
-        f"; {len(skipped) - len(listed)} completed without {split}/{metric} (listed below)"
-        if len(skipped) > len(listed)
-        else ""
-    )
+    skipped, accounting = _not_on_the_board(found, unplaced, f"{split}/{metric}")
     options = {"metric": metric, "split": split, "select": select, "group_by": group_by, "size": tuple(size)}
     options |= {"delta": float(long["delta"].iloc[0]) if len(long) else delta, "solved": solved}
     options.update(sensitivity=sensitivity, scaling=scaling)
@@ -124,17 +110,38 @@ def build(
         skipped=skipped,
         files=_files(found, runs, unplaced),
     )
-    if matched:
-        board.views["matched"] = views.matched(long, matched, metric, split, size)
-    if aggregate:
-        board.views["aggregate"] = views.aggregate(long, runs, aggregate, metric, split, grid)
-    if sensitivity:
-        board.views["sensitivity"] = sensitivity_lib.view(
-            sensitivity_points(records, board, sensitivity), sensitivity, metric, split, select, list(table.index)
-        )
-    if scaling:
-        board.views.update(scaling_lib.view(chosen, scaling, metric, split, size))
+    _add_views(board, records, matched=matched, aggregate=aggregate, grid=grid)
     return board
+
+
+def _not_on_the_board(found: Scan, unplaced: pd.DataFrame, reported: str) -> tuple[list[tuple[str, str]], str]:
+    """Every record file read but not counted, and why (skipped by the scan, superseded, or completed without the
+    `reported` metric: each of those also a warning); and the line that accounts for every file read."""
+    listed = [*found.skipped, *((p, f"superseded: {SUPERSEDED} ({kept})") for p, kept in found.superseded)]
+    without = [
+        (p, f"completed, but has no {reported}: not counted in its cell") for p in dict.fromkeys(unplaced["path"])
+    ]
+    for path, why in without:
+        log.warning("not placed on the board: %s: %s", path, why)
+    accounting = found.summary() + (f"; {len(without)} completed without {reported} (listed below)" if without else "")
+    return [*listed, *without], accounting
+
+
+def _add_views(board: Board, records: list[dict], matched: str | None, aggregate: str | None, grid: str) -> None:
+    """The views asked for beside the table: matched compute, an aggregate, sensitivity to a key, scaling fits."""
+    o = board.options
+    metric, split, size = o["metric"], o["split"], o["size"]
+    if matched:
+        board.views["matched"] = views.matched(board.long, matched, metric, split, size)
+    if aggregate:
+        board.views["aggregate"] = views.aggregate(board.long, board.runs, aggregate, metric, split, grid)
+    if key := o["sensitivity"]:
+        points = sensitivity_points(records, board, key)
+        board.views["sensitivity"] = sensitivity_lib.view(
+            points, key, metric, split, o["select"], list(board.table.index)
+        )
+    if o["scaling"]:
+        board.views.update(scaling_lib.view(board.chosen, o["scaling"], metric, split, size))
 
 
 def sensitivity_points(records: list[dict], board: Board, key: str) -> pd.DataFrame:

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from harness.record.keys import LOWER_IS_BETTER
 from harness.report import BoardError, marking, stats
 from harness.report.costs import OLD, RECOUNTED
 from harness.report.runs import with_columns
 from harness.report.selection import choose
+from tasks.registry import LOWER_IS_BETTER
 
 # cost columns of a cell: mean over its chosen runs, each run's counted as harness/report/costs.py says
 # cost columns of a cell: mean over its chosen runs, each run's counted as harness/report/costs.py says

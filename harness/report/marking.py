@@ -18,7 +18,7 @@ bitwise repeatable.
 import numpy as np
 import pandas as pd
 
-from harness.record.keys import LOWER_IS_BETTER
+from tasks.registry import LOWER_IS_BETTER
 
 ALPHA = 0.05
 PERMUTATIONS = 999  # B: Monte-Carlo permutations per column; the p-value is valid for any B (its resolution 1/(B+1))

@@ -17,9 +17,9 @@ import pandas as pd  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 from numpy.typing import ArrayLike  # noqa: E402
 
-from harness.record.keys import LOWER_IS_BETTER  # noqa: E402
 from harness.report import BoardError
 from harness.report.runs import runs_frame  # noqa: E402
+from tasks.registry import LOWER_IS_BETTER  # noqa: E402
 
 FILE = "pareto.png"
 

@@ -24,8 +24,8 @@ import numpy as np
 from omegaconf import DictConfig
 
 from harness import grammar
-from harness.record.keys import LOWER_IS_BETTER
 from harness.report import BoardError
+from tasks.registry import LOWER_IS_BETTER
 
 if TYPE_CHECKING:  # pandas and the board: loaded when a race is decided, not at every start
     import pandas as pd

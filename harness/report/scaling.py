@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from harness.record.keys import LOWER_IS_BETTER
 from harness.report import BoardError
 from harness.report.table import si
+from tasks.registry import LOWER_IS_BETTER
 
 FORM = "L(C) = a · C^(−b)"
 RESAMPLES = 1000

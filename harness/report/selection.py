@@ -6,8 +6,8 @@ from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
-from harness.record.keys import LOWER_IS_BETTER
 from harness.report import BoardError, tuning
+from tasks.registry import LOWER_IS_BETTER
 
 EDGE_MIN = 3  # with fewer values searched every choice is at an edge: only grids of 3 or more are flagged
 

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from harness.record.keys import LOWER_IS_BETTER
 from harness.report import BoardError
 from harness.report.selection import choose, order_key
+from tasks.registry import LOWER_IS_BETTER
 
 
 def order(values: Sequence[object]) -> list[object]:

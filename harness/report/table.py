@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.record.keys import LOWER_IS_BETTER
 from harness.report import marking
+from tasks.registry import LOWER_IS_BETTER
 
 # (cell column, header, how a row sums up its cells): exact counts as one value or a min–max range over the row's
 # cells, measured ones as their mean over the row's cells

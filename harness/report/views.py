@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from harness.record.keys import LOWER_IS_BETTER
 from harness.report.table import si
+from tasks.registry import LOWER_IS_BETTER
 
 
 def _round(value: float, up: bool) -> float:

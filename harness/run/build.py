@@ -21,8 +21,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from harness.run import schema
-from harness.run.train import TrainConfig, resolve_device
+from harness.run import distributed, schema
+from harness.run.recipe import TrainConfig, resolve_device
 from models.mixers.base import contract_errors
 from models.positions import LearnedPosition
 from tasks.base import Task
@@ -44,7 +44,7 @@ def build(cfg: DictConfig, meta: bool = False) -> tuple[Task, nn.Module, TrainCo
     task = _instantiate("task", cfg.task)
     _check("task", task.check)
     train_cfg = _instantiate("trainer", cfg.trainer, lambda c: TrainConfig(**OmegaConf.to_container(c, resolve=True)))
-    _check("", lambda: train_cfg.check(task.num_train))
+    _check("", lambda: train_cfg.check(task.num_train, distributed.size_from_env()))
     with torch.device("meta") if meta else contextlib.nullcontext():
         model = _instantiate("model", cfg, build_model)  # model.pattern: harness/run/build.py
     if errors := [e for mixer in {type(b.mixer) for b in model.blocks} for e in contract_errors(mixer)]:
@@ -95,9 +95,10 @@ ADAMW_BYTES_PER_PARAM = 16  # fp32 weights, gradients, and AdamW's two moments (
 
 def training_bytes(model: nn.Module, task: Task, train_cfg: TrainConfig) -> tuple[int, int]:
     """A lower bound on what training needs: (16 bytes per parameter for weights, gradients and AdamW's state; 4 bytes
-    per value of the residual stream each block keeps for the backward pass, batch × seq_len × d_model × layers).
-    Activations inside the mixers and feed-forwards, the head and the data come on top."""
-    residual = 4 * train_cfg.batch_size * task.seq_len * model.d_model * len(model.blocks)
+    per value of the residual stream each block keeps for the backward pass, rows × seq_len × d_model × layers, where
+    rows are those one process runs at once: the micro batch, or its share of the global batch). Activations inside
+    the mixers and feed-forwards, the head and the data come on top."""
+    residual = 4 * train_cfg.micro_batch(distributed.size_from_env()) * task.seq_len * model.d_model * len(model.blocks)
     return ADAMW_BYTES_PER_PARAM * model.num_params(), residual
 
 
@@ -119,11 +120,13 @@ def check_fits(model: nn.Module, task: Task, train_cfg: TrainConfig) -> None:
     """ConfigError, with the estimate, if training_bytes exceed the memory of the device the run will use."""
     have = available_memory(resolve_device(train_cfg.device))
     weights, residual = training_bytes(model, task, train_cfg)
+    rows = train_cfg.micro_batch(distributed.size_from_env())
     if have is None or weights + residual <= have[0]:
         return
     raise ConfigError(
         f"model.d_model={model.d_model} model.n_layers={len(model.blocks)} trainer.batch_size={train_cfg.batch_size}"
-        f": training needs at least {size_text(weights + residual)} ({model.num_params():,} parameters × "
+        + (f" ({rows} rows at once per process)" if rows != train_cfg.batch_size else "")
+        + f": training needs at least {size_text(weights + residual)} ({model.num_params():,} parameters × "
         f"{ADAMW_BYTES_PER_PARAM} bytes for fp32 weights, gradients and AdamW's two moments = {size_text(weights)}, + "
         f"{size_text(residual)} for the residual stream of one batch), more than the {size_text(have[0])} {have[1]}"
     )

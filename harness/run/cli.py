@@ -25,7 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from harness.record import code, results
 from harness.record.keys import labels_of
-from harness.run import preflight, search, weights
+from harness.run import distributed, preflight, search, weights
 from harness.run.build import ConfigError, build, layer_names, untrained_positions
 from harness.run.checkpoint import FILE as CHECKPOINT
 from harness.run.checkpoint import Checkpointer
@@ -42,6 +42,7 @@ def run(cfg: DictConfig) -> dict:
     (the board reads the records: harness/report/board.py)."""
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     results_root = Path(cfg.paths.results)
+    world = distributed.current()
     record = new_record(cfg)
     seed_everything(cfg.seed, deterministic=cfg.trainer.deterministic)  # before the model draws its weights
     try:
@@ -60,7 +61,8 @@ def run(cfg: DictConfig) -> dict:
             "run %s already completed in %s: skipping (skip_completed=false reruns it)", record.run_id, prior["path"]
         )
         prior.pop("path")
-        results.write_json_atomic(out_dir / results.RECORD, prior)
+        if world.main:
+            results.write_json_atomic(out_dir / results.RECORD, prior)
         return prior
     record.cost = model_costs(model, task)
     _log_start(record, cfg.seed)
@@ -72,10 +74,12 @@ def run(cfg: DictConfig) -> dict:
         on_save=lambda path: results.mark_in_progress(results_root, record.config_id, path),
         run_id=record.run_id,
     )
+    if not world.main:
+        return follow(record, (task, model, train_cfg), cfg.seed, checkpointer)
     logger = None
     t0 = time.perf_counter()
     try:
-        logger = open_logger(cfg, record, out_dir)
+        logger = open_logger(cfg, record, out_dir, checkpointer)
         _train(cfg, record, (task, model, train_cfg), checkpointer, logger, out_dir)
     except Exception as e:  # a failing run is recorded, and the sweep goes on
         record.status, record.error = _outcome(record.run_id, e)
@@ -104,7 +108,7 @@ def new_record(cfg: DictConfig) -> results.Record:
         config=config,
         derived=derived_keys(cfg),
         seed=cfg.seed,
-        env=results.environment(),
+        env={**results.environment(), "world_size": distributed.current().size},  # how, not what: docs/distributed.md
         timestamps={"started": _now()},
     )
 
@@ -134,7 +138,7 @@ def _log_start(record: results.Record, seed: int) -> None:
     log.info("run %s  %s  seed=%s  params=%s", record.run_id, labels, seed, f"{record.cost['params']:,}")
 
 
-def open_logger(cfg: DictConfig, record: results.Record, out_dir: Path) -> Any:
+def open_logger(cfg: DictConfig, record: results.Record, out_dir: Path, checkpointer: Checkpointer) -> Any:
     """The run's metrics logger (cfg.logger: wandb or none), named and tagged by the run's labels."""
     labels = record.labels
     name = [*(labels[k] for k in ("mixer", "norm", "ffn", "position") if k in labels), labels.get("task", "")]
@@ -148,6 +152,7 @@ def open_logger(cfg: DictConfig, record: results.Record, out_dir: Path) -> Any:
         labels=labels,
         overrides=record.overrides,
         run_id=record.run_id,
+        resume_from=checkpointer.resume_from,  # a resumed attempt continues the same wandb run
     )
 
 
@@ -172,6 +177,18 @@ def _train(
     record.status, record.metrics, record.history = "completed", out["metrics"], out["history"]
     record.cost.update(out["cost"])  # with MFU where the device's peak is known (harness/run/mfu.py), else None
     logger.summary({**out["metrics"], **record.cost})
+
+
+def follow(record: results.Record, built: tuple, seed: int, checkpointer: Checkpointer) -> dict:
+    """A process of a data-parallel run other than rank 0: trains its share of every step (and reads rank 0's
+    checkpoint to resume); rank 0 logs, saves and writes the one record."""
+    task, model, train_cfg = built
+    try:
+        train(model, task.splits(seed), train_cfg, seed=seed, checkpoint=checkpointer)
+        record.status = "completed"
+    except Diverged as e:  # every rank sees the same loss: rank 0 records it
+        record.status, record.error = "diverged", str(e)
+    return record.to_dict()
 
 
 def _outcome(rid: str, e: Exception) -> tuple[str, str]:
@@ -284,11 +301,14 @@ def _now() -> str:
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
 def app(cfg: DictConfig) -> float | tuple[float, ...] | None:
+    distributed.from_slurm()  # a SLURM job of several tasks: torch.distributed's variables from SLURM's
     try:
+        distributed.init(cfg.trainer.device)  # under torchrun: join the run's process group
         record = run(cfg)
     except ConfigError as e:  # Hydra would add its own lines around an exception
         raise Stop(str(e)) from None
     finally:
+        distributed.close()
         free_memory()
     if HydraConfig.get().mode == RunMode.RUN and record["status"] != "completed":
         raise Stop(f"the run {record['status']}: {record['error']}", EXIT_FAILED)  # a script can tell
@@ -308,6 +328,12 @@ def main() -> None:
     input (nothing ran, nothing was written); one line on stderr for either."""
     preflight.SWEEP_FAILED = False
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra's composition errors reach us: one line and exit code 2
+    if (rank := distributed.rank_from_env()) > 0:  # under torchrun: rank 0 alone writes the run's folder and logs
+        sys.argv += [
+            f"hydra.run.dir=${{paths.results}}/.ranks/{rank}",
+            "hydra.output_subdir=null",
+            "hydra.job_logging.root.level=WARNING",
+        ]
     try:
         app()
     except Stop as e:

@@ -29,7 +29,8 @@ from harness.record.keys import labels_of
 from harness.run.build import ConfigError, build
 from harness.run.cli import or_exit
 from harness.run.identity import identify
-from harness.run.train import evaluate, resolve_device, seed_everything
+from harness.run.recipe import resolve_device, seed_everything
+from harness.run.train import evaluate
 
 
 def source_run(spec: str) -> tuple[dict, Path]:

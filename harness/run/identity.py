@@ -4,7 +4,7 @@ import torch
 
 from harness.record import code, results
 from harness.record.keys import run_id as identity_hash
-from harness.run.train import resolve_device
+from harness.run.recipe import resolve_device
 
 
 def identify(record: results.Record, model: torch.nn.Module, task: object) -> None:

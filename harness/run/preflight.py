@@ -15,7 +15,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from harness import grammar
 from harness.record import results
-from harness.run import paths, search
+from harness.run import distributed, paths, search
 from harness.run.build import ConfigError, check, check_writable
 
 log = logging.getLogger("archbench")
@@ -59,6 +59,8 @@ class Preflight(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         try:
+            if distributed.size_from_env() > 1:
+                raise ConfigError("torchrun runs one run over its processes: drop -m (--multirun)")
             paths.check_outputs(config, sweep=True)  # subdir as job 0 resolves it; per job below where jobs are known
             self._check_jobs(config)
             check_writable(config.paths.results, "paths.results")

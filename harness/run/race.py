@@ -23,9 +23,9 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from harness import grammar
-from harness.record.keys import LOWER_IS_BETTER
 from harness.report import BoardError
 from harness.report.race import decide, decisions_markdown, halving_line, values
+from tasks.registry import LOWER_IS_BETTER
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from harness.record.keys import KEYS
-from harness.run.train import TrainConfig
+from harness.run.recipe import TrainConfig
 
 STRICT = ConfigDict(strict=True, allow_inf_nan=False, arbitrary_types_allowed=True)
 # keys of a node that are not arguments of its target; `pattern` is the hybrid's list and `attention_mixer` its

@@ -12,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from harness.record.keys import LOWER_IS_BETTER
+from tasks.registry import LOWER_IS_BETTER
 
 OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
 # The worst value of a lower-is-better objective whose value is unknown: finite, because NSGA-II's crowding distance

@@ -4,146 +4,24 @@ the splits and a TrainConfig, and gets metrics and costs back."""
 import contextlib
 import logging
 import math
-import os
-import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from annotated_types import Ge, Gt, Le, Len, Lt
 from torch import nn
 from tqdm.auto import tqdm
 
+from harness.run import distributed
+from harness.run.batches import Batches
 from harness.run.checkpoint import Checkpointer, rng_state, set_rng_state
-from harness.run.mfu import mfu, peak_flops, train_flops
+from harness.run.meter import Meter
+from harness.run.mfu import peak_flops
+from harness.run.recipe import TrainConfig, configure_optimizer, lr_lambda, resolve_device, seed_everything
 from tasks.base import IGNORE, Split
 
 log = logging.getLogger(__name__)
-
-# Ranges are declared beside each field (annotated_types); harness/run/schema.py checks every field of the config
-# against them, and against its type, before anything runs. Only checks that relate several fields stay in code.
-Positive = Annotated[int, Ge(1)]
-Unit = Annotated[float, Ge(0), Lt(1)]
-
-
-@dataclass
-class TrainConfig:
-    max_steps: Positive = 1000
-    epochs: Annotated[float, Gt(0)] | None = None  # if set, max_steps = ceil(epochs * num_train / batch_size)
-    batch_size: Positive = 64
-    lr: Annotated[float, Gt(0)] = 1e-3
-    weight_decay: Annotated[float, Ge(0)] = 0.1
-    betas: Annotated[list[Unit], Len(2, 2)] = field(default_factory=lambda: [0.9, 0.98])
-    warmup_steps: Annotated[int, Ge(0)] = 100
-    # After the linear warmup: cosine from lr down to the floor at the end of training, or constant at lr.
-    schedule: Literal["cosine", "constant"] = "cosine"
-    # step: the cosine moves every step; epoch: it holds within an epoch and moves between epochs, as torch's
-    # CosineAnnealingLR(T_max=epochs) stepped once per epoch does (Zoology's and MAD's trainers)
-    schedule_unit: Literal["step", "epoch"] = "step"
-    min_lr_ratio: Annotated[float, Ge(0), Le(1)] = 0.1  # the cosine's floor as a fraction of lr; 0: to zero (Zoology)
-    min_lr: Annotated[float, Ge(0)] | None = None  # the floor as an absolute lr (MAD: 1e-6); overrides min_lr_ratio
-    # false: weight decay on the matrices of linear layers and mixers only (nanoGPT's groups); true: on every
-    # parameter, norms, biases, embeddings and a mixer's no-decay parameters (Mamba's A_log) included, as
-    # AdamW(model.parameters()) does in Zoology's and MAD's trainers, which ignore such marks
-    decay_all: bool = False
-    grad_clip: Annotated[float, Ge(0)] = 1.0  # 0: no clipping
-    eval_every: Positive = 100
-    eval_batch_size: Positive = 512
-    target_accuracy: Annotated[float, Gt(0), Le(1)] | None = None  # stop at the first eval with val accuracy >= it
-    device: str = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
-    compile: bool = False
-    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] | None = None
-    deterministic: bool = False
-    progress: bool = True
-    checkpoint_every: Annotated[int, Ge(0)] = 0  # steps between checkpoints for exact resume; 0: none
-    peak_flops: Annotated[float, Gt(0)] | None = None  # the device's peak FLOP/s for MFU where run/mfu.py lacks it
-
-    def steps_for(self, num_train: int) -> int:
-        if self.epochs is None:
-            return self.max_steps
-        return math.ceil(self.epochs * num_train / self.batch_size)
-
-    def check(self, num_train: int | None) -> None:
-        """What relates several fields (each field's own range is declared above and checked by run/schema.py). A
-        batch larger than the training set is refused, not clipped: the run would not be the one asked for."""
-        if num_train is not None and self.batch_size > num_train:
-            raise ValueError(
-                f"trainer.batch_size={self.batch_size} is larger than the training set (task.num_train={num_train})"
-            )
-        if self.steps_for(num_train) < 1:
-            raise ValueError(f"trainer.max_steps={self.max_steps} must be positive")
-        if self.min_lr is not None and self.min_lr > self.lr:
-            raise ValueError(f"trainer.min_lr={self.min_lr} must not exceed trainer.lr={self.lr}")
-
-
-def seed_everything(seed: int, deterministic: bool = False) -> None:
-    """Seed python, numpy and torch (every device). 0 is a seed like any other. Sets the deterministic-kernel switch
-    either way, so a process that runs several jobs (joblib workers) carries none of it from one job to the next."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if deterministic:
-        os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
-    torch.use_deterministic_algorithms(deterministic)
-    torch.backends.cudnn.benchmark = False
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def configure_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW; weight decay only on matrices of linear layers and mixers, never on norms, biases, embeddings, nor on
-    any parameter a module's `no_weight_decay()` names (Mamba's A_log and D, S4D's A and dt: models/mixers/base.py).
-    With cfg.decay_all: on every parameter, as Zoology's and MAD's AdamW(model.parameters()) do."""
-    if cfg.decay_all:
-        params = list({id(p): p for p in model.parameters() if p.requires_grad}.values())  # tied weights once
-        groups = [{"params": params, "weight_decay": cfg.weight_decay}]
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=device.type == "cuda")
-    excluded = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    for m in model.modules():
-        if hasattr(m, "no_weight_decay"):
-            excluded.update(id(p) for p in m.no_weight_decay())
-    decay, no_decay, seen = [], [], set()
-    for p in model.parameters():
-        if id(p) in seen or not p.requires_grad:
-            continue
-        seen.add(id(p))
-        (decay if p.dim() >= 2 and id(p) not in excluded else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=device.type == "cuda")
-
-
-def lr_lambda(cfg: TrainConfig, total_steps: int, steps_per_epoch: int | None = None) -> Callable[[int], float]:
-    """Linear warmup to lr, then cosine down to the floor (min_lr, else min_lr_ratio * lr) at the last step, or
-    constant (schedule=constant). With schedule_unit=epoch the cosine's progress is epoch / epochs, epoch =
-    step // steps_per_epoch: lr_e = floor + (lr - floor) (1 + cos(pi e / E)) / 2, CosineAnnealingLR's closed form."""
-    warmup = min(cfg.warmup_steps, total_steps)
-    floor = cfg.min_lr_ratio if cfg.min_lr is None else cfg.min_lr / cfg.lr
-    if cfg.schedule_unit == "epoch":
-        if not steps_per_epoch:
-            raise ValueError("trainer.schedule_unit=epoch needs the number of steps per epoch")
-        epochs = cfg.epochs if cfg.epochs is not None else total_steps / steps_per_epoch
-
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if cfg.schedule == "constant":
-            return 1.0
-        if cfg.schedule_unit == "epoch":
-            progress = (step // steps_per_epoch) / epochs
-        else:
-            progress = (step - warmup) / max(1, total_steps - warmup)
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-    return f
 
 
 def scored_loss(
@@ -183,6 +61,144 @@ class Diverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
+class ScoredLoss(nn.Module):
+    """The model and its head as one module whose forward is `scored_loss`: what DDP wraps, so that every parameter
+    the loss reaches (the head included) has its gradient reduced over the processes."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, inputs: torch.Tensor, targets: torch.Tensor, positions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return scored_loss(self.model, inputs, targets, positions)
+
+
+@dataclass
+class Progress:
+    """What the loop carries from one evaluation to the next (and a checkpoint holds)."""
+
+    step: int = 0
+    history: list = field(default_factory=list)
+    best: dict = field(default_factory=lambda: {"accuracy": -1.0, "step": 0})
+    steps_to_target: int | None = None
+
+
+def runtime(cfg: TrainConfig) -> tuple[torch.device, Callable[[], contextlib.AbstractContextManager], Callable]:
+    """The device, the autocast context of each forward (bf16 on CUDA unless precision says fp32) and `sync`, which
+    waits for the device's queued work (before a clock is read)."""
+    device = resolve_device(cfg.device)
+    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def autocast() -> contextlib.AbstractContextManager:
+        if use_bf16:
+            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    return device, autocast, sync
+
+
+def optimisation_step(
+    net: nn.Module,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    micro: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    cfg: TrainConfig,
+    world: distributed.World,
+    autocast: Callable[[], contextlib.AbstractContextManager],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Forward and backward over this rank's micro batches (their gradients accumulate; DDP averages them over the
+    ranks after the last), then clip and update. Each micro batch's summed loss is divided by the scored-target count
+    of the whole global batch (a task scores a different number of targets on each rank), and multiplied by the
+    number of ranks that DDP's average divides by: the step's gradients are those of the global batch's mean loss,
+    however it is split. Returns this rank's share of that mean (the shares sum to it), the gradient norm before
+    clipping and the global batch's scored-target count. Nothing here waits for the device."""
+    count = world.all_reduce(sum((targets != IGNORE).sum() for _, targets, _ in micro))
+    optimizer.zero_grad(set_to_none=True)
+    share = None
+    for i, batch in enumerate(micro):
+        with world.no_sync(net, last=i == len(micro) - 1):
+            with autocast():
+                loss_sum, _, _ = net(*batch)
+                part = loss_sum / count.clamp(min=1)
+            (part * world.size if world.size > 1 else part).backward()
+        share = part.detach() if share is None else share + part.detach()
+    if cfg.grad_clip > 0:
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    else:
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+    optimizer.step()
+    return share, grad_norm, count
+
+
+def resume(
+    checkpoint: Checkpointer | None, total_steps: int, world: distributed.World, log_fn: Callable | None
+) -> dict | None:
+    """The state an interrupted attempt of this run left, if any: the file rank 0 found, read by every rank."""
+    if checkpoint is None:
+        return None
+    checkpoint.resume_from = world.broadcast(checkpoint.resume_from)
+    state = checkpoint.load()
+    if state is not None and state["total_steps"] != total_steps:
+        log.warning(
+            "ignoring checkpoint %s: it is for %d steps, this run has %d",
+            checkpoint.resume_from,
+            state["total_steps"],
+            total_steps,
+        )
+        return None
+    if state is not None:
+        log.info("resuming from step %d of %d (%s)", state["step"], total_steps, checkpoint.resume_from)
+        for row in state["history"] if log_fn is not None else ():  # this attempt's logger gets the whole curve
+            log_fn(row, row["step"])
+    return state
+
+
+def checkpoint_state(
+    total_steps: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    rngs: list[dict],
+    progress: Progress,
+    meter: Meter,
+) -> dict:
+    """Everything the loop carries from one step to the next, and every rank's RNG states (rank 0's as `rng`)."""
+    return {
+        "step": progress.step,
+        "total_steps": total_steps,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rngs[0],
+        **({"rng_ranks": rngs} if len(rngs) > 1 else {}),
+        "history": progress.history,
+        "best": progress.best,
+        "tokens_seen": meter.tokens,
+        "scored_targets": meter.scored(),
+        "train_seconds": meter.trained_seconds(),
+    }
+
+
+def rank_rng(state: dict, world: distributed.World) -> dict:
+    """This rank's RNG state from a checkpoint: its own where the checkpoint has one per rank of this world size."""
+    ranks = state.get("rng_ranks")
+    if ranks is not None and len(ranks) == world.size:
+        return ranks[world.rank]
+    if world.size > 1:
+        log.warning("the checkpoint holds the RNG states of %s processes, not %d", len(ranks or [1]), world.size)
+    return state["rng"]
+
+
 def train(
     model: nn.Module,
     splits: dict[str, Split],
@@ -197,200 +213,129 @@ def train(
     """Train `model` on splits['train'], evaluating on splits['val'] every cfg.eval_every steps, and at the end on
     'test' and every other held-out split the task made (metrics '<split>/loss', '<split>/accuracy').
     With a `checkpoint`, resume from the one an interrupted attempt left (bitwise as if never interrupted) and save
-    every cfg.checkpoint_every steps. `log_fn(row, step)` gets every eval row plus the throughput since the last
-    one (tokens_per_second, and mfu given the backbone's `flops_per_token`, the head's `head_flops_per_scored` and a
-    known peak). The cost counts the targets scored in training steps (`scored_targets`) and the exact `train_flops`
-    (backbone × tokens + head × scored targets: harness/run/mfu.py). Returns {"metrics": ..., "cost": ...,
+    every cfg.checkpoint_every steps. `log_fn(row, step)` gets every eval row plus, over the interval since the last
+    one, the mean training loss, the mean gradient norm before clipping, tokens_per_second and mfu (given the
+    backbone's `flops_per_token`, the head's `head_flops_per_scored` and a known peak). The cost counts the targets
+    scored in training steps (`scored_targets`) and the exact `train_flops` (backbone × tokens + head × scored
+    targets: harness/run/mfu.py). In a process group (harness/run/distributed.py), each process trains its slice of
+    every global batch under DDP; only rank 0 saves checkpoints and should log. Returns {"metrics": ..., "cost": ...,
     "history": [...]} (the history without throughput, so that it repeats exactly)."""
-    device = resolve_device(cfg.device)
-    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.cuda.reset_peak_memory_stats(device)
-
-    def autocast():
-        if use_bf16:
-            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    cfg.check(len(splits["train"]))
+    world = distributed.current()
+    device, autocast, sync = runtime(cfg)
+    cfg.check(len(splits["train"]), world.size)
     train_split, val_split = splits["train"].to(device), splits["val"].to(device)
     model.to(device)
     optimizer = configure_optimizer(model, cfg, device)
     total_steps = cfg.steps_for(len(train_split))
-    batches_per_epoch = len(train_split) // cfg.batch_size
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps, batches_per_epoch))
-    step_fn = torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model
-    peak = peak_flops(device, cfg.peak_flops)
+    batches = Batches(train_split, seed, cfg.batch_size, world.rank, world.size, cfg.micro_batch(world.size))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps, batches.per_epoch))
+    net = world.wrap(ScoredLoss(torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model), device)
+    meter = Meter(device, sync, peak_flops(device, cfg.peak_flops), flops_per_token, head_flops_per_scored)
+    progress = Progress()
+    if world.rank > 0:  # dropout and the like draw other numbers on each rank; the weights are rank 0's (DDP)
+        seed_everything(int(np.random.SeedSequence([seed, world.rank]).generate_state(1)[0]), cfg.deterministic)
 
-    def sync() -> None:  # before reading a clock: the GPU's queued work belongs to the steps that queued it
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    # The data order is a function of (seed, epoch) alone, so it does not depend on what else consumed RNG.
-    n_train, bs = len(train_split), cfg.batch_size
-    order_gen = torch.Generator().manual_seed(seed)
-    order, epoch = None, -1
-
-    history, best = [], {"accuracy": -1.0, "step": 0}
-    steps_to_target, step, first_step_time = None, 0, None
-    tokens_seen, eval_seconds, train_seconds_before = 0, 0.0, 0.0
-    scored_before: int | None = 0  # targets scored by earlier attempts (None: a checkpoint that did not count them)
-    state = checkpoint.load() if checkpoint is not None else None
-    if state is not None and state["total_steps"] != total_steps:
-        log.warning(
-            "ignoring checkpoint %s: it is for %d steps, this run has %d",
-            checkpoint.resume_from,
-            state["total_steps"],
-            total_steps,
-        )
-        state = None
+    state = resume(checkpoint, total_steps, world, log_fn)
     if state is not None:  # everything the loop carries from one step to the next, and the RNG that it draws on
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"], order_gen)
-        step, tokens_seen, train_seconds_before = state["step"], state["tokens_seen"], state["train_seconds"]
-        scored_before = state.get("scored_targets")
-        history, best = state["history"], state["best"]
-        log.info("resuming from step %d of %d (%s)", step, total_steps, checkpoint.resume_from)
-        for row in history if log_fn is not None else ():  # this attempt's logger gets the whole curve
-            log_fn(row, row["step"])
-    resumed_from_step = step if state is not None else None
-    scored_now = torch.zeros((), dtype=torch.int64, device=device)  # this attempt's, summed on the device: no sync
+        set_rng_state(rank_rng(state, world), batches.order_gen)
+        progress = Progress(state["step"], state["history"], state["best"])
+        meter.restore(state["tokens_seen"], state.get("scored_targets"), state["train_seconds"])
 
-    def scored_total() -> int | None:
-        return None if scored_before is None else scored_before + int(scored_now.item())
-
-    def flops_per_token_done(tokens: int, scored: int | None) -> float | None:  # head included, for MFU
-        flops = train_flops(flops_per_token, tokens, head_flops_per_scored, scored)
-        return flops / tokens if flops is not None and tokens > 0 else None
-
-    last_tokens, last_train_seconds, last_scored = tokens_seen, train_seconds_before, scored_total()
     model.train()
-    bar = tqdm(total=total_steps, initial=step, disable=None if cfg.progress else True, leave=False, dynamic_ncols=True)
-    loop_start = time.perf_counter()
-    while step < total_steps:
-        if train_split.random_windows:  # token shards on disk: windows at offsets drawn from (seed, step)
-            batch = train_split.windows_at(seed, step, bs)
-        else:
-            if step // batches_per_epoch != epoch:
-                epoch = step // batches_per_epoch
-                order_gen.manual_seed(seed * 1_000_003 + epoch)
-                order = torch.randperm(n_train, generator=order_gen).to(device)
-            j = step % batches_per_epoch
-            batch = train_split.batch(order[j * bs : (j + 1) * bs])
-        with autocast():
-            loss_sum, _, n = scored_loss(step_fn, *batch)
-            loss = loss_sum / n.clamp(min=1)
-        scored_now += n
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
+    bar = tqdm(
+        total=total_steps,
+        initial=progress.step,
+        disable=None if cfg.progress and world.main else True,
+        leave=False,
+        dynamic_ncols=True,
+    )
+    meter.start()
+    while progress.step < total_steps:
+        micro = batches.at(progress.step)
+        loss, grad_norm, scored = optimisation_step(net, model, optimizer, micro, cfg, world, autocast)
         scheduler.step()
-        step += 1
-        tokens_seen += batch[0].numel()
-        if first_step_time is None:
-            first_step_time = time.time()
+        progress.step += 1
+        meter.step(sum(b[0].numel() for b in micro) * world.size, scored, loss, grad_norm)
         bar.update(1)
+        step = progress.step
         if step % cfg.eval_every == 0 or step == total_steps:
-            # Evaluation: the only host synchronisation, and the only place the loss is read.
-            sync()
-            t_eval = time.perf_counter()
-            trained = train_seconds_before + t_eval - loop_start - eval_seconds
-            interval = trained - last_train_seconds
-            speed = (tokens_seen - last_tokens) / interval if interval > 0 else None
-            scored = scored_total()
-            done = flops_per_token_done(
-                tokens_seen - last_tokens, None if scored is None or last_scored is None else scored - last_scored
-            )
-            last_tokens, last_train_seconds, last_scored = tokens_seen, trained, scored
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                raise Diverged(f"training loss is {loss_value} at step {step}")
-            val = evaluate(model, val_split, cfg.eval_batch_size, autocast)
-            eval_seconds += time.perf_counter() - t_eval
-            row = {
-                "step": step,
-                "train/loss": loss_value,
-                "val/loss": val["loss"],
-                "val/accuracy": val["accuracy"],
-                "lr": scheduler.get_last_lr()[0],
-                "tokens": tokens_seen,
-            }
-            history.append(row)
+            with meter.off_path():  # the only host synchronisation, and the only place the loss is read
+                interval = meter.interval(world.all_reduce)
+                row = evaluation_row(step, world.all_reduce(loss.clone()).item(), model, val_split, cfg, autocast)
+            row |= {"lr": scheduler.get_last_lr()[0], "tokens": meter.tokens}
+            progress.history.append(row)
             if log_fn is not None:
-                log_fn({**row, "tokens_per_second": speed, "mfu": mfu(done, speed, peak)}, step)
-            bar.set_postfix(loss=f"{loss_value:.3f}", val_acc=f"{val['accuracy']:.3f}")
-            log.info(
-                "step %d  train/loss %.4f  val/loss %.4f  val/accuracy %.4f",
-                step,
-                loss_value,
-                val["loss"],
-                val["accuracy"],
-            )
-            if val["accuracy"] > best["accuracy"]:
-                best = {"accuracy": val["accuracy"], "step": step}
-            if cfg.target_accuracy is not None and val["accuracy"] >= cfg.target_accuracy:
-                steps_to_target = step
+                log_fn({**row, **interval}, step)
+            bar.set_postfix(loss=f"{row['train/loss']:.3f}", val_acc=f"{row['val/accuracy']:.3f}")
+            if row["val/accuracy"] > progress.best["accuracy"]:
+                progress.best = {"accuracy": row["val/accuracy"], "step": step}
+            if cfg.target_accuracy is not None and row["val/accuracy"] >= cfg.target_accuracy:
+                progress.steps_to_target = step  # early stop
                 break
         if checkpoint is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
-            sync()
-            t_save = time.perf_counter()
-            if not math.isfinite(loss_value := loss.item()):  # never save weights that a rerun would resume into
-                raise Diverged(f"training loss is {loss_value} at step {step}")
-            checkpoint.save(
-                {
-                    "step": step,
-                    "total_steps": total_steps,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng": rng_state(order_gen),
-                    "history": history,
-                    "best": best,
-                    "tokens_seen": tokens_seen,
-                    "scored_targets": scored_total(),
-                    "train_seconds": train_seconds_before + time.perf_counter() - loop_start - eval_seconds,
-                }
-            )
-            eval_seconds += time.perf_counter() - t_save  # time spent off the training path
+            with meter.off_path():  # never save weights that a rerun would resume into
+                finite_loss(world.all_reduce(loss.clone()).item(), step)
+                rngs = world.gather(rng_state(batches.order_gen))  # every rank's
+                if world.main:
+                    checkpoint.save(checkpoint_state(total_steps, model, optimizer, scheduler, rngs, progress, meter))
     sync()
-    train_seconds = train_seconds_before + time.perf_counter() - loop_start - eval_seconds
+    train_seconds = meter.trained_seconds()
     bar.close()
+    metrics = final_metrics(model, splits, progress, cfg, device, autocast)
+    cost = {**meter.cost(train_seconds), "resumed_from_step": state["step"] if state is not None else None}
+    return {"metrics": metrics, "cost": cost, "history": progress.history}
 
-    last = history[-1]
+
+def evaluation_row(
+    step: int,
+    train_loss: float,
+    model: nn.Module,
+    val_split: Split,
+    cfg: TrainConfig,
+    autocast: Callable[[], contextlib.AbstractContextManager],
+) -> dict:
+    """The history's row at `step`: the last training loss (Diverged if it is not finite) and the validation split's
+    loss and accuracy."""
+    finite_loss(train_loss, step)
+    val = evaluate(model, val_split, cfg.eval_batch_size, autocast)
+    log.info(
+        "step %d  train/loss %.4f  val/loss %.4f  val/accuracy %.4f", step, train_loss, val["loss"], val["accuracy"]
+    )
+    return {"step": step, "train/loss": train_loss, "val/loss": val["loss"], "val/accuracy": val["accuracy"]}
+
+
+def finite_loss(value: float, step: int) -> float:
+    if not math.isfinite(value):
+        raise Diverged(f"training loss is {value} at step {step}")
+    return value
+
+
+def final_metrics(
+    model: nn.Module,
+    splits: dict[str, Split],
+    progress: Progress,
+    cfg: TrainConfig,
+    device: torch.device,
+    autocast: Callable[[], contextlib.AbstractContextManager],
+) -> dict:
+    """The last evaluation's train and val numbers, every held-out split but val evaluated now (test, and any extra
+    one a task defines, e.g. longer lengths), the best val accuracy and when it came."""
+    last = progress.history[-1]
     metrics = {"train/loss": last["train/loss"], "val/loss": last["val/loss"], "val/accuracy": last["val/accuracy"]}
-    for name, split in splits.items():  # "test", and any extra held-out split a task defines (e.g. longer lengths)
+    for name, split in splits.items():
         if name not in ("train", "val"):
             result = evaluate(model, split.to(device), cfg.eval_batch_size, autocast)
             metrics.update({f"{name}/loss": result["loss"], f"{name}/accuracy": result["accuracy"]})
+    best = progress.best
     metrics.update(
         {
             "best/val_accuracy": best["accuracy"],
             "best/step": best["step"],
-            "steps": step,
-            "steps_to_target": steps_to_target,
+            "steps": progress.step,
+            "steps_to_target": progress.steps_to_target,
         }
     )
-    memory = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    speed = tokens_seen / train_seconds if train_seconds > 0 else None
-    scored = scored_total()
-    cost = {
-        "tokens_seen": tokens_seen,
-        "scored_targets": scored,
-        "train_flops": train_flops(flops_per_token, tokens_seen, head_flops_per_scored, scored),
-        "train_seconds": train_seconds,
-        "tokens_per_second": speed,
-        "mfu": mfu(flops_per_token_done(tokens_seen, scored), speed, peak),
-        "peak_flops": peak,
-        "peak_memory_bytes": memory,
-        "device": str(device),
-        "threads": torch.get_num_threads(),
-        "first_step_time": first_step_time,
-        "resumed_from_step": resumed_from_step,
-    }
-    return {"metrics": metrics, "cost": cost, "history": history}
+    return metrics

@@ -22,23 +22,25 @@ from collections.abc import Callable, Iterable
 from typing import Annotated
 
 import torch
-import torch.nn.functional as F
 from annotated_types import Ge, Gt
 from torch import Tensor, nn
 
 from models.init import fla_init_
-from models.mixers._conv import ShortConv
 from models.mixers.base import Mixer
 from models.mixers.delta_net import (
     check_dims,
     chunked_delta_rule,
     delta_rule_flops,
+    inverse_softplus_dt,
     l2_normalise,
+    output_layers,
+    qkv_heads,
+    qkv_projections,
     recurrent_delta_rule,
+    short_convs,
     value_head_dim,
 )
 from models.mixers.gated_deltanet import gdn_log_decay
-from models.mixers.kda import inverse_softplus_dt
 from models.mixers.linear_attention import full_precision
 
 
@@ -67,23 +69,15 @@ class Comba(Mixer):
         self.dv = value_head_dim(self.dk, expand_v)
         value_dim = n_heads * self.dv
         self.n_heads, self.chunk_size = n_heads, chunk_size
-        self.q_proj = nn.Linear(d_model, key_dim, bias=False)
-        self.k_proj = nn.Linear(d_model, key_dim, bias=False)
-        self.v_proj = nn.Linear(d_model, value_dim, bias=False)
+        self.q_proj, self.k_proj, self.v_proj = qkv_projections(d_model, key_dim, value_dim)
         self.a_proj = nn.Linear(d_model, n_heads, bias=False)
         self.b_proj = nn.Linear(d_model, n_heads, bias=False)
         self.decay = nn.Parameter(torch.ones(n_heads)) if use_inner_decay else None
         self.D = nn.Parameter(torch.full((n_heads,), float(correction_factor))) if use_output_correction else None
         self.A_log = nn.Parameter(torch.empty(n_heads).uniform_(0, 16).log())
         self.dt_bias = nn.Parameter(inverse_softplus_dt(n_heads))
-        self.convs = (
-            nn.ModuleList(ShortConv(dim, conv_size, bias=False) for dim in (key_dim, key_dim, value_dim))
-            if use_short_conv
-            else None
-        )
-        self.g_proj = nn.Linear(d_model, value_dim, bias=False) if use_gate else None
-        self.o_norm = nn.RMSNorm(self.dv, eps=norm_eps)
-        self.o_proj = nn.Linear(value_dim, d_model, bias=False)
+        self.convs = short_convs((key_dim, key_dim, value_dim), conv_size, use_short_conv)
+        self.g_proj, self.o_norm, self.o_proj = output_layers(d_model, value_dim, self.dv, use_gate, norm_eps)
         fla_init_(self)
 
     def no_weight_decay(self) -> Iterable[nn.Parameter]:
@@ -98,11 +92,7 @@ class Comba(Mixer):
 
     def _mix(self, x: Tensor, scan: Callable[..., Tensor]) -> Tensor:
         b, t, _ = x.shape
-        heads = lambda z, dh: full_precision(z.view(b, t, self.n_heads, dh).transpose(1, 2))
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        if self.convs is not None:
-            q, k, v = (conv(z) for conv, z in zip(self.convs, (q, k, v), strict=True))
-        q, k, v = heads(F.silu(q), self.dk), heads(F.silu(k), self.dk), heads(F.silu(v), self.dv)
+        q, k, v = qkv_heads(self, x)
         p = k if self.decay is None else k * torch.sigmoid(self.decay)[:, None, None]
         if self.D is not None:
             q = q - self.D[:, None, None] * p

@@ -22,7 +22,8 @@ This file also holds the gated kernels Gated DeltaNet shares (`log_decay`: a sca
 """
 
 import importlib.util
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterable
 from typing import Annotated, Literal
 
 import torch
@@ -35,7 +36,6 @@ from models.mixers.base import Mixer, autocast_bf16
 from models.mixers.linear_attention import full_precision
 
 HAVE_FLA = importlib.util.find_spec("fla") is not None
-KERNELS = ("auto", "torch", "fla")
 
 
 def chunked_delta_rule(
@@ -153,8 +153,8 @@ def l2_normalise(x: Tensor, eps: float = 1e-6) -> Tensor:
 
 
 def check_kernel(kernel: str) -> None:
-    if kernel not in KERNELS:
-        raise ValueError(f"mixer.kernel={kernel!r} must be one of {', '.join(KERNELS)}")
+    """kernel=fla only where flash-linear-attention is installed (the choices themselves are the signature's Literal,
+    checked when the mixer is built: models/mixers/base.py)."""
     if kernel == "fla" and not HAVE_FLA:
         raise ValueError("mixer.kernel=fla needs flash-linear-attention: pip install 'archbench[gpu]'")
 
@@ -174,6 +174,38 @@ def use_fla(kernel: str, x: Tensor, needs_bf16: bool = True) -> bool:
 def heads_last(z: Tensor) -> Tensor:
     """(batch, heads, seq, ...) <-> (batch, seq, heads, ...): fla's layout."""
     return z.transpose(1, 2).contiguous()
+
+
+def qkv_projections(d_model: int, key_dim: int, value_dim: int) -> tuple[nn.Linear, nn.Linear, nn.Linear]:
+    """The query, key and value projections of fla's delta-rule layers (no bias), made in that order."""
+    return (
+        nn.Linear(d_model, key_dim, bias=False),
+        nn.Linear(d_model, key_dim, bias=False),
+        nn.Linear(d_model, value_dim, bias=False),
+    )
+
+
+def short_convs(dims: Iterable[int], conv_size: int, use: bool) -> nn.ModuleList | None:
+    """fla's ShortConvolution (no bias) on each of q, k and v of widths `dims`, or None without `use`."""
+    return nn.ModuleList(ShortConv(dim, conv_size, bias=False) for dim in dims) if use else None
+
+
+def output_layers(
+    d_model: int, value_dim: int, head_v_dim: int, use_gate: bool, norm_eps: float
+) -> tuple[nn.Linear | None, nn.RMSNorm, nn.Linear]:
+    """The output gate's projection (None without `use_gate`), the per-head output RMSNorm and the output
+    projection of fla's delta-rule layers, made in that order."""
+    return (
+        nn.Linear(d_model, value_dim, bias=False) if use_gate else None,
+        nn.RMSNorm(head_v_dim, eps=norm_eps),
+        nn.Linear(value_dim, d_model, bias=False),
+    )
+
+
+def inverse_softplus_dt(n: int, dt_min: float = 1e-3, dt_max: float = 1e-1, dt_floor: float = 1e-4) -> Tensor:
+    """Mamba's dt_bias init, as fla's delta-rule layers use it: softplus^-1(dt), dt log-uniform in [dt_min, dt_max]."""
+    dt = torch.exp(torch.rand(n) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=dt_floor)
+    return dt + torch.log(-torch.expm1(-dt))
 
 
 class DeltaNet(Mixer):
@@ -196,24 +228,14 @@ class DeltaNet(Mixer):
     ):
         super().__init__(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx)
         check_kernel(kernel)
-        if chunk_size < 1:
-            raise ValueError(f"mixer.chunk_size={chunk_size} must be positive")
         key_dim, value_dim = check_dims(d_model, n_heads, expand_k, expand_v)
         self.n_heads, self.chunk_size, self.kernel = n_heads, chunk_size, kernel
         self.dk, self.dv = key_dim // n_heads, value_dim // n_heads
         self.beta_scale = 2.0 if allow_neg_eigval else 1.0
-        self.q_proj = nn.Linear(d_model, key_dim, bias=False)
-        self.k_proj = nn.Linear(d_model, key_dim, bias=False)
-        self.v_proj = nn.Linear(d_model, value_dim, bias=False)
+        self.q_proj, self.k_proj, self.v_proj = qkv_projections(d_model, key_dim, value_dim)
         self.b_proj = nn.Linear(d_model, n_heads, bias=False)
-        self.convs = (
-            nn.ModuleList(ShortConv(dim, conv_size, bias=False) for dim in (key_dim, key_dim, value_dim))
-            if use_short_conv
-            else None
-        )
-        self.g_proj = nn.Linear(d_model, value_dim, bias=False) if use_gate else None
-        self.o_norm = nn.RMSNorm(self.dv, eps=norm_eps)
-        self.o_proj = nn.Linear(value_dim, d_model, bias=False)
+        self.convs = short_convs((key_dim, key_dim, value_dim), conv_size, use_short_conv)
+        self.g_proj, self.o_norm, self.o_proj = output_layers(d_model, value_dim, self.dv, use_gate, norm_eps)
 
     def kernel_for(self, device_type: str, bf16: bool) -> str:
         return resolve_fla(self.kernel, device_type, bf16)
@@ -231,17 +253,8 @@ class DeltaNet(Mixer):
         """The same map one token at a time (the RNN view)."""
         return self._mix(x, recurrent_delta_rule)
 
-    def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        if self.convs is not None:
-            q, k, v = (conv(z) for conv, z in zip(self.convs, (q, k, v), strict=True))
-        return F.silu(q), F.silu(k), F.silu(v)
-
     def _mix(self, x: Tensor, scan: Callable[..., Tensor]) -> Tensor:
-        b, t, _ = x.shape
-        heads = lambda z, dh: full_precision(z.view(b, t, self.n_heads, dh).transpose(1, 2))
-        q, k, v = self._qkv(x)
-        q, k, v = heads(q, self.dk), heads(k, self.dk), heads(v, self.dv)
+        q, k, v = qkv_heads(self, x)
         q, k = l2_normalise(q) * self.dk**-0.5, l2_normalise(k)
         beta = self.beta_scale * torch.sigmoid(full_precision(self.b_proj(x))).transpose(1, 2)  # (b, h, t)
         with torch.autocast(x.device.type, enabled=False):
@@ -280,6 +293,17 @@ def value_head_dim(dk: int, expand_v: float) -> int:
             f"mixer.expand_v={expand_v} must make the value head dim (key head dim {dk} * expand_v) an integer"
         )
     return dv
+
+
+def qkv_heads(mixer: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """q, k and v of fla's delta-rule layers: projected, through the short convolutions (where the mixer has them),
+    SiLU, and split into heads, (batch, heads, seq, dk or dv) in full precision."""
+    b, t, _ = x.shape
+    q, k, v = mixer.q_proj(x), mixer.k_proj(x), mixer.v_proj(x)
+    if mixer.convs is not None:
+        q, k, v = (conv(z) for conv, z in zip(mixer.convs, (q, k, v), strict=True))
+    heads = lambda z, dh: full_precision(F.silu(z).view(b, t, mixer.n_heads, dh).transpose(1, 2))
+    return heads(q, mixer.dk), heads(k, mixer.dk), heads(v, mixer.dv)
 
 
 def output_norm(mixer: nn.Module, o: Tensor, x: Tensor) -> Tensor:

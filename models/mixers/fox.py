@@ -17,7 +17,7 @@ fla/ops/forgetting_attn/naive.py. Not a recurrence: `recurrent(x)` computes each
 
 import warnings
 from collections.abc import Callable, Iterable
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -26,8 +26,6 @@ from torch import Tensor, nn
 
 from models.mixers import _flex
 from models.mixers.base import Mixer
-
-KERNELS = ("auto", "sdpa", "flex")
 
 
 class GroupRMSNorm(nn.Module):
@@ -56,13 +54,11 @@ class ForgettingAttention(Mixer):
         n_heads: Annotated[int, Ge(1)] = 1,
         qk_norm: bool = False,
         output_gate: bool = False,
-        kernel: str = "auto",
+        kernel: Literal["auto", "sdpa", "flex"] = "auto",
         position: nn.Module | None = None,
     ):
         super().__init__(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx)
-        if kernel not in KERNELS:
-            raise ValueError(f"mixer.kernel={kernel!r} must be one of {', '.join(KERNELS)}")
-        if n_heads < 1 or d_model % n_heads:
+        if d_model % n_heads:
             raise ValueError(f"mixer.n_heads={n_heads} must divide d_model={d_model}")
         self.kernel, self.n_heads, self.head_dim = kernel, n_heads, d_model // n_heads
         self.score_bias = position if hasattr(position, "bias") else None  # ALiBi-like: added to the scores

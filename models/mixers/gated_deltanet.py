@@ -14,7 +14,6 @@ with DeltaNet (`models/mixers/delta_net.py`); on CUDA with flash-linear-attentio
 `fla.ops.gated_delta_rule.chunk_gated_delta_rule` on the same q, k, v, beta and log decays.
 """
 
-import math
 from collections.abc import Callable, Iterable
 from typing import Annotated, Literal
 
@@ -23,7 +22,6 @@ import torch.nn.functional as F
 from annotated_types import Ge, Gt
 from torch import Tensor, nn
 
-from models.mixers._conv import ShortConv
 from models.mixers.base import Mixer
 from models.mixers.delta_net import (
     check_dims,
@@ -31,10 +29,15 @@ from models.mixers.delta_net import (
     chunked_delta_rule,
     delta_rule_flops,
     heads_last,
+    inverse_softplus_dt,
     l2_normalise,
+    output_layers,
     output_norm,
+    qkv_heads,
+    qkv_projections,
     recurrent_delta_rule,
     resolve_fla,
+    short_convs,
     use_fla,
     value_head_dim,
 )
@@ -61,32 +64,19 @@ class GatedDeltaNet(Mixer):
     ):
         super().__init__(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx)
         check_kernel(kernel)
-        if chunk_size < 1:
-            raise ValueError(f"mixer.chunk_size={chunk_size} must be positive")
         key_dim, _ = check_dims(d_model, n_heads, expand_k, None)
         self.dk = key_dim // n_heads
         self.dv = value_head_dim(self.dk, expand_v)
         value_dim = n_heads * self.dv
         self.n_heads, self.chunk_size, self.kernel = n_heads, chunk_size, kernel
         self.beta_scale = 2.0 if allow_neg_eigval else 1.0
-        self.q_proj = nn.Linear(d_model, key_dim, bias=False)
-        self.k_proj = nn.Linear(d_model, key_dim, bias=False)
-        self.v_proj = nn.Linear(d_model, value_dim, bias=False)
+        self.q_proj, self.k_proj, self.v_proj = qkv_projections(d_model, key_dim, value_dim)
         self.a_proj = nn.Linear(d_model, n_heads, bias=False)
         self.b_proj = nn.Linear(d_model, n_heads, bias=False)
         self.A_log = nn.Parameter(torch.empty(n_heads).uniform_(0, 16).log())
-        dt_min, dt_max, dt_floor = 1e-3, 1e-1, 1e-4
-        dt = torch.exp(torch.rand(n_heads) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        dt = dt.clamp(min=dt_floor)
-        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
-        self.convs = (
-            nn.ModuleList(ShortConv(dim, conv_size, bias=False) for dim in (key_dim, key_dim, value_dim))
-            if use_short_conv
-            else None
-        )
-        self.g_proj = nn.Linear(d_model, value_dim, bias=False) if use_gate else None
-        self.o_norm = nn.RMSNorm(self.dv, eps=norm_eps)
-        self.o_proj = nn.Linear(value_dim, d_model, bias=False)
+        self.dt_bias = nn.Parameter(inverse_softplus_dt(n_heads))
+        self.convs = short_convs((key_dim, key_dim, value_dim), conv_size, use_short_conv)
+        self.g_proj, self.o_norm, self.o_proj = output_layers(d_model, value_dim, self.dv, use_gate, norm_eps)
 
     def no_weight_decay(self) -> Iterable[nn.Parameter]:
         return (self.A_log, self.dt_bias)  # as in the reference (their _no_weight_decay flags)
@@ -108,12 +98,7 @@ class GatedDeltaNet(Mixer):
         return self._mix(x, recurrent_delta_rule)
 
     def _mix(self, x: Tensor, scan: Callable[..., Tensor]) -> Tensor:
-        b, t, _ = x.shape
-        heads = lambda z, dh: full_precision(z.view(b, t, self.n_heads, dh).transpose(1, 2))
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        if self.convs is not None:
-            q, k, v = (conv(z) for conv, z in zip(self.convs, (q, k, v), strict=True))
-        q, k, v = heads(F.silu(q), self.dk), heads(F.silu(k), self.dk), heads(F.silu(v), self.dv)
+        q, k, v = qkv_heads(self, x)
         q, k = l2_normalise(q) * self.dk**-0.5, l2_normalise(k)
         beta = self.beta_scale * torch.sigmoid(full_precision(self.b_proj(x))).transpose(1, 2)  # (b, h, t)
         log_decay = gdn_log_decay(full_precision(self.a_proj(x)), self.A_log, self.dt_bias).transpose(1, 2)

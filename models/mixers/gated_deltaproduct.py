@@ -27,19 +27,20 @@ from annotated_types import Ge, Gt
 from torch import Tensor, nn
 
 from models.init import fla_init_
-from models.mixers._conv import ShortConv
 from models.mixers.base import Mixer
 from models.mixers.delta_net import (
     check_dims,
     chunked_delta_rule,
     delta_rule_flops,
+    inverse_softplus_dt,
     l2_normalise,
+    output_layers,
     output_norm,
     recurrent_delta_rule,
+    short_convs,
     value_head_dim,
 )
 from models.mixers.gated_deltanet import gdn_log_decay
-from models.mixers.kda import inverse_softplus_dt
 from models.mixers.linear_attention import full_precision
 
 
@@ -78,14 +79,8 @@ class GatedDeltaProduct(Mixer):
             self.a_proj = nn.Linear(d_model, n_heads, bias=False)
             self.A_log = nn.Parameter(torch.empty(n_heads).uniform_(0, 16).log())
             self.dt_bias = nn.Parameter(inverse_softplus_dt(n_heads))
-        self.convs = (
-            nn.ModuleList(ShortConv(dim, conv_size, bias=False) for dim in (key_dim, key_dim * n, value_dim * n))
-            if use_short_conv
-            else None
-        )
-        self.g_proj = nn.Linear(d_model, value_dim, bias=False) if use_gate else None
-        self.o_norm = nn.RMSNorm(self.dv, eps=norm_eps)
-        self.o_proj = nn.Linear(value_dim, d_model, bias=False)
+        self.convs = short_convs((key_dim, key_dim * n, value_dim * n), conv_size, use_short_conv)
+        self.g_proj, self.o_norm, self.o_proj = output_layers(d_model, value_dim, self.dv, use_gate, norm_eps)
         fla_init_(self)
 
     def no_weight_decay(self) -> Iterable[nn.Parameter]:

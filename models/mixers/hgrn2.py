@@ -18,10 +18,9 @@ rise with depth. Trained in GLA's chunk-wise form (models/mixers/linear_attentio
 installed, `kernel=auto` runs fla's `chunk_gla` on CUDA, which tests/test_rnn_forms.py compares on a GPU.
 """
 
-import importlib.util
 import math
 from collections.abc import Callable, Iterable
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -30,15 +29,13 @@ from torch import Tensor, nn
 
 from models.mixers._conv import ShortConv
 from models.mixers.base import Mixer
-from models.mixers.delta_net import resolve_fla
+from models.mixers.delta_net import check_kernel, resolve_fla
 from models.mixers.gla import fla_gla
 from models.mixers.linear_attention import (
     chunked_linear_attention,
     full_precision,
     recurrent_linear_attention,
 )
-
-HAVE_FLA = importlib.util.find_spec("fla") is not None
 
 
 class HGRN2(Mixer):
@@ -54,14 +51,11 @@ class HGRN2(Mixer):
         use_short_conv: bool = False,
         conv_size: Annotated[int, Ge(1)] = 4,
         chunk_size: Annotated[int, Ge(1)] = 8,
-        kernel: str = "auto",
+        kernel: Literal["auto", "torch", "fla"] = "auto",
     ):
         super().__init__(d_model, max_seq_len=max_seq_len, layer_idx=layer_idx)
-        if kernel not in ("auto", "torch", "fla"):
-            raise ValueError(f"mixer.kernel={kernel!r} must be one of auto, torch, fla")
-        if kernel == "fla" and not HAVE_FLA:
-            raise ValueError("mixer.kernel=fla needs flash-linear-attention: pip install 'archbench[gpu]'")
-        if expand_ratio < 1 or d_model % expand_ratio:
+        check_kernel(kernel)
+        if d_model % expand_ratio:
             raise ValueError(f"mixer.expand_ratio={expand_ratio} must divide d_model={d_model}")
         if layer_idx >= n_layers:
             raise ValueError(

@@ -18,7 +18,6 @@ with DeltaNet (`models/mixers/delta_net.py`, the decay per key channel); `recurr
 Triton path: fla's `chunk_kda` is not wired in (it could not be checked without a GPU).
 """
 
-import math
 from collections.abc import Callable, Iterable
 from typing import Annotated
 
@@ -28,22 +27,19 @@ from annotated_types import Ge, Gt
 from torch import Tensor, nn
 
 from models.init import fla_init_
-from models.mixers._conv import ShortConv
 from models.mixers.base import Mixer
 from models.mixers.delta_net import (
     check_dims,
     chunked_delta_rule,
+    inverse_softplus_dt,
     l2_normalise,
+    qkv_heads,
+    qkv_projections,
     recurrent_delta_rule,
+    short_convs,
     value_head_dim,
 )
 from models.mixers.linear_attention import full_precision
-
-
-def inverse_softplus_dt(n: int, dt_min: float = 1e-3, dt_max: float = 1e-1, dt_floor: float = 1e-4) -> Tensor:
-    """Mamba's dt_bias init, as fla's delta-rule layers use it: softplus^-1(dt), dt log-uniform in [dt_min, dt_max]."""
-    dt = torch.exp(torch.rand(n) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=dt_floor)
-    return dt + torch.log(-torch.expm1(-dt))
 
 
 class KimiDeltaAttention(Mixer):
@@ -69,14 +65,8 @@ class KimiDeltaAttention(Mixer):
         self.dv = value_head_dim(self.dk, expand_v)
         value_dim = n_heads * self.dv
         self.beta_scale = 2.0 if allow_neg_eigval else 1.0
-        self.q_proj = nn.Linear(d_model, key_dim, bias=False)
-        self.k_proj = nn.Linear(d_model, key_dim, bias=False)
-        self.v_proj = nn.Linear(d_model, value_dim, bias=False)
-        self.convs = (
-            nn.ModuleList(ShortConv(dim, conv_size, bias=False) for dim in (key_dim, key_dim, value_dim))
-            if use_short_conv
-            else None
-        )
+        self.q_proj, self.k_proj, self.v_proj = qkv_projections(d_model, key_dim, value_dim)
+        self.convs = short_convs((key_dim, key_dim, value_dim), conv_size, use_short_conv)
         self.f_proj = nn.Sequential(nn.Linear(d_model, self.dv, bias=False), nn.Linear(self.dv, key_dim, bias=False))
         self.b_proj = nn.Linear(d_model, n_heads, bias=False)
         self.A_log = nn.Parameter(torch.empty(n_heads).uniform_(1, 16).log())
@@ -103,10 +93,7 @@ class KimiDeltaAttention(Mixer):
     def _mix(self, x: Tensor, scan: Callable[..., Tensor]) -> Tensor:
         b, t, _ = x.shape
         heads = lambda z, dh: full_precision(z.view(b, t, self.n_heads, dh).transpose(1, 2))
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        if self.convs is not None:
-            q, k, v = (conv(z) for conv, z in zip(self.convs, (q, k, v), strict=True))
-        q, k, v = heads(F.silu(q), self.dk), heads(F.silu(k), self.dk), heads(F.silu(v), self.dv)
+        q, k, v = qkv_heads(self, x)
         q, k = l2_normalise(q) * self.dk**-0.5, l2_normalise(k)
         log_decay = kda_log_decay(heads(self.f_proj(x), self.dk), self.A_log, self.dt_bias)  # (b, h, t, dk)
         beta, v, read_key = self._write(x, k, v)

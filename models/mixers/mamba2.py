@@ -128,9 +128,6 @@ class Mamba2(Mixer):
                 "mixer.kernel=fla cannot run mixer.allow_neg_eigval=true (fla keeps decays in log "
                 "space): use kernel=auto or torch"
             )
-        for name, value in [("d_state", d_state), ("d_conv", d_conv), ("expand", expand), ("chunk_size", chunk_size)]:
-            if value <= 0:
-                raise ValueError(f"mixer.{name}={value} must be positive")
         self.d_inner, self.n_heads = ssd_heads(d_model, expand, head_dim, ngroups)
         self.d_state, self.head_dim = d_state, head_dim
         if not 0 < A_init_min <= A_init_max:

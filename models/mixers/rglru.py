@@ -78,8 +78,6 @@ class RGLRU(Mixer):
         width = d_model if lru_width is None else lru_width
         if width % n_heads:
             raise ValueError(f"mixer.n_heads={n_heads} must divide the RG-LRU width {width} (mixer.lru_width)")
-        if chunk_size < 1:
-            raise ValueError(f"mixer.chunk_size={chunk_size} must be positive")
         self.width, self.chunk_size = width, chunk_size
         self.linear_x, self.linear_y = nn.Linear(d_model, width), nn.Linear(d_model, width)
         self.linear_out = nn.Linear(width, d_model)

@@ -5,30 +5,17 @@ the input twice, at the 2L positions after it.
 """
 
 from dataclasses import dataclass
-from typing import Annotated
 
 import numpy as np
-from annotated_types import Ge
 
-from tasks.length_generalization import LengthGeneralizationTask
+from tasks.chomsky.strings import StringTransduction
 
 
 @dataclass
-class DuplicateString(LengthGeneralizationTask):
-    alphabet_size: Annotated[int, Ge(2)] = 2  # the source's vocab_size
-
-    @property
-    def input_size(self) -> int:
-        return self.alphabet_size
-
-    @property
-    def output_size(self) -> int:
-        return self.alphabet_size
-
+class DuplicateString(StringTransduction):
     @staticmethod
     def output_length(length: int) -> int:
         return 2 * length
 
-    def sample(self, n: int, length: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        x = rng.integers(0, self.alphabet_size, size=(n, length))
-        return x, np.concatenate([x, x], axis=1)
+    def transduce(self, x: np.ndarray) -> np.ndarray:
+        return np.concatenate([x, x], axis=1)

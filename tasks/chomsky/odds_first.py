@@ -6,30 +6,13 @@ positions): s[1::2] then s[::2] in 0-based indices, as the source's code compute
 """
 
 from dataclasses import dataclass
-from typing import Annotated
 
 import numpy as np
-from annotated_types import Ge
 
-from tasks.length_generalization import LengthGeneralizationTask
+from tasks.chomsky.strings import StringTransduction
 
 
 @dataclass
-class OddsFirst(LengthGeneralizationTask):
-    alphabet_size: Annotated[int, Ge(2)] = 2
-
-    @property
-    def input_size(self) -> int:
-        return self.alphabet_size
-
-    @property
-    def output_size(self) -> int:
-        return self.alphabet_size
-
-    @staticmethod
-    def output_length(length: int) -> int:
-        return length
-
-    def sample(self, n: int, length: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        x = rng.integers(0, self.alphabet_size, size=(n, length))
-        return x, np.concatenate([x[:, 1::2], x[:, ::2]], axis=1)
+class OddsFirst(StringTransduction):
+    def transduce(self, x: np.ndarray) -> np.ndarray:
+        return np.concatenate([x[:, 1::2], x[:, ::2]], axis=1)

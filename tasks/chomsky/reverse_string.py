@@ -5,30 +5,13 @@ input reversed, at the L positions after it.
 """
 
 from dataclasses import dataclass
-from typing import Annotated
 
 import numpy as np
-from annotated_types import Ge
 
-from tasks.length_generalization import LengthGeneralizationTask
+from tasks.chomsky.strings import StringTransduction
 
 
 @dataclass
-class ReverseString(LengthGeneralizationTask):
-    alphabet_size: Annotated[int, Ge(2)] = 2  # the source's vocab_size
-
-    @property
-    def input_size(self) -> int:
-        return self.alphabet_size
-
-    @property
-    def output_size(self) -> int:
-        return self.alphabet_size
-
-    @staticmethod
-    def output_length(length: int) -> int:
-        return length
-
-    def sample(self, n: int, length: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        x = rng.integers(0, self.alphabet_size, size=(n, length))
-        return x, x[:, ::-1].copy()
+class ReverseString(StringTransduction):
+    def transduce(self, x: np.ndarray) -> np.ndarray:
+        return x[:, ::-1].copy()

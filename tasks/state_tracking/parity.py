@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.base import IGNORE
+from tasks.base import HIGHER, IGNORE
 from tasks.length_generalization import LengthGeneralizationTask, Positive
 
 
@@ -27,6 +27,7 @@ class GrazziTask(LengthGeneralizationTask):
     test_min_length: Positive = 40
     test_max_length: Positive = 256
     classes = 2  # answer classes: chance = 1 / classes
+    metrics = {**LengthGeneralizationTask.metrics, "length_mean_scaled_accuracy": HIGHER}
 
     @classmethod
     def width(cls, length: int) -> int:

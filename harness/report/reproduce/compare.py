@@ -7,9 +7,10 @@ from fnmatch import fnmatch
 import numpy as np
 import pandas as pd
 
-from harness.record.keys import LOWER_IS_BETTER, board_role
+from harness.record.keys import board_role
 from harness.report.identities import leaves, lookup
 from harness.report.selection import choose
+from tasks.registry import LOWER_IS_BETTER
 
 
 def norm(value: object) -> str | int | float:
