@@ -1,9 +1,12 @@
 """The glue: CLI, trainer, result records and leaderboards. The only package that knows Hydra, wandb and files."""
 
+import posixpath
 import sysconfig
 import warnings
 from importlib.resources import files
+from pathlib import Path
 
+import yaml
 from omegaconf import OmegaConf
 
 from tasks.length_generalization import max_width
@@ -29,6 +32,52 @@ def options(group: str, *leave_out: str) -> str:
 
 
 OmegaConf.register_new_resolver("options", options, replace=True)
+
+
+def _defaults(path: Path) -> list:
+    return (yaml.safe_load(path.read_text()) or {}).get("defaults") or []
+
+
+def _groups(conf: Path) -> set[str]:
+    """The config groups: conf/'s folders, Hydra's own (hydra/launcher, ...) and every folder a defaults list names as
+    a group (`mixer: attention` in conf/model/transformer.yaml, `override /model/ffn: none`). A folder that is none
+    of these holds presets of the group above it (conf/model/deletang/: `model=deletang/lstm`)."""
+    found = {p.name for p in conf.iterdir() if p.is_dir() and p.name not in ("hydra", "__pycache__")}
+    found |= {f"hydra/{p.name}" for p in (conf / "hydra").iterdir() if p.is_dir()}
+    for path in conf.rglob("*.yaml"):
+        here = path.parent.relative_to(conf).as_posix()
+        for entry in _defaults(path):
+            for key in entry if isinstance(entry, dict) else ():
+                group = key.removeprefix("override ").split("@")[0].strip()
+                found.add(group[1:] if group.startswith("/") else posixpath.normpath(posixpath.join(here, group)))
+    return found
+
+
+def choices() -> str:
+    """`archbench --help`'s options (${choices:} in conf/config.yaml), read from conf/ when it runs: one line per group
+    and one per folder of presets, each item in the form the command line takes: `model/mixer: mamba` is
+    `model/mixer=mamba`, `model: deletang/lstm` is `model=deletang/lstm` (a folder of presets is no group:
+    `model/deletang=lstm` fails). A YAML that extends nothing outside a group (task/protocol/) is a fragment that
+    options include, not an option, and is not listed."""
+    conf = Path(str(files("conf")))
+    groups, lines = _groups(conf), []
+    for group in sorted(g for g in groups if (conf / g).is_dir()):
+        lines.append(f"{group}: {', '.join(sorted(p.stem for p in (conf / group).glob('*.yaml')))}")
+        for folder in sorted(p for p in (conf / group).rglob("*") if p.is_dir()):
+            rel = folder.relative_to(conf).as_posix()
+            if any(rel == g or rel.startswith(f"{g}/") for g in groups if g != group and g.startswith(f"{group}/")):
+                continue  # a group of its own (model/mixer), or inside one
+            presets = [
+                p.relative_to(conf / group).with_suffix("").as_posix()
+                for p in sorted(folder.glob("*.yaml"))
+                if any(isinstance(e, str) and e.endswith("@_here_") for e in _defaults(p))
+            ]
+            if presets:
+                lines.append(f"{group}: {', '.join(presets)}")
+    return "\n".join(line for line in lines if not line.endswith(": "))
+
+
+OmegaConf.register_new_resolver("choices", choices, replace=True)
 # ${batch_for_tokens:1024,${task.seq_len}}: the number of sequences that make a batch of that many tokens (at least
 # 1), so that a sweep over lengths can give every length the same tokens per step (conf/suite/zoo_mqar.yaml)
 OmegaConf.register_new_resolver(

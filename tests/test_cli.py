@@ -9,6 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from harness.run.cli import main
+
 SMOKE = ["trainer=smoke", "task.num_train=64", "task.num_val=16", "task.num_test=16"]
 
 
@@ -18,14 +20,38 @@ def archbench(tmp_path: Path, *args: str, env=None) -> subprocess.CompletedProce
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
 
+def in_process(tmp_path: Path, monkeypatch, capsys, *args: str) -> subprocess.CompletedProcess:
+    """archbench(*args) in this process, where torch is loaded already: for commands refused before any work."""
+    monkeypatch.setenv("ARCHBENCH_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # main() sets it; put back after the test
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["archbench", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code or 0
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(sys.argv, code, out.out, out.err)
+
+
 def records(tmp_path: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((tmp_path / "results").rglob("result.json"))]
 
 
-def test_single_run_writes_one_complete_record(tmp_path):
-    proc = archbench(tmp_path, *SMOKE, "seed=0")
+@pytest.fixture(scope="module")
+def run_twice(tmp_path_factory) -> dict:
+    """One smoke run, then the same command again: two tests read this one pair of processes (each starts torch)."""
+    tmp_path = tmp_path_factory.mktemp("run_twice")
+    first = archbench(tmp_path, *SMOKE, "seed=0")
+    after_first = records(tmp_path)
+    return {"tmp_path": tmp_path, "first": first, "after_first": after_first, "second": archbench(tmp_path, *SMOKE)}
+
+
+def test_single_run_writes_one_complete_record(run_twice):
+    proc, tmp_path = run_twice["first"], run_twice["tmp_path"]
     assert proc.returncode == 0, proc.stderr
-    [record] = records(tmp_path)
+    [record] = run_twice["after_first"]
     assert record["status"] == "completed" and record["seed"] == 0
     assert record["labels"] == {
         "model": "transformer",
@@ -68,9 +94,10 @@ def test_sweep_gives_a_record_per_run_and_a_leaderboard_with_the_right_means(tmp
     assert "| attention" in proc.stdout and "| gqa" in proc.stdout
 
 
-def test_rerunning_a_completed_run_skips_it(tmp_path):
-    assert archbench(tmp_path, *SMOKE).returncode == 0
-    proc = archbench(tmp_path, *SMOKE)
+def test_rerunning_a_completed_run_skips_it(run_twice):
+    tmp_path = run_twice["tmp_path"]
+    assert run_twice["first"].returncode == 0
+    proc = run_twice["second"]
     assert proc.returncode == 0 and "already completed" in proc.stdout + proc.stderr
     first, second = records(tmp_path)
     assert first["run_id"] == second["run_id"] and first["metrics"] == second["metrics"]
@@ -86,8 +113,8 @@ def test_rerunning_a_completed_run_skips_it(tmp_path):
         (["trainer.lr=-1"], "trainer.lr=-1: must be a finite number > 0"),
     ],
 )
-def test_bad_config_gives_one_line_exit_2_and_no_record(tmp_path, args, message):
-    proc = archbench(tmp_path, *SMOKE, *args)
+def test_bad_config_gives_one_line_exit_2_and_no_record(tmp_path, monkeypatch, capsys, args, message):
+    proc = in_process(tmp_path, monkeypatch, capsys, *SMOKE, *args)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("archbench: error:") and message in lines[0], proc.stderr

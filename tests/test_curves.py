@@ -6,6 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness.report import board, plots
+from tests.conftest import examples
 from tests.test_board import record, write_all
 
 
@@ -39,7 +40,7 @@ def test_the_main_jobs_attention_curve_no_longer_forgets(tmp_path):
     assert path.stat().st_size > 0
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     st.lists(
         st.lists(st.floats(0, 0.2), min_size=1, max_size=8).map(lambda d: list(np.cumsum(d))),

@@ -11,12 +11,11 @@ import inspect
 from collections import defaultdict
 
 import pytest
-from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from models.mixers.base import REQUIRED, Mixer
-from tests.conftest import CONF
+from tests.conftest import CONF, with_task
 
 HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_", "defaults"}
 MODEL_PARTS = ("mixer", "norm", "ffn", "position")
@@ -49,15 +48,9 @@ FILES = sorted([*(CONF / "model").rglob("*.yaml"), *(CONF / "task").rglob("*.yam
 
 
 @pytest.fixture(scope="module")
-def composed():
-    """name -> the node its YAML composes to (defaults lists applied), within the whole config."""
-    out = {}
-    with initialize_config_module(config_module="conf", version_base="1.3"):
-        for path in FILES:
-            name, overrides = option_of(path)
-            extra = ["task=lm_text"] if name.startswith("model/") else []  # any task: models read vocab and length
-            out[name] = compose(config_name="config", overrides=[*extra, *overrides])
-    return out
+def composed(composed_once):
+    """name -> the config its YAML composes to (defaults lists applied), within the whole config."""
+    return {name: composed_once(with_task(overrides)) for name, overrides in map(option_of, FILES)}
 
 
 def resolve(target: str):

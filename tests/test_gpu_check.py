@@ -44,6 +44,7 @@ def assert_summary_shape(summary: dict, sections: list[str]) -> None:
     assert all(g["met"] is None for g in summary["goals"].values())  # no verdict from a CPU
 
 
+@pytest.mark.slow  # five Python processes, torch.compile traced: not in README's `pytest`; CI runs it (.ci/run)
 def test_tiny_check_writes_both_summaries(tmp_path):
     proc = check(tmp_path, "--tiny", "--sections", "gpt2,mqar")
     assert proc.returncode == 0, proc.stdout + proc.stderr

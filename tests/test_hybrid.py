@@ -97,7 +97,7 @@ def _archbench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_cli_runs_a_hybrid_and_records_its_pattern(tmp_path):
-    proc = _archbench(tmp_path, "model.pattern=[hyena,attention]")
+    proc = _archbench(tmp_path, *SMALL, "model.pattern=[hyena,attention]")
     assert proc.returncode == 0, proc.stderr
     [record] = [json.loads(p.read_text()) for p in (tmp_path / "results").rglob("result.json")]
     assert record["status"] == "completed"
@@ -231,7 +231,7 @@ def test_cli_sweeps_the_ratio_and_labels_each_plan(tmp_path):
     env = {**os.environ, "ARCHBENCH_RESULTS": str(tmp_path / "results"), "WANDB_MODE": "offline"}
     smoke = ["trainer=smoke", "task.num_train=64", "task.num_val=16", "task.num_test=16"]
     cmd = [sys.executable, "-c", "from harness.run.cli import main; main()", "-m", *smoke]
-    cmd += ["model=hybrid/kimi_linear", "model.attention_every=2,4"]
+    cmd += [*SMALL, "model=hybrid/kimi_linear", "model.attention_every=2,4"]  # small shapes: the labels are the point
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     records = [json.loads(p.read_text()) for p in (tmp_path / "results").rglob("result.json")]

@@ -12,6 +12,7 @@ from omegaconf import open_dict, read_write
 
 from harness.run import build, cli, paths
 from harness.run.build import ConfigError
+from tests.conftest import examples
 from tests.test_verdicts import SMOKE, archbench  # noqa: F401  (the in-process CLI fixture)
 
 PIECES = st.sampled_from(["..", ".", "/", "a", "ü", "名前", "x y", "\\", "~", "/etc", "", "\0", "\n", "${name}"])
@@ -34,7 +35,7 @@ def hydra_config():
         return compose(config_name="config", overrides=["paths.results=/tmp/root"], return_hydra_config=True)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(field=st.sampled_from(["name", "hydra.run.dir", "hydra.sweep.dir", "hydra.sweep.subdir"]), value=PATHLIKE)
 def test_no_value_that_becomes_a_path_leaves_the_results_root(hydra_config, field, value):
     import copy

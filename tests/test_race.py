@@ -15,6 +15,7 @@ from scipy import stats as sps
 from harness.report import cli as board_cli
 from harness.report import race
 from harness.run import cli
+from tests.conftest import examples
 from tests.sweeps import SMOKE
 
 ALPHA = 0.05
@@ -113,7 +114,7 @@ def test_decisions_follow_the_long_table_alone():
     assert "| a " in text and "leader" in text and "runs spent: 22" in text and "(= 6 cells × 5 seeds)" in text
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(
     st.lists(
         st.tuples(st.sampled_from("xyz"), st.floats(0, 1), st.floats(0, 0.3), st.integers(0, 8), st.integers(0, 2)),

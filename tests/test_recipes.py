@@ -16,12 +16,13 @@ from harness.report.reproduce import cards
 from harness.run.train import TrainConfig, configure_optimizer, lr_lambda
 from models.backbone import LanguageModel
 from models.mixers.attention import Attention
+from tests.conftest import examples
 
 CPU = torch.device("cpu")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=examples(50), deadline=None)
 @given(total=st.integers(1, 400), warmup=st.integers(0, 500), ratio=st.floats(0, 1))
 def test_the_default_schedule_is_the_former_warmup_and_cosine(total, warmup, ratio):
     f = lr_lambda(TrainConfig(warmup_steps=warmup, min_lr_ratio=ratio), total, steps_per_epoch=7)

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from harness.report import BoardError, board
 from harness.report import cli as board_cli
+from tests.conftest import examples
 from tests.test_board import record, write_all
 from tests.test_board_outputs import assert_png
 
@@ -133,7 +134,7 @@ RUN = st.tuples(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(st.lists(RUN, min_size=1, max_size=16, unique_by=lambda r: r[:4]))
 def test_the_view_counts_every_run_once_and_agrees_with_select(runs):
     """Random grids with failures: every run is counted at its value (n + failed), and the value marked chosen

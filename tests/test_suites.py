@@ -20,6 +20,7 @@ def test_suite_composes_into_a_multirun(name):
     assert OmegaConf.to_container(cfg.hydra.sweeper.params)
 
 
+@pytest.mark.slow  # 24-36 runs (a race over lrs), each composed twice by Hydra: not in README's pytest; CI runs it
 def test_main_job_runs_end_to_end_and_prints_the_leaderboard(tmp_path):
     proc = archbench(
         tmp_path,

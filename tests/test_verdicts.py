@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from harness.record import results
 from harness.report import board, render
 from harness.run import build, cli
+from tests.conftest import examples
 from tests.sweeps import SMOKE
 from tests.test_board import record, write_all
 
@@ -93,7 +94,7 @@ RECORD_CHOICES = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(RECORD_CHOICES, min_size=1, max_size=14))
 def test_every_completed_run_is_counted_exactly_once_in_exactly_one_cell(tmp_path_factory, choices):
     root = tmp_path_factory.mktemp("records")
@@ -199,7 +200,7 @@ BAD = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(field=st.sampled_from(NUMERIC_FIELDS), value=BAD)
 def test_random_values_of_every_numeric_field_are_refused_in_one_line_or_build_a_model_that_runs(compose, field, value):
     """No traceback ever: a value is refused with one line naming its field, or the model builds and runs."""
