@@ -10,7 +10,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from harness.record import keys as record_keys
-from harness.record.results import scan
+from harness.record.results import Scan, scan
 from harness.report import BoardError, board, marking, race, render
 
 FORMATS = ("md", "csv", "html", "tex")
@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
 
 
-def _main(argv: list[str] | None) -> None:
+def parser() -> argparse.ArgumentParser:
+    """archbench-board's options."""
     p = argparse.ArgumentParser(prog="archbench-board", description=__doc__.splitlines()[0])
     p.add_argument("dirs", nargs="*", type=Path, help="folders searched recursively for result.json")
     p.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs of a wandb project instead of folders")
@@ -123,6 +124,11 @@ def _main(argv: list[str] | None) -> None:
         help="instead of the board: the variants not dominated on "
         "METRIC and COST (e.g. test/accuracy,params) and a plot of the front (harness/report/pareto.py)",
     )
+    return p
+
+
+def _main(argv: list[str] | None) -> None:
+    p = parser()
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     if bool(args.dirs) == bool(args.wandb):
@@ -130,19 +136,7 @@ def _main(argv: list[str] | None) -> None:
     if args.mad:
         args.aggregate = args.aggregate or "task.family"
         args.select = args.select or ["trainer.lr", "trainer.weight_decay"]
-    if args.wandb:
-        from harness.report.wandb_runs import fetch_records
-
-        records = fetch_records(args.wandb, group=args.wandb_group, history=args.plots is not None)
-        found = None
-    else:
-        found = scan(args.dirs)
-        records = found.records
-        if not records:
-            p.error(
-                f"no result records under {', '.join(map(str, args.dirs))}"
-                + (f" ({found.summary()})" if found.files else "")
-            )
+    records, found = _records(args, p)
     if args.pareto:
         from harness.report import pareto
 
@@ -162,10 +156,37 @@ def _main(argv: list[str] | None) -> None:
         sensitivity=args.sensitivity,
         scaling=args.scaling,
     )
-    # the sweep folders given: a race's board shows its decisions (one race, or several run with the same settings)
-    sweepers = [OmegaConf.load(d / "multirun.yaml").hydra.sweeper for d in args.dirs if (d / "multirun.yaml").is_file()]
+    _mark_race(result, args.dirs)
+    _write(result, records, args)
+
+
+def _records(args: argparse.Namespace, p: argparse.ArgumentParser) -> tuple[list[dict], Scan | None]:
+    """The records the board reads: a wandb project's runs, or the result files under the folders given (with the
+    scan that accounts for every file read)."""
+    if args.wandb:
+        from harness.report.wandb_runs import fetch_records
+
+        records = fetch_records(args.wandb, group=args.wandb_group, history=args.plots is not None)
+        return records, None
+    found = scan(args.dirs)
+    if not found.records:
+        p.error(
+            f"no result records under {', '.join(map(str, args.dirs))}"
+            + (f" ({found.summary()})" if found.files else "")
+        )
+    return found.records, found
+
+
+def _mark_race(result: board.Board, dirs: list[Path]) -> None:
+    """The sweep folders given: a race's board shows its decisions (one race, or several run with the same
+    settings)."""
+    sweepers = [OmegaConf.load(d / "multirun.yaml").hydra.sweeper for d in dirs if (d / "multirun.yaml").is_file()]
     if sweepers and all(race.settings(s) == race.settings(sweepers[0]) for s in sweepers):
         race.mark(result, sweepers[0])
+
+
+def _write(result: board.Board, records: list[dict], args: argparse.Namespace) -> None:
+    """The board on stdout, then its plots and files where asked for."""
     print(render.markdown(result))
     if args.plots:
         from harness.report import plots
