@@ -43,6 +43,7 @@ def eval_main(args, monkeypatch, results, capsys):
     return code, capsys.readouterr()
 
 
+@pytest.mark.slow  # CI runs it in .ci/run's second command
 def test_prepare_train_save_eval_board(runs, monkeypatch, capsys, tmp_path):
     root, folders = runs
     results = tmp_path / "results"

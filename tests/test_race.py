@@ -219,6 +219,7 @@ RACE = [
 ]
 
 
+@pytest.mark.slow  # CI runs it in .ci/run's second command
 def test_a_real_race_gives_consecutive_seeds_and_its_decisions_and_a_rerun_trains_nothing(
     tmp_path, monkeypatch, capsys
 ):
@@ -277,6 +278,7 @@ def test_a_race_that_cannot_run_stops_before_training(tmp_path, monkeypatch, cap
     assert not list(Path(tmp_path).rglob("result.json"))
 
 
+@pytest.mark.slow  # CI runs it in .ci/run's second command
 def test_a_race_over_a_tuned_grid_halves_it_on_val_and_the_board_reports_the_lr_it_kept(tmp_path, monkeypatch, capsys):
     """`tune: [trainer.lr]` with a swept lr: each cell runs seed 0 at every lr, keeps the best third on val (here
     one of two), then races seeds at that lr alone; the board selects the same lr and says so, and the runs spent

@@ -86,6 +86,7 @@ def assert_comparison(proc, tmp_path, name):
     assert (tmp_path / "results" / f"{name}_ci" / "comparison.md").exists()
 
 
+@pytest.mark.slow  # CI runs it in .ci/run's second command
 def test_zoology_runs_at_ci_scale_and_prints_ours_beside_the_paper(tmp_path):
     assert_comparison(reproduce(tmp_path, "zoology_mqar"), tmp_path, "zoology_mqar")
 
