@@ -1,6 +1,6 @@
-"""One run over several processes (data parallel): who this process is, the process group, DDP and the few
-collectives the trainer needs. A run started plainly is a world of one, and every function here is then a no-op, so
-the one-process trainer runs exactly the code it ran before.
+"""One run over several processes (data parallel): who this process is, the process group, DDP or FSDP2 (with the
+whole state dicts a checkpoint holds) and the few collectives the trainer needs. A run started plainly is a world of
+one, and every function here is then a no-op, so the one-process trainer runs exactly the code it ran before.
 
 The world comes from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), or, inside a
 SLURM job of several tasks, from SLURM's, mapped by submitit (`from_slurm`). Rank 0 writes the record, the
@@ -107,7 +107,8 @@ class World:
         return DistributedDataParallel(module, device_ids=ids)
 
     def no_sync(self, module: nn.Module, last: bool) -> contextlib.AbstractContextManager:
-        """Around the micro batches of a step but its last: gradients accumulate locally, reduced once at the last."""
+        """Around the micro batches of a step but its last: gradients accumulate locally, reduced once at the last
+        (under FSDP2, by its switch `set_requires_gradient_sync`)."""
         if self.size == 1:
             return contextlib.nullcontext()
         if hasattr(module, "set_requires_gradient_sync"):  # FSDP2's switch, set before each micro batch
