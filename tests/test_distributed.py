@@ -370,3 +370,12 @@ def test_the_memory_check_counts_the_rows_a_process_runs_at_once(compose, monkey
         build.check_fits(model, task, whole)
     monkeypatch.setenv("WORLD_SIZE", "16")  # 4 rows per process
     build.check_fits(model, task, whole)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    have = weights // 2 + residual // 2
+    monkeypatch.setattr(build, "available_memory", lambda device: (have, "of a pretend machine"))
+    with pytest.raises(build.ConfigError, match="AdamW's two moments = "):  # under DDP each process holds them all
+        build.check_fits(model, task, whole)
+    build.check_fits(model, task, TrainConfig(batch_size=64, parallel="fsdp"))  # under FSDP, half of them
+    monkeypatch.setattr(build, "available_memory", lambda device: (weights // 4, "of a pretend machine"))
+    with pytest.raises(build.ConfigError, match="AdamW's two moments / 2 shards = "):
+        build.check_fits(model, task, TrainConfig(batch_size=64, parallel="fsdp"))
