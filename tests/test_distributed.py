@@ -254,11 +254,13 @@ def saved_step(path: Path) -> int:
         return -1
 
 
-@pytest.mark.slow  # three torchrun launches of 2 processes each: ~40 s on 2 cores
-def test_sigkill_of_a_torchrun_run_then_the_same_command_resumes_to_identical_metrics(tmp_path):
-    reference = torchrun(tmp_path / "reference", *RUN)
+@pytest.mark.slow  # three torchrun launches of 2 processes each: ~20 s on 2 cores
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_sigkill_of_a_torchrun_run_then_the_same_command_resumes_to_identical_metrics(tmp_path, parallel):
+    run = [*RUN, f"trainer.parallel={parallel}"]
+    reference = torchrun(tmp_path / "reference", *run)
     results = tmp_path / "results"
-    doomed = torchrun(results, *RUN, slowed=True)
+    doomed = torchrun(results, *run, slowed=True)
     deadline = time.monotonic() + 180
     rng = np.random.default_rng()
     wanted = int(rng.integers(1, 7)) * 5  # a random checkpoint (steps 5 .. 30) to be past when the kill lands
@@ -270,7 +272,7 @@ def test_sigkill_of_a_torchrun_run_then_the_same_command_resumes_to_identical_me
     doomed.wait()
     assert records(results) == []
 
-    again = torchrun(results, *RUN)
+    again = torchrun(results, *run)
     out, _ = again.communicate(timeout=300)
     assert again.returncode == 0 and "resuming from step" in out, out
     assert reference.wait(timeout=300) == 0, reference.communicate()[0]
