@@ -19,17 +19,19 @@ from hydra.utils import instantiate
 
 from harness.run import distributed
 from harness.run.batches import Batches
+from harness.run.checkpoint import Checkpointer
 from harness.run.train import TrainConfig, seed_everything, train
 from tasks.base import IGNORE, Split
 from tasks.lm_shards import TokenWindows
 from tests.test_resume import records
+from tests.test_weights import rerun_test_split
 
 TINY = ["model/ffn=none", "model.d_model=32", "model.n_layers=1", "task.num_train=256", "task.num_val=32"]
 SETTINGS = {"max_steps": 12, "eval_every": 3, "batch_size": 16, "warmup_steps": 2, "progress": False}
 TOLERANCE = {"rel": 1e-5, "abs": 1e-6}  # fp32: the sums over a batch are added in another order
 
 
-def fit(overrides: list[str], settings: dict, rows: list | None = None) -> dict:
+def fit(overrides: list[str], settings: dict, rows: list | None = None, checkpoint: Checkpointer | None = None) -> dict:
     from hydra import compose, initialize_config_module
 
     import harness  # noqa: F401  (the config resolvers)
@@ -43,17 +45,19 @@ def fit(overrides: list[str], settings: dict, rows: list | None = None) -> dict:
         targets = splits["train"].targets  # and micro batches score different counts
         targets[torch.rand(targets.shape, generator=torch.Generator().manual_seed(1)) < 0.5] = IGNORE
     log_fn = None if rows is None else lambda row, step: rows.append(row)
-    return train(model, splits, TrainConfig(**settings), seed=0, log_fn=log_fn)
+    return train(model, splits, TrainConfig(**settings), seed=0, log_fn=log_fn, checkpoint=checkpoint)
 
 
-def _worker(rank: int, world: int, port: int, overrides: list[str], settings: dict, out: str) -> None:
+def _worker(
+    rank: int, world: int, port: int, overrides: list[str], settings: dict, out: str, paths: tuple | None
+) -> None:
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank)})
     os.environ.update({"WORLD_SIZE": str(world), "LOCAL_RANK": str(rank)})
     torch.set_num_threads(1)
     distributed.init("cpu")
     try:
         rows = []
-        result = fit(overrides, settings, rows)
+        result = fit(overrides, settings, rows, paths and Checkpointer(Path(paths[0]), paths[1]))
         if rank == 0:
             Path(out).write_text(json.dumps({"history": result["history"], "metrics": result["metrics"], "rows": rows}))
     finally:
@@ -66,9 +70,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def spawn(world: int, overrides: list[str], settings: dict, tmp_path: Path) -> dict:
+def spawn(world: int, overrides: list[str], settings: dict, tmp_path: Path, checkpoint: tuple | None = None) -> dict:
+    """Rank 0's result of `fit` in `world` forked processes; `checkpoint`: (path, resume_from) of its Checkpointer."""
     out = tmp_path / "rank0.json"
-    args = (world, free_port(), overrides, settings, str(out))
+    args = (world, free_port(), overrides, settings, str(out), checkpoint)
     torch.multiprocessing.start_processes(_worker, args, nprocs=world, start_method="fork")  # torch loaded once
     return json.loads(out.read_text())
 
@@ -104,6 +109,32 @@ def test_two_processes_of_batch_b_train_as_one_process_of_batch_2b(tmp_path, tas
     for a, b in zip(two["rows"], rows, strict=True):
         for key in ("train/loss_mean", "grad_norm"):
             assert a[key] == pytest.approx(b[key], **TOLERANCE)
+
+
+FSDP = {**SETTINGS, "parallel": "fsdp", "micro_batch_size": 4}  # 2 micro batches per rank: gradients reduced once
+
+
+def test_two_fsdp_processes_of_batch_b_train_as_one_process_of_batch_2b(tmp_path):
+    """FSDP2 (trainer.parallel=fsdp): each rank holds a shard of every parameter; the curve is a plain run's."""
+    one = fit(TINY, SETTINGS)
+    assert_same_curve(spawn(2, TINY, FSDP, tmp_path), one)
+
+
+def test_an_fsdp_checkpoint_is_one_whole_file_that_resumes_to_the_uninterrupted_metrics(tmp_path, compose):
+    """Rank 0 writes the whole (unsharded) model and optimizer, keyed as a plain run keys them: an FSDP run resumed
+    from its step-6 checkpoint finishes bitwise as the run that wrote it, and a plain run resumes it too."""
+    first = tmp_path / "first" / "checkpoint.pt"
+    settings = {**FSDP, "checkpoint_every": 6}
+    uninterrupted = spawn(2, TINY, settings, tmp_path, (str(first), None))
+    state = torch.load(first, weights_only=True)
+    assert state["step"] == 6
+    plain = instantiate(compose(TINY).model)
+    assert {k: v.shape for k, v in state["model"].items()} == {k: v.shape for k, v in plain.state_dict().items()}
+    assert all(isinstance(k, int) for k in state["optimizer"]["state"])
+    resumed = spawn(2, TINY, settings, tmp_path, (str(tmp_path / "again" / "checkpoint.pt"), str(first)))
+    assert resumed["metrics"] == uninterrupted["metrics"] and resumed["history"] == uninterrupted["history"]
+    alone = fit(TINY, settings, checkpoint=Checkpointer(tmp_path / "alone.pt", first))
+    assert_same_curve(alone, uninterrupted)
 
 
 @pytest.mark.parametrize("micro", [1, 4, 8])
@@ -223,11 +254,13 @@ def saved_step(path: Path) -> int:
         return -1
 
 
-@pytest.mark.slow  # three torchrun launches of 2 processes each: ~40 s on 2 cores
-def test_sigkill_of_a_torchrun_run_then_the_same_command_resumes_to_identical_metrics(tmp_path):
-    reference = torchrun(tmp_path / "reference", *RUN)
+@pytest.mark.slow  # three torchrun launches of 2 processes each: ~20 s on 2 cores
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_sigkill_of_a_torchrun_run_then_the_same_command_resumes_to_identical_metrics(tmp_path, parallel):
+    run = [*RUN, f"trainer.parallel={parallel}"]
+    reference = torchrun(tmp_path / "reference", *run)
     results = tmp_path / "results"
-    doomed = torchrun(results, *RUN, slowed=True)
+    doomed = torchrun(results, *run, slowed=True)
     deadline = time.monotonic() + 180
     rng = np.random.default_rng()
     wanted = int(rng.integers(1, 7)) * 5  # a random checkpoint (steps 5 .. 30) to be past when the kill lands
@@ -239,7 +272,7 @@ def test_sigkill_of_a_torchrun_run_then_the_same_command_resumes_to_identical_me
     doomed.wait()
     assert records(results) == []
 
-    again = torchrun(results, *RUN)
+    again = torchrun(results, *run)
     out, _ = again.communicate(timeout=300)
     assert again.returncode == 0 and "resuming from step" in out, out
     assert reference.wait(timeout=300) == 0, reference.communicate()[0]
@@ -251,10 +284,13 @@ def test_sigkill_of_a_torchrun_run_then_the_same_command_resumes_to_identical_me
 
 
 @pytest.mark.slow  # torchrun and a plain run side by side: ~17 s on 2 cores (the fork test above covers train())
-def test_torchrun_writes_one_record_with_the_metrics_of_one_process(tmp_path):
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_torchrun_writes_one_record_with_the_metrics_of_one_process(tmp_path, compose, parallel):
     """The CLI under torchrun (2 processes, 2 micro batches each) against the CLI in one process: one record, its
-    run id the same (world size and micro batch are how, not what), its numbers within fp32 rounding."""
+    run id the same (world size, micro batch and ddp or fsdp are how, not what), its numbers within fp32 rounding,
+    its saved weights the whole model's (under FSDP, gathered from the shards)."""
     args = [*BASE, "trainer.max_steps=10", "trainer.eval_every=5", "trainer.checkpoint_every=0"]
+    args.append(f"trainer.parallel={parallel}")
     two = torchrun(tmp_path / "two", *args)
     env = {**os.environ, "ARCHBENCH_RESULTS": str(tmp_path / "one"), "OMP_NUM_THREADS": "1"}
     one = subprocess.run(
@@ -268,6 +304,8 @@ def test_torchrun_writes_one_record_with_the_metrics_of_one_process(tmp_path):
     [got], [expected] = records(tmp_path / "two"), records(tmp_path / "one")  # one record: rank 0's
     assert got["run_id"] == expected["run_id"] and got["env"]["world_size"] == 2 and expected["env"]["world_size"] == 1
     assert_same_curve(got, expected)
+    [weights] = (tmp_path / "two").rglob("model.safetensors")  # loaded strictly: every parameter, whole
+    assert rerun_test_split(compose, got, weights)["loss"] == pytest.approx(got["metrics"]["test/loss"], rel=1e-6)
 
 
 def test_a_batch_the_processes_cannot_share_stops_before_training_with_one_line(tmp_path):
@@ -334,3 +372,12 @@ def test_the_memory_check_counts_the_rows_a_process_runs_at_once(compose, monkey
         build.check_fits(model, task, whole)
     monkeypatch.setenv("WORLD_SIZE", "16")  # 4 rows per process
     build.check_fits(model, task, whole)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    have = weights // 2 + residual // 2
+    monkeypatch.setattr(build, "available_memory", lambda device: (have, "of a pretend machine"))
+    with pytest.raises(build.ConfigError, match="AdamW's two moments = "):  # under DDP each process holds them all
+        build.check_fits(model, task, whole)
+    build.check_fits(model, task, TrainConfig(batch_size=64, parallel="fsdp"))  # under FSDP, half of them
+    monkeypatch.setattr(build, "available_memory", lambda device: (weights // 4, "of a pretend machine"))
+    with pytest.raises(build.ConfigError, match="AdamW's two moments / 2 shards = "):
+        build.check_fits(model, task, TrainConfig(batch_size=64, parallel="fsdp"))

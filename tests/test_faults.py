@@ -155,6 +155,7 @@ BAD = [
     (["trainer.lr=-1e-3"], "trainer.lr=-0.001: must be a finite number > 0"),
     (["trainer.max_steps=0"], "trainer.max_steps=0: must be an integer >= 1"),
     (["trainer.epochs=0"], "trainer.epochs=0: must be a finite number > 0 or null"),
+    (["trainer.parallel=zero"], "trainer.parallel='zero': must be one of 'ddp', 'fsdp'"),
     (["task=lm_text", "task.data_files=/no/such/file.txt"], "data_files='/no/such/file.txt' does not exist"),
 ]
 

@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from hydra.utils import instantiate
 from safetensors.torch import load_model
 
+from harness.run import weights as saved
 from harness.run.build import build
 from harness.run.train import evaluate
 from tests.test_cli import SMOKE, archbench, records
@@ -38,3 +40,14 @@ def test_save_model_false_keeps_none(tmp_path):
     assert proc.returncode == 0, proc.stderr
     [record] = records(tmp_path)
     assert record["files"] == {} and not list((tmp_path / "results").rglob("*.safetensors"))
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_weights_given_whole_make_the_file_the_plain_model_makes(tmp_path, composed_once, tied):
+    """An FSDP run's model holds shards, so the CLI hands over the whole state dict it gathered (with the model's
+    names, each tensor apart): the same file, byte for byte, as the plain model's own, a tied head stored once."""
+    model = instantiate(composed_once(["model.d_model=32", "model.n_layers=1", f"model.tie_embeddings={tied}"]).model)
+    whole = {name: t.clone() for name, t in model.state_dict().items()}
+    saved.save(model, tmp_path / "plain"), saved.save(model, tmp_path / "whole", state=whole)
+    plain, got = ((tmp_path / d / saved.FILE).read_bytes() for d in ("plain", "whole"))
+    assert got == plain

@@ -53,6 +53,7 @@ KEYS = (
     # how a step's global batch (trainer.batch_size) is cut over processes and passes: the same gradients up to
     # rounding, like the number of processes (the record's env.world_size); docs/distributed.md
     Key("trainer.micro_batch_size", board="none", in_run_id=False),
+    Key("trainer.parallel", board="none", in_run_id=False),  # ddp or fsdp: the same step, the same checkpoint file
     *(Key(f"task.{k}", board="column", in_data=False) for k in ("num_train", "num_val", "num_test")),
     *(Key(f"task.{k}", board="column", in_data=False) for k in ("setting", "family")),  # MAD's names of a task
     Key("model.d_model", size=True),

@@ -96,10 +96,16 @@ ADAMW_BYTES_PER_PARAM = 16  # fp32 weights, gradients, and AdamW's two moments (
 def training_bytes(model: nn.Module, task: Task, train_cfg: TrainConfig) -> tuple[int, int]:
     """A lower bound on what training needs: (16 bytes per parameter for weights, gradients and AdamW's state; 4 bytes
     per value of the residual stream each block keeps for the backward pass, rows × seq_len × d_model × layers, where
-    rows are those one process runs at once: the micro batch, or its share of the global batch). Activations inside
-    the mixers and feed-forwards, the head and the data come on top."""
+    rows are those one process runs at once: the micro batch, or its share of the global batch). Under FSDP
+    (trainer.parallel=fsdp) a process holds 1/N of the parameter bytes. Activations inside the mixers and
+    feed-forwards, the head, the data (and under FSDP the block whose weights are gathered) come on top."""
     residual = 4 * train_cfg.micro_batch(distributed.size_from_env()) * task.seq_len * model.d_model * len(model.blocks)
-    return ADAMW_BYTES_PER_PARAM * model.num_params(), residual
+    return ADAMW_BYTES_PER_PARAM * model.num_params() // shards(train_cfg), residual
+
+
+def shards(train_cfg: TrainConfig) -> int:
+    """Over how many processes the parameters, gradients and optimizer state are split: N under FSDP, else 1."""
+    return distributed.size_from_env() if train_cfg.parallel == "fsdp" else 1
 
 
 def available_memory(device: torch.device) -> tuple[int, str] | None:
@@ -127,7 +133,9 @@ def check_fits(model: nn.Module, task: Task, train_cfg: TrainConfig) -> None:
         f"model.d_model={model.d_model} model.n_layers={len(model.blocks)} trainer.batch_size={train_cfg.batch_size}"
         + (f" ({rows} rows at once per process)" if rows != train_cfg.batch_size else "")
         + f": training needs at least {size_text(weights + residual)} ({model.num_params():,} parameters × "
-        f"{ADAMW_BYTES_PER_PARAM} bytes for fp32 weights, gradients and AdamW's two moments = {size_text(weights)}, + "
+        f"{ADAMW_BYTES_PER_PARAM} bytes for fp32 weights, gradients and AdamW's two moments"
+        + (f" / {shards(train_cfg)} shards" if shards(train_cfg) > 1 else "")
+        + f" = {size_text(weights)}, + "
         f"{size_text(residual)} for the residual stream of one batch), more than the {size_text(have[0])} {have[1]}"
     )
 

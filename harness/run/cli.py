@@ -173,7 +173,7 @@ def _train(
     )
     out["metrics"].update(task.derived_metrics(out["metrics"]))
     if cfg.get("save_model", True):  # before the record says completed: a run that cannot keep them fails
-        record.files["weights"] = weights.save(model, out_dir, {"run_id": record.run_id})
+        record.files["weights"] = weights.save(model, out_dir, {"run_id": record.run_id}, out.get("weights"))
     record.status, record.metrics, record.history = "completed", out["metrics"], out["history"]
     record.cost.update(out["cost"])  # with MFU where the device's peak is known (harness/run/mfu.py), else None
     logger.summary({**out["metrics"], **record.cost})

@@ -1,6 +1,6 @@
-"""One run over several processes (data parallel): who this process is, the process group, DDP and the few
-collectives the trainer needs. A run started plainly is a world of one, and every function here is then a no-op, so
-the one-process trainer runs exactly the code it ran before.
+"""One run over several processes (data parallel): who this process is, the process group, DDP or FSDP2 (with the
+whole state dicts a checkpoint holds) and the few collectives the trainer needs. A run started plainly is a world of
+one, and every function here is then a no-op, so the one-process trainer runs exactly the code it ran before.
 
 The world comes from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), or, inside a
 SLURM job of several tasks, from SLURM's, mapped by submitit (`from_slurm`). Rank 0 writes the record, the
@@ -11,6 +11,7 @@ import contextlib
 import datetime
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -84,20 +85,86 @@ class World:
         torch.distributed.scatter_object_list(box, values if self.main else None, src=0)
         return box[0]
 
-    def wrap(self, module: nn.Module, device: torch.device) -> nn.Module:
-        """DistributedDataParallel over the ranks (gradients averaged after each backward), or `module` itself."""
+    def wrap(
+        self, module: nn.Module, device: torch.device, parallel: str = "ddp", blocks: Iterable[nn.Module] = ()
+    ) -> nn.Module:
+        """DistributedDataParallel over the ranks (gradients averaged after each backward), or `module` itself. With
+        parallel="fsdp", FSDP2 instead: each of `blocks`, then `module` (whose forward is the whole loss, so that
+        the embedding and the head are gathered with it), shards its parameters over the ranks in place."""
         if self.size == 1:
             return module
+        if parallel == "fsdp":
+            from torch.distributed.device_mesh import init_device_mesh
+            from torch.distributed.fsdp import fully_shard
+
+            mesh = init_device_mesh(device.type, (self.size,))
+            for block in blocks:
+                fully_shard(block, mesh=mesh)
+            return fully_shard(module, mesh=mesh)
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [torch.cuda.current_device() if device.index is None else device.index] if device.type == "cuda" else None
         return DistributedDataParallel(module, device_ids=ids)
 
     def no_sync(self, module: nn.Module, last: bool) -> contextlib.AbstractContextManager:
-        """Around the micro batches of a step but its last: gradients accumulate locally, reduced once at the last."""
-        if self.size == 1 or last:
+        """Around the micro batches of a step but its last: gradients accumulate locally, reduced once at the last
+        (under FSDP2, by its switch `set_requires_gradient_sync`)."""
+        if self.size == 1:
             return contextlib.nullcontext()
-        return module.no_sync()
+        if hasattr(module, "set_requires_gradient_sync"):  # FSDP2's switch, set before each micro batch
+            module.set_requires_gradient_sync(last)
+            return contextlib.nullcontext()
+        return contextlib.nullcontext() if last else module.no_sync()
+
+
+def full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None, sharded: bool) -> tuple[dict, dict]:
+    """The model's and the optimizer's state dicts, whole: under FSDP (`sharded`), gathered from every rank (a
+    collective: every rank calls it) onto rank 0's CPU (the other ranks get empty dicts) with torch's
+    distributed-checkpoint helpers, the optimizer's state keyed by parameter index as optimizer.state_dict() keys it,
+    so a checkpoint is the same file however the run was split. No `optimizer`: the model's alone."""
+    if not sharded:
+        return model.state_dict(), optimizer.state_dict() if optimizer is not None else {}
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    if optimizer is None:
+        return get_model_state_dict(model, options=options), {}
+    model_state, optim_state = get_state_dict(model, optimizer, options=options)
+    if not optim_state:
+        return model_state, optim_state
+    index = {name: i for i, name in enumerate(parameter_names(model, optimizer))}
+    return model_state, rekey(optim_state, index)
+
+
+def load_full_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer, model_state: dict, optim_state: dict, sharded: bool
+) -> None:
+    """Load `full_state`'s dicts (every rank reads the whole file): under FSDP, each rank keeps its shard."""
+    if not sharded:
+        model.load_state_dict(model_state)
+        optimizer.load_state_dict(optim_state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    names = dict(enumerate(parameter_names(model, optimizer)))
+    options = StateDictOptions(full_state_dict=True)
+    set_state_dict(
+        model, optimizer, model_state_dict=model_state, optim_state_dict=rekey(optim_state, names), options=options
+    )
+
+
+def parameter_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    """The name of each parameter the optimizer steps, in its order (the index optimizer.state_dict() keys it by)."""
+    name = {p: n for n, p in model.named_parameters()}
+    return [name[p] for group in optimizer.param_groups for p in group["params"]]
+
+
+def rekey(optim_state: dict, key: dict) -> dict:
+    """An optimizer state dict with each parameter's key (index or name) replaced by key[it]."""
+    return {
+        "state": {key[k]: v for k, v in optim_state["state"].items()},
+        "param_groups": [{**g, "params": [key[k] for k in g["params"]]} for g in optim_state["param_groups"]],
+    }
 
 
 def current() -> World:

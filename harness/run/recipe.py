@@ -27,6 +27,9 @@ class TrainConfig:
     # rows per forward and backward pass on one process: batch_size / (processes x micro_batch_size) of them accumulate
     # their gradients into one step; None: each process's whole share at once
     micro_batch_size: Positive | None = None
+    # how the processes of a data-parallel run hold the model: ddp, each a whole copy; fsdp, each a shard of every
+    # parameter, gradient and optimizer state (FSDP2; docs/distributed.md). One process: the same plain loop either way
+    parallel: Literal["ddp", "fsdp"] = "ddp"
     lr: Annotated[float, Gt(0)] = 1e-3
     weight_decay: Annotated[float, Ge(0)] = 0.1
     betas: Annotated[list[Unit], Len(2, 2)] = field(default_factory=lambda: [0.9, 0.98])

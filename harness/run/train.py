@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.distributed.tensor import DTensor
 from tqdm.auto import tqdm
 
 from harness.run import distributed
@@ -50,7 +51,8 @@ def evaluate(
     totals = torch.zeros(3, dtype=torch.float64, device=split.device)
     for i in range(0, len(split), batch_size):
         with autocast():
-            batch = scored_loss(model, *split.batch(slice(i, i + batch_size)))
+            rows = split.batch(slice(i, i + batch_size))
+            batch = model(*rows) if isinstance(model, ScoredLoss) else scored_loss(model, *rows)
         totals += torch.stack([t.double() for t in batch])
     loss, correct, count = totals.tolist()  # one synchronisation per evaluation
     model.train(was_training)
@@ -132,10 +134,12 @@ def optimisation_step(
                 part = loss_sum / count.clamp(min=1)
             (part * world.size if world.size > 1 else part).backward()
         share = part.detach() if share is None else share + part.detach()
+    params = [p for p in model.parameters() if p.grad is not None]
+    grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])  # clip_grad_norm_'s two halves
+    if isinstance(grad_norm, DTensor):  # FSDP: each rank's shard of the gradients
+        grad_norm = grad_norm.full_tensor()
     if cfg.grad_clip > 0:
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-    else:
-        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+        torch.nn.utils.clip_grads_with_norm_(params, cfg.grad_clip, grad_norm)
     optimizer.step()
     return share, grad_norm, count
 
@@ -165,8 +169,8 @@ def resume(
 
 def checkpoint_state(
     total_steps: int,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    model_state: dict,
+    optim_state: dict,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     rngs: list[dict],
     progress: Progress,
@@ -176,8 +180,8 @@ def checkpoint_state(
     return {
         "step": progress.step,
         "total_steps": total_steps,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "model": model_state,
+        "optimizer": optim_state,
         "scheduler": scheduler.state_dict(),
         "rng": rngs[0],
         **({"rng_ranks": rngs} if len(rngs) > 1 else {}),
@@ -218,18 +222,22 @@ def train(
     backbone's `flops_per_token`, the head's `head_flops_per_scored` and a known peak). The cost counts the targets
     scored in training steps (`scored_targets`) and the exact `train_flops` (backbone × tokens + head × scored
     targets: harness/run/mfu.py). In a process group (harness/run/distributed.py), each process trains its slice of
-    every global batch under DDP; only rank 0 saves checkpoints and should log. Returns {"metrics": ..., "cost": ...,
-    "history": [...]} (the history without throughput, so that it repeats exactly)."""
+    every global batch under DDP, or with its parameters sharded by FSDP2 (cfg.parallel); only rank 0 saves
+    checkpoints and should log. Returns {"metrics": ..., "cost": ..., "history": [...]} (the history without
+    throughput, so that it repeats exactly), and under FSDP "weights": the final state dict, whole on rank 0."""
     world = distributed.current()
     device, autocast, sync = runtime(cfg)
     cfg.check(len(splits["train"]), world.size)
     train_split, val_split = splits["train"].to(device), splits["val"].to(device)
     model.to(device)
-    optimizer = configure_optimizer(model, cfg, device)
+    sharded = cfg.parallel == "fsdp" and world.size > 1
+    compiled = torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model
+    net = world.wrap(ScoredLoss(compiled), device, cfg.parallel, getattr(model, "blocks", ()))
+    scorer = net if sharded else model  # what evaluates: under FSDP, the root that gathers the weights
+    optimizer = configure_optimizer(model, cfg, device)  # after FSDP has replaced the parameters by their shards
     total_steps = cfg.steps_for(len(train_split))
     batches = Batches(train_split, seed, cfg.batch_size, world.rank, world.size, cfg.micro_batch(world.size))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps, batches.per_epoch))
-    net = world.wrap(ScoredLoss(torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model), device)
     meter = Meter(device, sync, peak_flops(device, cfg.peak_flops), flops_per_token, head_flops_per_scored)
     progress = Progress()
     if world.rank > 0:  # dropout and the like draw other numbers on each rank; the weights are rank 0's (DDP)
@@ -237,8 +245,7 @@ def train(
 
     state = resume(checkpoint, total_steps, world, log_fn)
     if state is not None:  # everything the loop carries from one step to the next, and the RNG that it draws on
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        distributed.load_full_state(model, optimizer, state["model"], state["optimizer"], sharded)
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(rank_rng(state, world), batches.order_gen)
         progress = Progress(state["step"], state["history"], state["best"])
@@ -264,7 +271,7 @@ def train(
         if step % cfg.eval_every == 0 or step == total_steps:
             with meter.off_path():  # the only host synchronisation, and the only place the loss is read
                 interval = meter.interval(world.all_reduce)
-                row = evaluation_row(step, world.all_reduce(loss.clone()).item(), model, val_split, cfg, autocast)
+                row = evaluation_row(step, world.all_reduce(loss.clone()).item(), scorer, val_split, cfg, autocast)
             row |= {"lr": scheduler.get_last_lr()[0], "tokens": meter.tokens}
             progress.history.append(row)
             if log_fn is not None:
@@ -279,14 +286,18 @@ def train(
             with meter.off_path():  # never save weights that a rerun would resume into
                 finite_loss(world.all_reduce(loss.clone()).item(), step)
                 rngs = world.gather(rng_state(batches.order_gen))  # every rank's
+                weights = distributed.full_state(model, optimizer, sharded)  # whole, on rank 0
                 if world.main:
-                    checkpoint.save(checkpoint_state(total_steps, model, optimizer, scheduler, rngs, progress, meter))
+                    checkpoint.save(checkpoint_state(total_steps, *weights, scheduler, rngs, progress, meter))
     sync()
     train_seconds = meter.trained_seconds()
     bar.close()
-    metrics = final_metrics(model, splits, progress, cfg, device, autocast)
+    metrics = final_metrics(scorer, splits, progress, cfg, device, autocast)
     cost = {**meter.cost(train_seconds), "resumed_from_step": state["step"] if state is not None else None}
-    return {"metrics": metrics, "cost": cost, "history": progress.history}
+    out = {"metrics": metrics, "cost": cost, "history": progress.history}
+    if sharded:  # the final weights, whole, on rank 0 (the model itself holds this rank's shards)
+        out["weights"] = distributed.full_state(model, None, sharded)[0]
+    return out
 
 
 def evaluation_row(

@@ -9,6 +9,7 @@ named in the record as `files.weights`. `save_model: false` (conf/config.yaml) k
 import os
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 from torch import nn
 
@@ -17,9 +18,10 @@ from harness.record.results import file_mode
 FILE = "model.safetensors"
 
 
-def save(model: nn.Module, folder: Path, metadata: dict[str, str] | None = None) -> str:
+def save(model: nn.Module, folder: Path, metadata: dict[str, str] | None = None, state: dict | None = None) -> str:
     """Write `model`'s weights to folder/model.safetensors through a temporary file (fsync, rename); returns the
-    file's name, relative to `folder`, as the record names it."""
+    file's name, relative to `folder`, as the record names it. `state`: the weights to write instead of
+    model.state_dict(), with `model`'s names and ties (an FSDP run's, gathered whole: its model holds shards)."""
     from safetensors.torch import save_model
 
     folder = Path(folder)
@@ -27,7 +29,7 @@ def save(model: nn.Module, folder: Path, metadata: dict[str, str] | None = None)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{FILE}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_model(model, tmp, metadata=metadata)
+        save_model(model if state is None else tied_as_in(model, state), tmp, metadata=metadata)
         os.chmod(tmp, file_mode())
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
@@ -36,3 +38,13 @@ def save(model: nn.Module, folder: Path, metadata: dict[str, str] | None = None)
         Path(tmp).unlink(missing_ok=True)
         raise
     return FILE
+
+
+def tied_as_in(model: nn.Module, state: dict) -> SimpleNamespace:
+    """What save_model reads (a `state_dict()`): `state`, where each parameter that `model` ties to an earlier one is
+    that one's tensor again, so that it is stored once, as save_model stores the plain model's."""
+    state, first = dict(state), {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if name in state:
+            state[name] = state[first.setdefault(id(p), name)]
+    return SimpleNamespace(state_dict=lambda: state)
