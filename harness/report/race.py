@@ -178,8 +178,7 @@ def mark(board: "Board", sweeper: DictConfig | None) -> bool:
     if select := list(board.options["select"]):  # a race over a tuned grid: its halving's runs too
         cell = ["variant", "column"]
         points = int(board.runs.groupby(cell)[select].apply(lambda f: len(f.drop_duplicates())).max())
-        decided = decide(long, *args[:5], values=values(board.chosen, on))
-        legend = [*legend, halving_line(race["eta"], select, points, len(board.runs), decided)]
+        legend = [*legend, halving_line(race["eta"], select, points, len(board.runs), long)]
     board.views["race"] = (table, legend)
     return True
 
@@ -192,13 +191,13 @@ def values(chosen: "pd.DataFrame", metric: str) -> "pd.DataFrame":
     return chosen[["variant", "column", "seed"]].assign(value=value)
 
 
-def halving_line(eta: int, keys: "Sequence[str]", points: int, spent: int, decided: "pd.DataFrame") -> str:
+def halving_line(eta: int, keys: "Sequence[str]", points: int, spent: int, long: "pd.DataFrame") -> str:
     """The legend line of a race over a tuned grid: the halving, and the runs spent in all (every grid point's runs)
-    against the full grid at the seeds the race reached."""
-    most = int(decided["seeds"].max())
-    full = len(decided) * points * most
+    against the full grid at the seeds the race reached (the most runs of a cell of the board's `long` table)."""
+    most = int((long["n"] + long.get("failed", 0)).max())
+    full = len(long) * points * most
     return (
         f"tuned grid ({', '.join(keys)}: {points} points per cell) halved on validation first (successive halving, "
         f"keep 1/{eta} per round, one seed a round); runs spent in all: {spent}; the full grid at the seeds the race "
-        f"reached would need {full} (= {len(decided)} cells × {points} points × {most} seeds)"
+        f"reached would need {full} (= {len(long)} cells × {points} points × {most} seeds)"
     )

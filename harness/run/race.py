@@ -142,12 +142,11 @@ class RaceSweeper(Sweeper):
             target += 1
         if long is None:  # the budget ended the race before its first look: the decisions of what ran
             long, row, runs = self.board(written)
-            decided = decide(long, self.alpha, self.min_seeds, self.max_seeds, higher, self.delta, runs)
         on = f"{self.split}/{self.metric}"
         args = (self.alpha, self.min_seeds, self.max_seeds, higher, self.delta, on, runs)
         text = decisions_markdown(long, *args)
         if arms > 1:
-            text += "\n" + halving_line(self.eta, sorted(self.config.get("tune") or []), arms, self.spent, decided)
+            text += "\n" + halving_line(self.eta, sorted(self.config.get("tune") or []), arms, self.spent, long)
         fresh = sum(
             (results.load_record(p) or {}).get("timestamps", {}).get("started", "") >= started
             for paths in written.values()
