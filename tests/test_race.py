@@ -304,3 +304,31 @@ def test_a_race_over_a_tuned_grid_halves_it_on_val_and_the_board_reports_the_lr_
     assert f"runs spent in all: {len(recs)};" in (folder / "leaderboard.md").read_text()  # the board says it too
     cli.main()  # replayed from the records: nothing trains again
     assert "(0 trained by this call" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # CI runs it in .ci/run's second command
+def test_the_halving_counts_a_reused_run_whatever_spelling_its_record_kept(tmp_path, monkeypatch, capsys):
+    """A run trained before the race by a single `archbench ... trainer.lr=1e-2` keeps that spelling in its record's
+    overrides; the race asks for `trainer.lr=0.01`, finds it completed by run id and reuses it: the halving must
+    still count it for lr 0.01 (it knows each job's point from the job, not from the record's text)."""
+    monkeypatch.setenv("ARCHBENCH_RESULTS", str(tmp_path / "results"))
+    monkeypatch.chdir(tmp_path)
+    single = [a for a in RACE if a not in ("-m", "hydra/sweeper=race", "model/mixer=attention,gqa")]
+    single = [a for a in single if not a.startswith(("hydra.sweeper", "+hydra.callbacks"))]
+    monkeypatch.setattr(sys, "argv", ["archbench", *single, "model/mixer=attention", "seed=0", "trainer.lr=1e-2"])
+    cli.main()
+    [before] = [json.loads(p.read_text()) for p in (tmp_path / "results").rglob("result.json")]
+    assert "trainer.lr=1e-2" in before["overrides"]
+    capsys.readouterr()
+    race_args = [a if a != "model/mixer=attention,gqa" else "model/mixer=attention" for a in RACE]
+    monkeypatch.setattr(sys, "argv", ["archbench", *race_args, "tune=[trainer.lr]", "trainer.lr=0.001,0.01"])
+    cli.main()
+    [folder] = [p.parent for p in (tmp_path / "results").rglob("race.md")]
+    recs = [json.loads(p.read_text()) for p in folder.rglob("result.json")]
+    at_seed0 = {r["config"]["trainer"]["lr"]: r for r in recs if r["seed"] == 0}
+    assert at_seed0[0.01]["run_id"] == before["run_id"]  # reused, not retrained
+    val = {lr: r["metrics"]["val/accuracy"] for lr, r in at_seed0.items()}
+    loss = {lr: r["metrics"]["val/loss"] for lr, r in at_seed0.items()}
+    expected = max(val, key=lambda lr: (val[lr], -loss[lr]))  # the rule of tuning.ranked at one run a point
+    kept = {r["config"]["trainer"]["lr"] for r in recs if r["seed"] == 1}
+    assert kept == {expected}, (val, loss, kept)

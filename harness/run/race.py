@@ -157,18 +157,20 @@ class RaceSweeper(Sweeper):
         print(f"\n{text}\n")
         return returns
 
-    def launch(self, batch: list[list[str]], written: dict[Cell, list[Path]], returns: list, tuned: int) -> None:
-        """Run `batch` (jobs ending in their tuned overrides, `tuned` of them, then the seed), noting each record."""
+    def launch(self, batch: list[list[str]], written: dict[Cell, list[Path]], returns: list, tuned: int) -> list[Path]:
+        """Run `batch` (jobs ending in their tuned overrides, `tuned` of them, then the seed), noting each record
+        under its cell; returns the records in the batch's order."""
         if not batch:
-            return
+            return []
         self.validate_batch_is_legal(batch)
         returns.append(self.launcher.launch(batch, initial_job_idx=self.spent))
         self.spent += len(batch)
+        paths = []
         for job, ret in zip(batch, returns[-1], strict=True):
             _ = ret.return_value  # re-raises what escaped a job, as Hydra's basic sweeper does
-            written[tuple(job[: len(job) - 1 - tuned])].append(
-                Path(ret.hydra_cfg.hydra.runtime.output_dir) / "result.json"
-            )
+            paths.append(Path(ret.hydra_cfg.hydra.runtime.output_dir) / "result.json")
+            written[tuple(job[: len(job) - 1 - tuned])].append(paths[-1])
+        return paths
 
     def halve(
         self, grids: dict[Cell, list[Cell]], written: dict[Cell, list[Path]], returns: list, higher: bool
@@ -177,6 +179,7 @@ class RaceSweeper(Sweeper):
         the seeds it has. A cell with a single point is chosen at once with no seeds."""
         alive = {cell: list(grid) for cell, grid in grids.items()}
         seeds = dict.fromkeys(grids, 0)
+        runs: dict[Cell, list[tuple[Cell, Path]]] = {cell: [] for cell in grids}  # each halving run's point, record
         tuned = len(next(iter(grids.values()))[0])
         while any(len(points) > 1 for points in alive.values()):
             open_ = [cell for cell, points in alive.items() if len(points) > 1]
@@ -189,25 +192,26 @@ class RaceSweeper(Sweeper):
             log.info(
                 "race: halving round at seed %d, %d runs for %d cells", max(seeds.values()), len(batch), len(open_)
             )
-            self.launch(batch, written, returns, tuned)
+            for job, path in zip(batch, self.launch(batch, written, returns, tuned), strict=True):
+                runs[tuple(job[: len(job) - 1 - tuned])].append((tuple(job[len(job) - 1 - tuned : -1]), path))
             for cell in open_:
                 seeds[cell] += 1
-                alive[cell] = self.best(cell, alive[cell], written[cell], higher)
+                alive[cell] = self.best(alive[cell], runs[cell], higher)
         return {cell: points[0] for cell, points in alive.items()}, seeds
 
-    def best(self, cell: Cell, points: list[Cell], paths: list[Path], higher: bool) -> list[Cell]:
-        """The best ceil(len(points) / eta) of `points` on the split raced, from the cell's records so far."""
+    def best(self, points: list[Cell], runs: list[tuple[Cell, Path]], higher: bool) -> list[Cell]:
+        """The best ceil(len(points) / eta) of `points` on the split raced, from the cell's halving runs so far (each
+        with the point it ran: known from its job, not read back from the record)."""
         import pandas as pd
 
         from harness.record import results
         from harness.report import tuning
 
         rows = []
-        for path in paths:
-            record = results.load_record(path) or {}
-            point = next((p for p in points if set(p) <= set(record.get("overrides") or [])), None)
-            if point is None:
+        for point, path in runs:
+            if point not in points:  # eliminated at an earlier round
                 continue
+            record = results.load_record(path) or {}
             metrics, ok = record.get("metrics") or {}, record.get("status") == "completed"
             score = metrics.get(f"{self.split}/{self.metric}") if ok else None
             loss = metrics.get(f"{self.split}/loss") if ok else None
